@@ -1,0 +1,33 @@
+# Two commands: `make demo` opens JupyterLab on the quickstart, `make test` runs every test.
+# Both create .venv on first use. torch is installed on its own first: the pinned CPU build,
+# because a bare `torch` requirement on a machine without torch pulls a multi-GB CUDA build.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+TORCH ?= torch==2.13.0
+PORT ?= 8888
+# jupyter refuses to run as root without this flag (containers, CI, Binder-like machines)
+ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
+
+.PHONY: demo test bench clean
+
+$(BIN)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: $(BIN)/.installed
+	@echo "Starting JupyterLab on notebooks/01_quickstart.ipynb; open the URL printed below."
+	$(BIN)/jupyter lab notebooks/01_quickstart.ipynb --no-browser --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG)
+
+test: $(BIN)/.installed
+	$(BIN)/python -m pytest -ra
+
+bench: $(BIN)/.installed
+	$(BIN)/python bench/capture.py
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache

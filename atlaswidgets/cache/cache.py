@@ -1,0 +1,199 @@
+"""ActivationCache: captured activations of some layers, kept as tensors on one device.
+
+Rows are spatial positions (or whole samples, for the "mean" policy). Per layer a row has an
+activation vector, the sample it came from and its (y, x) on the layer's grid. Per sample the cache
+keeps the label, the model's logits and, optionally, a small uint8 copy of the input for display.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+__all__ = ["ActivationCache", "LayerActs", "TopExamples"]
+
+
+@dataclass
+class LayerActs:
+    """Activations of one layer.
+
+    acts : tensor, shape (n_rows, n_channels), float32 or float16, on the cache's device
+    sample_id : tensor, shape (n_rows,), int64, index of the row's sample in the cache
+    yx : tensor, shape (n_rows, 2), int64, position on the layer grid; (-1, -1) for "mean" rows
+    hw : (height, width) of the layer's output grid
+    rf : (height, width) in input pixels of the effective receptive field of one position
+    """
+
+    acts: torch.Tensor
+    sample_id: torch.Tensor
+    yx: torch.Tensor
+    hw: tuple[int, int]
+    rf: tuple[int, int]
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.acts.shape[0])
+
+    @property
+    def n_channels(self) -> int:
+        return int(self.acts.shape[1])
+
+    def to(self, device: torch.device | str) -> "LayerActs":
+        return LayerActs(
+            self.acts.to(device), self.sample_id.to(device), self.yx.to(device), self.hw, self.rf
+        )
+
+
+@dataclass
+class TopExamples:
+    """Rows of a layer that align most with a direction, best first.
+
+    rows, sample_id : int64 arrays, shape (k,)
+    yx : int64 array, shape (k, 2)
+    values : float32 array, shape (k,), the dot product of each row with the direction
+    """
+
+    rows: np.ndarray
+    sample_id: np.ndarray
+    yx: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+@dataclass
+class ActivationCache:
+    """Activations of the captured layers plus per-sample labels, logits and display images.
+
+    layers : dict layer name -> LayerActs
+    labels : tensor, shape (n_samples,), int64; -1 where the data had no label
+    logits : tensor, shape (n_samples, n_outputs), float32
+    images : uint8 tensor, shape (n_samples, 3, h, w), on the CPU, or None
+    input_hw : (height, width) of the model's input images
+    classes : class names indexed by label, or None
+    meta : JSON-able facts about the capture (model and data fingerprints, policy, seed, ...)
+    """
+
+    layers: dict[str, LayerActs]
+    labels: torch.Tensor
+    logits: torch.Tensor
+    images: torch.Tensor | None = None
+    input_hw: tuple[int, int] = (0, 0)
+    classes: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, layer: str) -> LayerActs:
+        try:
+            return self.layers[layer]
+        except KeyError:
+            raise KeyError(
+                f"Layer {layer!r} was not captured; this cache has {list(self.layers)}."
+            ) from None
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.labels.shape[0])
+
+    @property
+    def device(self) -> torch.device:
+        first = next(iter(self.layers.values()), None)
+        return first.acts.device if first is not None else self.logits.device
+
+    def layer(self, name: str | None = None) -> LayerActs:
+        """The named layer, or the only one when the cache has one."""
+        if name is None:
+            if len(self.layers) != 1:
+                raise ValueError(
+                    f"This cache has {len(self.layers)} layers {list(self.layers)}; "
+                    "pass layer=... to say which."
+                )
+            return next(iter(self.layers.values()))
+        return self[name]
+
+    def to(self, device: torch.device | str) -> "ActivationCache":
+        return ActivationCache(
+            {k: v.to(device) for k, v in self.layers.items()},
+            self.labels.to(device),
+            self.logits.to(device),
+            self.images,
+            self.input_hw,
+            self.classes,
+            dict(self.meta),
+        )
+
+    def label_names(self, sample_id: np.ndarray | torch.Tensor) -> list[str]:
+        """Class name of each given sample ("?" where unknown)."""
+        ids = torch.as_tensor(sample_id).cpu()
+        labels = self.labels.cpu()[ids].tolist()
+        if self.classes is None:
+            return [str(v) if v >= 0 else "?" for v in labels]
+        return [self.classes[v] if 0 <= v < len(self.classes) else "?" for v in labels]
+
+    def top_examples(
+        self,
+        direction: torch.Tensor | np.ndarray,
+        k: int = 16,
+        layer: str | None = None,
+        per_sample: bool = False,
+    ) -> TopExamples:
+        """Rows whose activation has the largest dot product with ``direction``.
+
+        direction : array, shape (n_channels,)
+        per_sample : keep only the best row of each sample, so k distinct samples come back
+        """
+        la = self.layer(layer)
+        d = torch.as_tensor(direction)
+        if d.ndim != 1 or d.shape[0] != la.n_channels:
+            raise ValueError(
+                f"direction must have shape ({la.n_channels},) for this layer, got {tuple(d.shape)}."
+            )
+        if not torch.isfinite(d).all():
+            raise ValueError("direction contains NaN or infinite values.")
+        if not isinstance(k, int) or k < 1:
+            raise ValueError(f"k must be a positive int, got {k!r}.")
+        scores = la.acts @ d.to(device=la.acts.device, dtype=la.acts.dtype)  # the one matmul
+        scores = scores.float()
+        if per_sample:
+            best = torch.full((self.n_samples,), -torch.inf, device=scores.device)
+            best = best.scatter_reduce(0, la.sample_id, scores, reduce="amax")
+            # a row wins its sample when it reaches the sample's max; ties go to the first row
+            is_best = scores == best[la.sample_id]
+            first = torch.full((self.n_samples,), la.n_rows, device=scores.device, dtype=torch.long)
+            idx = torch.arange(la.n_rows, device=scores.device)
+            first = first.scatter_reduce(0, la.sample_id[is_best], idx[is_best], reduce="amin")
+            candidates = first[first < la.n_rows]
+            kk = min(k, candidates.numel())
+            vals, order = scores[candidates].topk(kk)
+            rows = candidates[order]
+        else:
+            kk = min(k, la.n_rows)
+            vals, rows = scores.topk(kk)
+        return TopExamples(
+            rows=rows.cpu().numpy(),
+            sample_id=la.sample_id[rows].cpu().numpy(),
+            yx=la.yx[rows].cpu().numpy(),
+            values=vals.cpu().numpy().astype(np.float32),
+        )
+
+    def save(self, path: str | Path, shard_samples: int = 1024) -> Path:
+        """Write the cache as a store directory (see ``atlaswidgets.cache.store``)."""
+        from .store import save_cache
+
+        return save_cache(self, path, shard_samples=shard_samples)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path,
+        model: torch.nn.Module | None = None,
+        device: torch.device | str | None = None,
+    ) -> "ActivationCache":
+        """Read a store directory; with ``model``, refuse a store captured from another model."""
+        from .store import load_cache
+
+        return load_cache(path, model=model, device=device)
