@@ -1,0 +1,222 @@
+"""An activation atlas of one layer: UMAP layout, grid cells, and an icon per cell.
+
+For now the icon of a cell is a dataset example: the receptive-field crop of the cell's most typical
+member, the row whose activation points most nearly the way of the cell's mean activation (cosine).
+Feature-visualisation icons come later and will fill the same ``icons`` array.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..cache.cache import ActivationCache, LayerActs, TopExamples
+from ..render.crops import crop_rows
+from .grid import Cells, grid
+from .umap import umap_layout
+
+__all__ = ["Atlas", "build_atlas"]
+
+
+@dataclass(repr=False)
+class Atlas:
+    """The atlas of one layer of a cache.
+
+    Attributes
+    ----------
+    layer : str, the layer's name in the cache
+    xy : float32 array, shape (n_rows, 2), the 2-D layout of every row of the layer
+    cells : Cells, the visible grid cells (m of them) with their member rows
+    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), one picture per cell
+    typical_row : int64 array, shape (m,), the member closest (cosine) to the cell's mean activation
+    top_class : int64 array, shape (m,), most common label among the members' samples (-1: unknown)
+    top_class_share : float32 array, shape (m,), the share of members with that label
+    classes : class names indexed by label, or None
+    acts : the cache's LayerActs of ``layer`` (a reference, not a copy), for queries
+    """
+
+    layer: str
+    xy: np.ndarray
+    cells: Cells
+    icons: torch.Tensor
+    typical_row: np.ndarray
+    top_class: np.ndarray
+    top_class_share: np.ndarray
+    classes: list[str] | None = None
+    acts: LayerActs | None = field(default=None)
+
+    def __repr__(self) -> str:
+        n = self.cells.n
+        return (
+            f"Atlas(layer={self.layer!r}, rows={len(self.xy)}, cells={len(self.cells.ids)} "
+            f"visible of {n}x{n}, icon_size={self.icons.shape[-1]})"
+        )
+
+    @property
+    def top_class_names(self) -> list[str]:
+        """Name of each cell's most common class ("?" where unknown)."""
+        return [_class_name(int(c), self.classes) for c in self.top_class]
+
+    def rows_of(self, cell_ids) -> np.ndarray:
+        """Row indices of all members of the given cells (by id); see ``Cells.rows_of``."""
+        return self.cells.rows_of(cell_ids)
+
+    def examples(self, cell_ids, k: int = 12) -> TopExamples:
+        """The selection's top dataset examples: its members ranked by alignment with its mean.
+
+        The direction is the mean activation of all members of the given cells; members are scored
+        by their dot product with it and only the best row of each sample is kept, so up to ``k``
+        distinct samples come back, best first.
+
+        cell_ids : int array-like, shape (s,), ids of visible cells (``cells.ids``)
+        Returns TopExamples with up to ``k`` rows; empty when ``cell_ids`` is empty.
+        """
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}.")
+        if self.acts is None:
+            raise ValueError("This atlas has no activations attached; build it with build_atlas().")
+        rows = self.rows_of(cell_ids)
+        if len(rows) == 0:
+            return TopExamples(
+                rows=np.zeros(0, np.int64), sample_id=np.zeros(0, np.int64),
+                yx=np.zeros((0, 2), np.int64), values=np.zeros(0, np.float32),
+            )
+        la = self.acts
+        rows_t = torch.as_tensor(rows, device=la.acts.device)
+        member_acts = la.acts[rows_t].float()
+        scores = member_acts @ member_acts.mean(0)  # one matmul over the selection
+        samples = la.sample_id[rows_t]
+        # best row per sample: sort by score, then keep each sample's first appearance
+        by_score = torch.argsort(scores, descending=True, stable=True).cpu().numpy()
+        _, first = np.unique(samples.cpu().numpy()[by_score], return_index=True)
+        best = by_score[np.sort(first)][: int(k)]
+        picked = rows[best]
+        return TopExamples(
+            rows=picked.astype(np.int64),
+            sample_id=la.sample_id.cpu().numpy()[picked].astype(np.int64),
+            yx=la.yx.cpu().numpy()[picked].astype(np.int64),
+            values=scores.cpu().numpy()[best].astype(np.float32),
+        )
+
+
+def build_atlas(
+    cache: ActivationCache,
+    layer: str | None = None,
+    grid_size: int = 20,
+    min_count: int = 3,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
+    icon_size: int = 48,
+    xy=None,
+) -> Atlas:
+    """Lay out a layer's rows with UMAP, bin them into a grid and give every visible cell an icon.
+
+    Parameters
+    ----------
+    cache : ActivationCache with images (captured with ``keep_images=True``) for the icons
+    layer : layer name, or None when the cache holds one layer
+    grid_size : cells per side of the grid
+    min_count : cells with fewer rows are hidden
+    seed, n_neighbors, min_dist : UMAP settings (see ``umap_layout``)
+    icon_size : side of each icon in pixels
+    xy : array, shape (n_rows, 2), optional; a precomputed layout, which skips UMAP
+
+    Returns
+    -------
+    Atlas
+    """
+    if not isinstance(cache, ActivationCache):
+        raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
+    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
+        raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}.")
+    name = _layer_name(cache, layer)
+    la = cache[name]
+    if la.n_rows == 0:
+        raise ValueError(f"Layer {name!r} has no rows; capture some data first.")
+    if cache.images is None:
+        raise ValueError(
+            "The atlas icons are crops of the dataset images, but this cache has none; capture it "
+            "with keep_images=True (aw.capture(..., keep_images=True))."
+        )
+    acts = la.acts.float()
+    if not torch.isfinite(acts).all():
+        raise ValueError(f"Layer {name!r} has NaN or infinite activations; check the model.")
+
+    if xy is None:
+        xy = umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+    else:
+        xy = xy.detach().cpu().numpy() if isinstance(xy, torch.Tensor) else np.asarray(xy)
+        if xy.shape != (la.n_rows, 2):
+            raise ValueError(
+                f"xy must have shape ({la.n_rows}, 2), one point per row of layer {name!r}; "
+                f"got {xy.shape}."
+            )
+        xy = xy.astype(np.float32)
+
+    cells = grid(xy, grid_size, acts=acts, min_count=min_count)
+    if len(cells.ids) == 0:
+        raise ValueError(
+            f"No cell of the {grid_size}x{grid_size} grid holds {min_count} rows or more "
+            f"({la.n_rows} rows in all); lower min_count or grid_size."
+        )
+    typical = _typical_rows(acts, cells)
+    top_class, share = _top_classes(cache, la, cells)
+    icons = crop_rows(cache, name, typical, size=icon_size)
+    return Atlas(
+        layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical,
+        top_class=top_class, top_class_share=share, classes=cache.classes, acts=la,
+    )
+
+
+def _layer_name(cache: ActivationCache, layer: str | None) -> str:
+    if layer is None:
+        if len(cache.layers) != 1:
+            raise ValueError(
+                f"This cache has {len(cache.layers)} layers {list(cache.layers)}; pass layer=... "
+                "to say which one the atlas shows."
+            )
+        return next(iter(cache.layers))
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}.")
+    if layer not in cache.layers:
+        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
+    return layer
+
+
+def _typical_rows(acts: torch.Tensor, cells: Cells) -> np.ndarray:
+    """Per cell, the member with the highest cosine similarity to the cell's mean activation."""
+    order = torch.as_tensor(cells.order, device=acts.device)
+    means = torch.as_tensor(cells.mean_act, device=acts.device)
+    member = acts[order]
+    cell_of = torch.as_tensor(np.repeat(np.arange(len(cells.ids)), cells.count), device=acts.device)
+    cos = torch.nn.functional.cosine_similarity(member, means[cell_of], dim=1, eps=1e-8)
+    cos = cos.cpu().numpy()
+    # sort each cell's members by similarity (best first); the first of each segment wins
+    rank = np.lexsort((-cos, cell_of.cpu().numpy()))
+    return cells.order[rank[cells.offsets[:-1]]].astype(np.int64)
+
+
+def _top_classes(cache: ActivationCache, la: LayerActs, cells: Cells) -> tuple[np.ndarray, np.ndarray]:
+    labels = cache.labels.cpu().numpy()[la.sample_id.cpu().numpy()[cells.order]]
+    m = len(cells.ids)
+    n_classes = max(int(labels.max(initial=-1)) + 1, len(cache.classes or []), 1)
+    cell_of = np.repeat(np.arange(m), cells.count)
+    known = labels >= 0
+    table = np.bincount(
+        cell_of[known] * n_classes + labels[known], minlength=m * n_classes
+    ).reshape(m, n_classes)
+    top = table.argmax(1).astype(np.int64)
+    share = table[np.arange(m), top] / cells.count
+    top[table.sum(1) == 0] = -1  # no member has a known label
+    return top, share.astype(np.float32)
+
+
+def _class_name(label: int, classes: list[str] | None) -> str:
+    if label < 0:
+        return "?"
+    if classes is None or label >= len(classes):
+        return str(label)
+    return str(classes[label])

@@ -1,0 +1,55 @@
+"""Pieces shared by the widgets: binary buffers and a list-of-cell-ids trait."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import traitlets
+
+__all__ = ["CellIds", "to_buffer", "from_buffer"]
+
+# dtypes a widget sends; the browser reads them with DataView getters, little-endian
+_WIRE = {"float32": "<f4", "uint32": "<u4", "int32": "<i4"}
+
+
+def to_buffer(arr, dtype: str) -> bytes:
+    """Bytes of ``arr`` as little-endian ``dtype`` ("float32", "uint32" or "int32"), C order."""
+    if dtype not in _WIRE:
+        raise ValueError(f"dtype must be one of {sorted(_WIRE)}, got {dtype!r}.")
+    a = arr.detach().cpu().numpy() if isinstance(arr, torch.Tensor) else np.asarray(arr)
+    return np.ascontiguousarray(a, dtype=_WIRE[dtype]).tobytes()
+
+
+def from_buffer(buf, dtype: str, shape: tuple[int, ...] | None = None) -> np.ndarray:
+    """Inverse of ``to_buffer``: an array of ``dtype`` (native byte order), optionally reshaped."""
+    if dtype not in _WIRE:
+        raise ValueError(f"dtype must be one of {sorted(_WIRE)}, got {dtype!r}.")
+    a = np.frombuffer(bytes(buf), dtype=_WIRE[dtype]).astype(dtype)
+    return a.reshape(shape) if shape is not None else a
+
+
+class CellIds(traitlets.List):
+    """A list of cell ids (ints). Accepts numpy arrays and numpy ints; drops repeats, sorts.
+
+    Sorting makes the value canonical, so two linked widgets agree on "the same selection" and
+    the page can show it as a stable ``data-selected`` string.
+    """
+
+    def __init__(self, **kwargs):
+        super().__init__(trait=traitlets.Int(), **kwargs)
+
+    def validate(self, obj, value):
+        if isinstance(value, torch.Tensor):
+            value = value.detach().cpu().numpy()
+        if isinstance(value, np.ndarray):
+            if value.ndim != 1:
+                raise TypeError(f"cell ids must be a 1-D list of ints, got shape {value.shape}.")
+            value = value.tolist()
+        if isinstance(value, (list, tuple, set)):
+            ints = []
+            for v in value:
+                if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                    raise TypeError(f"cell ids must be ints, got {v!r} ({type(v).__name__}).")
+                ints.append(int(v))
+            value = sorted(set(ints))
+        return super().validate(obj, value)

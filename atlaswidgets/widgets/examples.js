@@ -1,0 +1,167 @@
+// ExamplePanel front end: a header and a grid of example pictures cut from one PNG sprite sheet.
+// Python sends a whole page of examples in one message; the page swaps it in once the sheet has
+// decoded, so the header and the pictures always belong to the same selection.
+// All text is set with textContent; nothing here parses HTML.
+
+// Read a little-endian 4-byte typed buffer synced from Python (a DataView in the widget model).
+function readArray(value, kind) {
+  const Type = kind === "f32" ? Float32Array : kind === "i32" ? Int32Array : Uint32Array;
+  if (!value) return new Type(0);
+  const view = value instanceof DataView
+    ? value
+    : ArrayBuffer.isView(value)
+      ? new DataView(value.buffer, value.byteOffset, value.byteLength)
+      : new DataView(value);
+  const get = kind === "f32" ? "getFloat32" : kind === "i32" ? "getInt32" : "getUint32";
+  const out = new Type(Math.floor(view.byteLength / 4));
+  for (let i = 0; i < out.length; i++) out[i] = view[get](4 * i, true);
+  return out;
+}
+
+function toBlobPart(value) {
+  if (value instanceof DataView || ArrayBuffer.isView(value)) {
+    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
+  }
+  return new Uint8Array(value);
+}
+
+function el(tag, className, parent) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (parent) parent.appendChild(node);
+  return node;
+}
+
+function formatValue(v) {
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e4 || a < 1e-2)) return v.toExponential(2);
+  return v.toFixed(a >= 100 ? 0 : 2);
+}
+
+function render({ model, el: host }) {
+  const root = el("div", "aw-examples", host);
+  const header = el("div", "aw-examples-header", root);
+  const headerMain = el("span", "aw-examples-count", header);
+  const headerNote = el("span", "aw-examples-note", header);
+  const gridEl = el("div", "aw-examples-grid", root);
+  let token = 0;
+  let currentUrl = null;
+
+  function snapshot() {
+    const n = model.get("n_examples");
+    return {
+      cells: [...(model.get("shown_cells") || [])],
+      positions: model.get("n_positions"),
+      n,
+      labels: model.get("labels") || [],
+      values: readArray(model.get("values"), "f32"),
+      samples: readArray(model.get("sample_ids"), "u32"),
+      rows: readArray(model.get("rows"), "u32"),
+      yx: readArray(model.get("yx"), "i32"),
+      cols: Math.max(1, model.get("sprite_cols")),
+      thumb: model.get("thumb_size"),
+      sprite: model.get("sprite"),
+    };
+  }
+
+  async function update() {
+    const my = ++token;
+    const s = snapshot();
+    let img = null;
+    let url = null;
+    if (s.n > 0 && s.sprite && s.sprite.byteLength > 0) {
+      url = URL.createObjectURL(new Blob([toBlobPart(s.sprite)], { type: "image/png" }));
+      img = new Image();
+      img.src = url;
+      try {
+        await img.decode();
+      } catch (err) {
+        URL.revokeObjectURL(url);
+        console.error("atlaswidgets: the example sprite sheet did not decode", err);
+        return;
+      }
+    }
+    if (my !== token) {
+      if (url) URL.revokeObjectURL(url); // a newer page of examples arrived meanwhile
+      return;
+    }
+    show(s, img);
+    if (currentUrl) URL.revokeObjectURL(currentUrl);
+    currentUrl = url;
+  }
+
+  function show(s, img) {
+    header.dataset.cells = s.cells.join(",");
+    root.dataset.nExamples = String(s.n);
+    if (s.cells.length === 0) {
+      headerMain.textContent = "Click a cell in the atlas";
+      headerNote.textContent = "its top dataset examples appear here";
+      root.classList.add("aw-empty");
+    } else {
+      const c = s.cells.length;
+      headerMain.textContent =
+        `${c} cell${c === 1 ? "" : "s"} · ${s.positions.toLocaleString("en-US")} position${s.positions === 1 ? "" : "s"}`;
+      headerNote.textContent = `top ${s.n} example${s.n === 1 ? "" : "s"} · outline: what the position sees`;
+      root.classList.remove("aw-empty");
+    }
+    const dpr = window.devicePixelRatio || 1;
+    const items = [];
+    for (let i = 0; i < s.n; i++) {
+      const fig = el("figure", "aw-example");
+      fig.dataset.sampleId = String(s.samples[i]);
+      fig.dataset.row = String(s.rows[i]);
+      fig.dataset.rank = String(i);
+      const y = s.yx[2 * i];
+      const x = s.yx[2 * i + 1];
+      const where = y < 0 ? "whole image" : `position (${y}, ${x})`;
+      fig.title = `sample ${s.samples[i]} · row ${s.rows[i]} · ${where}`;
+      const canvas = el("canvas", "aw-example-img", fig);
+      canvas.width = Math.round(s.thumb * dpr);
+      canvas.height = Math.round(s.thumb * dpr);
+      canvas.style.width = `${s.thumb}px`;
+      canvas.style.height = `${s.thumb}px`;
+      if (img) {
+        const ctx = canvas.getContext("2d");
+        ctx.imageSmoothingEnabled = true;
+        ctx.imageSmoothingQuality = "high";
+        const sx = (i % s.cols) * s.thumb;
+        const sy = Math.floor(i / s.cols) * s.thumb;
+        ctx.drawImage(img, sx, sy, s.thumb, s.thumb, 0, 0, canvas.width, canvas.height);
+      }
+      const cap = el("figcaption", "aw-example-caption", fig);
+      const label = el("span", "aw-example-label", cap);
+      label.textContent = s.labels[i] ?? "?";
+      const value = el("span", "aw-example-value", cap);
+      value.textContent = formatValue(s.values[i]);
+      value.title = "dot product with the selection's mean activation";
+      items.push(fig);
+    }
+    gridEl.replaceChildren(...items);
+    gridEl.style.gridTemplateColumns = `repeat(auto-fill, ${s.thumb}px)`;
+  }
+
+  const traits = [
+    "shown_cells", "n_positions", "n_examples", "sprite", "sprite_cols", "labels", "values",
+    "sample_ids", "rows", "yx", "thumb_size",
+  ];
+  // one Python message fires several change events in a row; draw once, after the last
+  let queued = false;
+  const onChange = () => {
+    if (queued) return;
+    queued = true;
+    queueMicrotask(() => {
+      queued = false;
+      update();
+    });
+  };
+  for (const t of traits) model.on(`change:${t}`, onChange);
+  update();
+
+  return () => {
+    for (const t of traits) model.off(`change:${t}`, onChange);
+    token++;
+    if (currentUrl) URL.revokeObjectURL(currentUrl);
+  };
+}
+
+export default { render };

@@ -1,0 +1,142 @@
+"""ExamplePanel: the top dataset examples of the selected atlas cells.
+
+Set ``selected`` (or ``link`` the panel to an AtlasWidget) and Python ranks the members of those
+cells by alignment with their mean activation (``Atlas.examples``), draws each example's whole image
+with the receptive field of its best position outlined, and sends the pictures as one PNG sprite
+sheet plus text captions.
+
+DOM hooks for tests: root ``.aw-examples`` with ``data-n-examples``; ``.aw-examples-header`` with
+``data-cells`` (the comma-separated cell ids whose examples are shown, "" when none); one
+``.aw-example`` per example, best first, with ``data-sample-id``, ``data-row`` and ``data-rank``,
+holding ``.aw-example-label`` (class name) and ``.aw-example-value``. Header and examples are swapped
+in together once the pictures have decoded, so they always describe the same selection.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anywidget
+import numpy as np
+import traitlets
+
+from ..cache.cache import ActivationCache
+from ..layout.atlas import Atlas
+from ..render.crops import boxed_images, sprite_sheet
+from ._common import CellIds, from_buffer, to_buffer
+
+__all__ = ["ExamplePanel"]
+
+
+class ExamplePanel(anywidget.AnyWidget):
+    """Dataset examples of a selection of atlas cells, best first.
+
+    Parameters
+    ----------
+    atlas : Atlas whose cells ``selected`` names
+    cache : the ActivationCache the atlas was built from (images and labels)
+    k : how many examples (distinct samples) to show
+    thumb_size : side of each example picture in pixels
+    """
+
+    _esm = Path(__file__).parent / "examples.js"
+    _css = Path(__file__).parent / "examples.css"
+
+    # Data: what is shown now, all set together; arrays as little-endian bytes
+    shown_cells = traitlets.List(traitlets.Int()).tag(sync=True)  # the selection these examples are of
+    n_positions = traitlets.Int(0).tag(sync=True)  # member rows of the shown cells
+    n_examples = traitlets.Int(0).tag(sync=True)
+    sprite = traitlets.Bytes(b"").tag(sync=True)  # PNG; example i at (i % sprite_cols, i // sprite_cols)
+    sprite_cols = traitlets.Int(1).tag(sync=True)
+    labels = traitlets.List(traitlets.Unicode()).tag(sync=True)  # class name of each example, as text
+    values = traitlets.Bytes(b"").tag(sync=True)  # float32, shape (n_examples,)
+    sample_ids = traitlets.Bytes(b"").tag(sync=True)  # uint32, shape (n_examples,)
+    rows = traitlets.Bytes(b"").tag(sync=True)  # uint32, shape (n_examples,)
+    yx = traitlets.Bytes(b"").tag(sync=True)  # int32, shape (n_examples, 2); -1 for "mean" rows
+
+    # Selection: ids of visible cells of the atlas
+    selected = CellIds().tag(sync=True)
+
+    # View
+    k = traitlets.Int(12).tag(sync=True)
+    thumb_size = traitlets.Int(96).tag(sync=True)
+
+    def __init__(
+        self, atlas: Atlas, cache: ActivationCache, k: int = 12, thumb_size: int = 96, **kwargs
+    ):
+        if not isinstance(atlas, Atlas):
+            raise TypeError(f"ExamplePanel needs an Atlas (from aw.build_atlas), got {type(atlas).__name__}.")
+        if not isinstance(cache, ActivationCache):
+            raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
+        if atlas.layer not in cache.layers or cache[atlas.layer].n_rows != len(atlas.xy):
+            raise ValueError(
+                f"This cache does not match the atlas (layer {atlas.layer!r}, {len(atlas.xy)} rows); "
+                "pass the cache the atlas was built from."
+            )
+        if cache.images is None:
+            raise ValueError(
+                "The panel shows the dataset images, but this cache has none; capture it with "
+                "keep_images=True."
+            )
+        self._atlas = atlas
+        self._cache = cache
+        super().__init__(k=k, thumb_size=thumb_size, **kwargs)
+        self._refresh()
+
+    @property
+    def atlas(self) -> Atlas:
+        return self._atlas
+
+    def example_arrays(self) -> dict[str, np.ndarray]:
+        """The synced buffers decoded back to arrays (what the page reads), for checks and tests."""
+        n = self.n_examples
+        return {
+            "values": from_buffer(self.values, "float32", (n,)),
+            "sample_ids": from_buffer(self.sample_ids, "uint32", (n,)),
+            "rows": from_buffer(self.rows, "uint32", (n,)),
+            "yx": from_buffer(self.yx, "int32", (n, 2)),
+        }
+
+    @traitlets.validate("selected")
+    def _valid_selection(self, proposal):
+        self._atlas.cells.index(proposal["value"])  # ValueError naming ids that are not visible cells
+        return proposal["value"]
+
+    @traitlets.validate("k")
+    def _valid_k(self, proposal):
+        if not 1 <= proposal["value"] <= 200:
+            raise ValueError(f"k must be between 1 and 200 examples, got {proposal['value']}.")
+        return proposal["value"]
+
+    @traitlets.validate("thumb_size")
+    def _valid_thumb_size(self, proposal):
+        if not 16 <= proposal["value"] <= 512:
+            raise ValueError(f"thumb_size must be between 16 and 512 pixels, got {proposal['value']}.")
+        return proposal["value"]
+
+    @traitlets.observe("selected", "k", "thumb_size")
+    def _on_change(self, change):
+        self._refresh()
+
+    def _refresh(self) -> None:
+        cells = list(self.selected)
+        ex = self._atlas.examples(cells, k=self.k)
+        n_positions = len(self._atlas.rows_of(cells)) if cells else 0
+        if len(ex):
+            pics = boxed_images(self._cache, self._atlas.layer, ex.rows, size=self.thumb_size)
+            sprite, cols = sprite_sheet(pics)
+            labels = self._cache.label_names(ex.sample_id)
+        else:
+            sprite, cols, labels = b"", 1, []
+        # one message: the page never sees examples of one selection with the header of another
+        with self.hold_sync():
+            self.sprite = sprite
+            self.sprite_cols = cols
+            self.labels = [str(s) for s in labels]
+            self.values = to_buffer(ex.values, "float32")
+            self.sample_ids = to_buffer(ex.sample_id, "uint32")
+            self.rows = to_buffer(ex.rows, "uint32")
+            self.yx = to_buffer(ex.yx, "int32")
+            self.n_examples = len(ex)
+            self.n_positions = n_positions
+            self.shown_cells = cells

@@ -1,0 +1,109 @@
+"""Binning a layout into grid cells: counts, members (CSR), hidden cells, mean activations."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from atlaswidgets.layout.grid import grid
+
+
+def test_known_points_land_in_known_cells():
+    # x and y both span [0, 4]: with n=4 each cell is 1 wide; the maximum falls in the last cell
+    xy = np.array([[0.0, 0.0], [0.5, 0.2], [0.9, 0.9], [4.0, 4.0], [3.5, 0.1], [2.2, 1.7], [3.9, 3.1]])
+    cells = grid(xy, n=4, min_count=1)
+    # (row, col) = (floor(y), floor(x)) -> ids row * 4 + col
+    expected = {0: [0, 1, 2], 3: [4], 6: [5], 15: [3, 6]}
+    assert cells.ids.tolist() == sorted(expected)
+    assert cells.count.tolist() == [len(expected[i]) for i in sorted(expected)]
+    for k, cid in enumerate(cells.ids):
+        assert cells.members(k).tolist() == expected[cid]
+        assert cells.ij[k].tolist() == [cid // 4, cid % 4]
+    np.testing.assert_allclose(cells.centers[0], [0.125, 0.125])
+    np.testing.assert_allclose(cells.centers[list(cells.ids).index(3)], [0.875, 0.125])  # (x, y)
+
+
+def test_cells_under_min_count_are_hidden():
+    xy = np.array([[0.0, 0.0], [0.1, 0.1], [0.2, 0.0], [1.0, 1.0]])
+    cells = grid(xy, n=2, min_count=2)
+    assert cells.ids.tolist() == [0]
+    assert cells.count.tolist() == [3]
+    assert cells.row_cell.tolist() == [0, 0, 0, -1]
+    assert cells.offsets.tolist() == [0, 3]
+    with pytest.raises(ValueError, match="not visible cells"):
+        cells.index([3])
+
+
+def test_csr_partitions_the_visible_rows():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(500, 2))
+    cells = grid(xy, n=7, min_count=3)
+    assert (cells.count >= 3).all()
+    assert cells.offsets[-1] == len(cells.order) == cells.count.sum()
+    seen = np.concatenate([cells.members(k) for k in range(len(cells))])
+    assert sorted(seen.tolist()) == sorted(np.flatnonzero(cells.row_cell >= 0).tolist())
+    for k in range(len(cells)):
+        assert (cells.row_cell[cells.members(k)] == k).all()
+    # rows_of takes ids, members takes positions
+    two = cells.ids[:2]
+    np.testing.assert_array_equal(cells.rows_of(two), np.concatenate([cells.members(0), cells.members(1)]))
+
+
+def test_mean_act_is_the_mean_of_members():
+    rng = np.random.default_rng(1)
+    xy = rng.uniform(size=(300, 2))
+    acts = rng.normal(size=(300, 5)).astype(np.float32)
+    cells = grid(xy, n=4, acts=torch.as_tensor(acts), min_count=1)
+    assert cells.mean_act.shape == (len(cells), 5) and cells.mean_act.dtype == np.float32
+    for k in range(len(cells)):
+        np.testing.assert_allclose(cells.mean_act[k], acts[cells.members(k)].mean(0), rtol=1e-5, atol=1e-6)
+    assert grid(xy, n=4).mean_act is None
+
+
+def test_flat_axis_and_single_point():
+    cells = grid(np.array([[1.0, 5.0], [1.0, 6.0], [1.0, 7.0]]), n=3, min_count=1)
+    assert (cells.ij[:, 1] == 0).all()  # x is constant: every point in column 0
+    assert cells.ij[:, 0].tolist() == [0, 1, 2]
+    one = grid(np.array([[2.0, 3.0]]), n=5, min_count=1)
+    assert one.ids.tolist() == [0]
+
+
+def test_hundred_thousand_rows_take_milliseconds():
+    rng = np.random.default_rng(0)
+    xy = rng.normal(size=(100_000, 2)).astype(np.float32)
+    acts = torch.as_tensor(rng.normal(size=(100_000, 32)).astype(np.float32))
+    grid(xy[:1000], n=20, acts=acts[:1000])  # warm-up
+    t = time.perf_counter()
+    cells = grid(xy, n=20, acts=acts, min_count=3)
+    elapsed = time.perf_counter() - t
+    assert cells.count.sum() <= 100_000
+    assert elapsed < 0.5, f"grid over 100k rows took {elapsed:.3f} s"
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(xy=np.zeros((4, 3))), r"shape \(n_rows, 2\)"),
+        (dict(xy=np.zeros((0, 2))), "empty"),
+        (dict(xy=np.array([[0.0, np.nan], [1.0, 1.0]])), "NaN"),
+        (dict(xy=np.zeros((4, 2)), n=0), "grid size"),
+        (dict(xy=np.zeros((4, 2)), n=2.5), "grid size"),
+        (dict(xy=np.zeros((4, 2)), min_count=0), "min_count"),
+        (dict(xy=np.zeros((4, 2)), acts=np.zeros((3, 2))), r"acts must have shape \(4, n_channels\)"),
+        (dict(xy=np.zeros((2, 2)), acts=np.array([[np.inf], [0.0]])), "NaN or infinite"),
+    ],
+)
+def test_bad_input(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        grid(**kwargs)
+
+
+def test_members_and_index_reject_bad_keys():
+    cells = grid(np.random.default_rng(0).normal(size=(50, 2)), n=3, min_count=1)
+    with pytest.raises(ValueError, match="cell position"):
+        cells.members(len(cells))
+    with pytest.raises(TypeError, match="list of ints"):
+        cells.index([0.5])

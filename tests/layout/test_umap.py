@@ -1,0 +1,49 @@
+"""UMAP layout: shape, dtype, determinism, and input checks (numba JIT makes the first call slow)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atlaswidgets.layout.umap import umap_layout
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 8)) * 6
+    cluster = np.repeat(np.arange(3), 40)
+    return centres[cluster] + rng.normal(size=(120, 8)), cluster
+
+
+def test_seeded_layout_is_deterministic_and_keeps_clusters(blobs):
+    x, cluster = blobs
+    a = umap_layout(torch.as_tensor(x, dtype=torch.float32), n_neighbors=10, seed=3)
+    b = umap_layout(x, n_neighbors=10, seed=3)
+    assert a.shape == (120, 2) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    # each point's nearest neighbour in the layout comes from its own cluster
+    d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    np.fill_diagonal(d, np.inf)
+    assert (cluster[d.argmin(1)] == cluster).mean() > 0.95
+
+
+@pytest.mark.parametrize(
+    "acts, match",
+    [
+        (np.zeros(20), r"shape \(n_rows, n_channels\)"),
+        (np.zeros((10, 4)), "needs at least 16 rows"),
+        (np.full((30, 4), np.nan), "NaN"),
+    ],
+)
+def test_bad_input(acts, match):
+    with pytest.raises(ValueError, match=match):
+        umap_layout(acts)
+
+
+def test_bad_n_neighbors():
+    with pytest.raises(ValueError, match="n_neighbors"):
+        umap_layout(np.zeros((30, 4)), n_neighbors=1)
+    with pytest.raises(TypeError, match="numeric array"):
+        umap_layout([["a", "b"]] * 30)

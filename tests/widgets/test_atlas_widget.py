@@ -1,0 +1,106 @@
+"""AtlasWidget trait state: binary buffers, sprite sheet, selection both ways, text kept as text."""
+
+from __future__ import annotations
+
+import io
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from atlaswidgets.widgets.atlas import AtlasWidget
+
+from ..layout._synthetic import clustered_cache
+from .conftest import XSS
+
+WIDGETS = Path(__file__).resolve().parents[2] / "atlaswidgets" / "widgets"
+
+
+def test_buffers_decode_to_the_atlas_arrays(small):
+    cache, atlas = small
+    w = AtlasWidget(atlas, cache)
+    assert isinstance(w.cell_ij, bytes) and isinstance(w.cell_count, bytes)
+    got = w.cell_arrays()
+    m = len(atlas.cells)
+    assert w.n_cells == m and w.grid_size == 6
+    assert w.n_positions == int(atlas.cells.count.sum())
+    np.testing.assert_array_equal(got["ids"], atlas.cells.ids)
+    np.testing.assert_array_equal(got["ij"], atlas.cells.ij)
+    np.testing.assert_array_equal(got["count"], atlas.cells.count)
+    np.testing.assert_array_equal(got["share"], atlas.top_class_share)
+    # little-endian on the wire whatever the host
+    assert np.frombuffer(w.cell_ij, dtype="<u4").reshape(m, 2).tolist() == atlas.cells.ij.tolist()
+
+
+def test_sprite_holds_every_icon_in_order(small):
+    cache, atlas = small
+    w = AtlasWidget(atlas, cache)
+    sheet = np.asarray(Image.open(io.BytesIO(w.sprite)))
+    s, cols, m = w.icon_size, w.sprite_cols, w.n_cells
+    assert s == 12
+    assert sheet.shape == (-(-m // cols) * s, cols * s, 4)
+    for i in (0, m - 1):
+        r, c = divmod(i, cols)
+        tile = sheet[r * s : (r + 1) * s, c * s : (c + 1) * s, :3]
+        np.testing.assert_array_equal(tile, atlas.icons[i].permute(1, 2, 0).numpy())
+
+
+def test_selection_from_python(small):
+    cache, atlas = small
+    w = AtlasWidget(atlas, cache)
+    assert w.selected == []
+    ids = atlas.cells.ids
+    w.selected = np.array([ids[3], ids[1], ids[3]])  # numpy, unsorted, repeated
+    assert w.selected == sorted({int(ids[1]), int(ids[3])})
+    np.testing.assert_array_equal(w.selected_rows(), atlas.rows_of(w.selected))
+    hidden = next(i for i in range(36) if i not in set(ids.tolist()))
+    with pytest.raises(ValueError, match=rf"cell ids \[{hidden}\] are not visible cells"):
+        w.selected = [hidden]
+    with pytest.raises(TypeError, match="cell ids must be ints"):
+        w.selected = [1.5]
+    assert w.selected == sorted({int(ids[1]), int(ids[3])})  # a refused value changes nothing
+
+
+def test_selection_from_the_page(small):
+    # what ipywidgets does with a comm message from the browser after a click
+    cache, atlas = small
+    w = AtlasWidget(atlas, cache)
+    seen = []
+    w.observe(lambda c: seen.append(c["new"]), names="selected")
+    w.set_state({"selected": [int(atlas.cells.ids[2])]})
+    assert w.selected == [int(atlas.cells.ids[2])] and seen == [w.selected]
+
+
+def test_class_names_stay_plain_strings(small):
+    cache, atlas = small
+    w = AtlasWidget(atlas, cache)
+    assert XSS in w.cell_class
+    assert "b&w <b>bold</b>" in w.cell_class
+    assert w.cell_class == atlas.top_class_names
+
+
+def test_from_cache_and_bad_input(small):
+    cache, atlas = small
+    other, xy, _ = clustered_cache(samples_per_cluster=5)
+    w = AtlasWidget.from_cache(other, "block", grid_size=4, min_count=1, xy=xy, icon_size=8)
+    assert w.grid_size == 4 and w.atlas.layer == "block"
+    with pytest.raises(ValueError, match="pass the cache the atlas was built from"):
+        AtlasWidget(atlas, other)
+    with pytest.raises(TypeError, match="needs an Atlas"):
+        AtlasWidget(cache)
+    with pytest.raises(ValueError, match="size"):
+        AtlasWidget(atlas, cache, size=10)
+    with pytest.raises(ValueError, match="grid_size"):
+        AtlasWidget(atlas, cache).grid_size = 0
+
+
+def test_front_end_files_never_parse_html():
+    for name in ["atlas.js", "examples.js"]:
+        text = (WIDGETS / name).read_text()
+        assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", text), name
+        assert "textContent" in text
+    for name in ["atlas.js", "atlas.css", "examples.js", "examples.css"]:
+        assert (WIDGETS / name).stat().st_size > 0
+    assert str(AtlasWidget._esm) == (WIDGETS / "atlas.js").read_text()
