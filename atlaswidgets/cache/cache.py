@@ -77,6 +77,9 @@ class ActivationCache:
     input_hw : (height, width) of the model's input images
     classes : class names indexed by label, or None
     meta : JSON-able facts about the capture (model and data fingerprints, policy, seed, ...)
+    sample_sha256 : uint8 tensor, shape (n_samples, 32), on the CPU, or None: sha256 of each input
+        sample's bytes (image and label). The store checks with it that a resumed capture reads
+        the same data; any shard split can be re-hashed from it.
     """
 
     layers: dict[str, LayerActs]
@@ -86,6 +89,7 @@ class ActivationCache:
     input_hw: tuple[int, int] = (0, 0)
     classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    sample_sha256: torch.Tensor | None = None
 
     def __getitem__(self, layer: str) -> LayerActs:
         try:
@@ -124,6 +128,7 @@ class ActivationCache:
             self.input_hw,
             self.classes,
             dict(self.meta),
+            self.sample_sha256,
         )
 
     def label_names(self, sample_id: np.ndarray | torch.Tensor) -> list[str]:

@@ -1,0 +1,451 @@
+"""The on-disk store of an activation cache: a directory of checksummed safetensors shards.
+
+Layout::
+
+    store/
+      manifest.json            schema version, fingerprints, layer facts, the list of shards
+      shard-00000.safetensors  samples [0, shard_samples)
+      shard-00001.safetensors  samples [shard_samples, 2 * shard_samples)
+      ...
+
+A shard holds, for its range of samples, per layer ``{layer}/acts``, ``{layer}/sample_id`` and
+``{layer}/yx`` (rows ordered by sample), and per sample ``labels``, ``logits``, ``images`` (when
+kept) and ``sample_sha256``. Every file is written to a temporary file in the same directory,
+fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
+The manifest is rewritten the same way after each shard. A shard counts only when the manifest
+lists it with a sha256 that matches the file's bytes: "the file exists" proves nothing.
+
+No pickle anywhere: tensors go through safetensors, everything else through JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Iterable
+
+import torch
+from safetensors.torch import load as _st_load
+from safetensors.torch import save as _st_save
+
+from .cache import ActivationCache, LayerActs
+
+__all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
+
+SCHEMA_VERSION = 1
+FORMAT = "atlaswidgets.store"
+MANIFEST = "manifest.json"
+_TMP = ".tmp-"  # marks our temporary files: ".<final name>.tmp-<pid>-<random>"
+# the parts of a fingerprint that say how a store was captured; "data" is checked shard by shard
+CONFIG_KEYS = ("model", "model_class", "layers", "policy")
+
+
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def model_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 of the model's class name and its state_dict (names, shapes, dtypes, bytes, sorted)."""
+    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
+    for name, t in sorted(model.state_dict().items()):
+        if not isinstance(t, torch.Tensor):  # extra state some modules keep
+            h.update(f"|{name}|{t!r}".encode())
+            continue
+        h.update(f"|{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    # through uint8 so that dtypes numpy lacks (bfloat16) hash too
+    flat = t.detach().reshape(-1).contiguous().cpu()
+    if flat.numel() == 0:
+        return memoryview(b"")
+    return memoryview(flat.view(torch.uint8).numpy())
+
+
+def data_sha256(sample_sha256: torch.Tensor, start: int, stop: int) -> str:
+    """sha256 of a range of samples: the hash of their per-sample digests, concatenated."""
+    return hashlib.sha256(sample_sha256[start:stop].numpy().tobytes()).hexdigest()
+
+
+def config_differences(old: dict, new: dict) -> list[str]:
+    """Which of model / layers / policy differ between two fingerprints."""
+    return [k for k in CONFIG_KEYS if old.get(k) != new.get(k)]
+
+
+# ----------------------------------------------------------------------------- atomic files
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write bytes to ``path`` so that a crash leaves the old file or the new one, never half."""
+    tmp = path.with_name(f".{path.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    # makes the rename itself durable; not possible on every platform (Windows), where it is skipped
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_manifest(path: str | Path) -> dict[str, Any]:
+    """The manifest of a store, checked for format and schema version (not for completeness)."""
+    path = Path(path)
+    file = path / MANIFEST
+    if not path.is_dir():
+        raise ValueError(f"No store at {str(path)!r}: it is not a directory. Pass the directory "
+                         "that cache.save(...) or capture(..., store=...) wrote.")
+    if not file.is_file():
+        raise ValueError(
+            f"{str(path)!r} has no {MANIFEST}, so it is not an atlaswidgets store (or a capture "
+            "into it stopped before its first shard). Pass a store directory, or capture again "
+            "with capture(..., store=path)."
+        )
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{str(file)!r} is not valid JSON ({e}); the store is damaged. "
+                         "Delete the directory and capture again.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{str(file)!r} is not an atlaswidgets store manifest "
+                         f"(its format is {manifest.get('format') if isinstance(manifest, dict) else None!r}, "
+                         f"expected {FORMAT!r}).")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise ValueError(
+            f"The store at {str(path)!r} has schema version {version!r}, but this atlaswidgets "
+            f"reads schema version {SCHEMA_VERSION}. Open it with the atlaswidgets version that "
+            "wrote it, or capture the data again into a new directory."
+        )
+    return manifest
+
+
+def read_shard(path: Path, record: dict) -> dict[str, torch.Tensor]:
+    """Tensors of one shard, after checking its bytes against the manifest's sha256."""
+    file = path / record["file"]
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise ValueError(f"Shard {record['file']!r} of the store {str(path)!r} cannot be read "
+                         f"({e.strerror}). Capture again into a new directory.") from None
+    if _sha256_bytes(data) != record.get("sha256"):
+        raise ValueError(
+            f"Shard {record['file']!r} of the store {str(path)!r} does not match its checksum in "
+            f"{MANIFEST}: the file was changed or damaged. Capture again with "
+            "capture(..., store=path) to rewrite it, or delete the directory."
+        )
+    return _st_load(data)
+
+
+def verified_prefix(path: Path, manifest: dict) -> list[tuple[dict, dict[str, torch.Tensor]]]:
+    """The leading shards whose files match their checksums, with their tensors (for resuming).
+
+    A shard that is missing, damaged or out of order ends the prefix: it and everything after it
+    is captured again.
+    """
+    done = []
+    expected_start = 0
+    for record in manifest.get("shards", []):
+        if record.get("start") != expected_start:
+            break
+        try:
+            tensors = read_shard(path, record)
+        except ValueError:
+            break
+        done.append((record, tensors))
+        expected_start = record["stop"]
+    return done
+
+
+def load_cache(
+    path: str | Path,
+    model: torch.nn.Module | None = None,
+    device: torch.device | str | None = None,
+) -> ActivationCache:
+    """Read a complete store into an ActivationCache.
+
+    model : when given, refuse a store that was captured from a model with other weights
+    device : where the activations go; default CUDA when available, else CPU (images stay on CPU)
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if not manifest.get("complete"):
+        raise ValueError(
+            f"The store at {str(path)!r} is incomplete: its capture was interrupted; call "
+            "capture(..., store=path) again to resume it from its last complete shard."
+        )
+    if model is not None:
+        want = manifest.get("fingerprint", {}).get("model")
+        if want is None:
+            raise ValueError(f"The store at {str(path)!r} has no model fingerprint (it was saved "
+                             "from a cache not made by capture()), so it cannot be checked "
+                             "against a model; load it without model=.")
+        if want != model_fingerprint(model):
+            raise ValueError(
+                f"The store at {str(path)!r} was captured from a different model "
+                f"({manifest['fingerprint'].get('model_class')}, other weights) than the one "
+                "passed. Capture this model's activations into a new directory."
+            )
+    records = manifest.get("shards", [])
+    expected = 0
+    for record in records:
+        if record.get("start") != expected or record.get("stop", -1) < expected:
+            raise ValueError(f"The shard list in {str(path / MANIFEST)!r} has a gap or overlap "
+                             f"at {record.get('file')!r}; the store is damaged. Capture again.")
+        expected = record["stop"]
+    pieces = [read_shard(path, r) for r in records]
+    return assemble(pieces, manifest, _default_device(device))
+
+
+def _default_device(device: torch.device | str | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def assemble(
+    pieces: list[dict[str, torch.Tensor]],
+    header: dict,
+    device: torch.device,
+    ready: dict[str, torch.Tensor] | None = None,
+) -> ActivationCache:
+    """An ActivationCache from consecutive shard pieces (same keys as a shard) and the manifest facts.
+
+    ready : whole tensors for some keys, already joined (capture's preallocated buffers)
+    Activations, sample ids, positions, labels and logits go to ``device``; images and sample
+    digests stay on the CPU.
+    """
+    if not pieces:
+        raise ValueError("The store lists no shards, so it holds no samples; capture again.")
+    ready = ready or {}
+
+    def cat(key: str, on: torch.device) -> torch.Tensor:
+        if key in ready:
+            return ready[key].to(on)
+        missing = sum(key not in p for p in pieces)
+        if missing:
+            raise ValueError(f"{missing} shard(s) lack the tensor {key!r} that the manifest "
+                             "implies; the store is damaged or was written by another version. "
+                             "Capture again into a new directory.")
+        parts = [p[key] for p in pieces]
+        # one piece: no copy; several: one copy, directly on the target device
+        out = parts[0] if len(parts) == 1 else torch.cat([t.to(on) for t in parts])
+        return out.to(on)
+
+    layers = {}
+    for name, info in header["layers"].items():
+        layers[name] = LayerActs(
+            acts=cat(f"{name}/acts", device),
+            sample_id=cat(f"{name}/sample_id", device),
+            yx=cat(f"{name}/yx", device),
+            hw=tuple(info["hw"]),
+            rf=tuple(info["rf"]),
+        )
+    keys = pieces[0].keys() if pieces else ()
+    cpu = torch.device("cpu")
+    return ActivationCache(
+        layers=layers,
+        labels=cat("labels", device),
+        logits=cat("logits", device),
+        images=cat("images", cpu) if "images" in keys else None,
+        input_hw=tuple(header["input_hw"]),
+        classes=list(header["classes"]) if header.get("classes") is not None else None,
+        meta=dict(header.get("meta", {})),
+        sample_sha256=cat("sample_sha256", cpu) if "sample_sha256" in keys else None,
+    )
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def _is_ours_tmp(name: str) -> bool:
+    return name.startswith(".") and _TMP in name
+
+
+def check_target(path: Path, fingerprint: dict, action: str) -> dict | None:
+    """Make sure writing a store at ``path`` clobbers nothing; return its manifest if it is one.
+
+    An absent or empty directory is fine, and so is a store captured the same way (same model,
+    layers and policy). A file, a directory holding other files, or a store of another model,
+    layer set or policy is refused.
+    """
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file, not a directory; {action} needs a directory. "
+                         "Pass another path.")
+    if not path.exists():
+        return None
+    entries = [e for e in os.listdir(path) if not _is_ours_tmp(e)]
+    if not entries:
+        return None
+    if MANIFEST not in entries:
+        raise ValueError(
+            f"{str(path)!r} already holds files and is not an atlaswidgets store; refusing to "
+            f"write into it. Pass a new or empty directory for {action}."
+        )
+    manifest = read_manifest(path)
+    diff = config_differences(manifest.get("fingerprint", {}), fingerprint)
+    if diff:
+        raise ValueError(
+            f"The store at {str(path)!r} was captured with a different {' and '.join(diff)} "
+            f"than this {action}. Use another path, or delete the directory {str(path)!r} to "
+            "replace it."
+        )
+    return manifest
+
+
+class StoreWriter:
+    """Writes a store shard by shard; the manifest is rewritten atomically after every shard.
+
+    header : the manifest without "shards" and "complete": fingerprint, layers, input_hw,
+        classes, meta
+    done : records of shards already in the store that stay (a verified prefix when resuming)
+    """
+
+    def __init__(self, path: str | Path, header: dict, done: Iterable[dict] = ()):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        # temporaries left by a process killed mid-write are garbage by construction
+        for name in os.listdir(self.path):
+            if _is_ours_tmp(name):
+                (self.path / name).unlink(missing_ok=True)
+        self.manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "format": FORMAT,
+            **header,
+            "shards": [dict(r) for r in done],
+            "complete": False,
+        }
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        text = json.dumps(self.manifest, indent=1)
+        _atomic_write(self.path / MANIFEST, text.encode("utf-8"))
+
+    def write_shard(self, tensors: dict[str, torch.Tensor], start: int, stop: int, data_sha: str | None) -> None:
+        """Write the shard of samples [start, stop) and list it in the manifest."""
+        index = len(self.manifest["shards"])
+        cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+        data = _st_save(cpu, metadata={"start": str(start), "stop": str(stop)})
+        name = shard_name(index)
+        _atomic_write(self.path / name, data)
+        self.manifest["shards"].append(
+            {"file": name, "sha256": _sha256_bytes(data), "start": start, "stop": stop,
+             "data_sha256": data_sha}
+        )
+        self._write_manifest()
+
+    def finish(self, **updates: Any) -> None:
+        """Mark the store complete (with final header updates) and drop stale shard files."""
+        self.manifest.update(updates)
+        self.manifest["complete"] = True
+        self._write_manifest()
+        listed = {r["file"] for r in self.manifest["shards"]}
+        for name in os.listdir(self.path):
+            if name.startswith("shard-") and name.endswith(".safetensors") and name not in listed:
+                (self.path / name).unlink(missing_ok=True)
+
+
+def layer_header(cache: ActivationCache) -> dict[str, dict]:
+    """The manifest's per-layer facts of a cache."""
+    out = {}
+    for name, la in cache.layers.items():
+        out[name] = {
+            "hw": [int(v) for v in la.hw],
+            "rf": [int(v) for v in la.rf],
+            "channels": la.n_channels,
+            "dtype": str(la.acts.dtype).removeprefix("torch."),
+        }
+    return out
+
+
+def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 1024) -> Path:
+    """Write ``cache`` as a store directory at ``path`` and return the path.
+
+    shard_samples : samples per shard file. Rows must be ordered by sample (as capture() makes
+        them) to be split into shards; otherwise the cache is written as one shard, keeping its
+        row order.
+    Refuses to write into a directory that holds other files, or over a store of another model,
+    layer set or policy.
+    """
+    if isinstance(shard_samples, bool) or not isinstance(shard_samples, int) or shard_samples < 1:
+        raise ValueError(f"shard_samples must be a positive int, got {shard_samples!r}.")
+    if cache.n_samples == 0:
+        raise ValueError("This cache holds no samples; there is nothing to save.")
+    path = Path(path)
+    fingerprint = dict(cache.meta.get("fingerprint", {}))
+    check_target(path, fingerprint, "cache.save(path)")
+    n = cache.n_samples
+    ordered = all(
+        la.n_rows == 0 or bool((la.sample_id[1:] >= la.sample_id[:-1]).all())
+        for la in cache.layers.values()
+    )
+    step = shard_samples if ordered else n
+    header = {
+        "fingerprint": fingerprint,
+        "layers": layer_header(cache),
+        "input_hw": [int(v) for v in cache.input_hw],
+        "classes": list(cache.classes) if cache.classes is not None else None,
+        "meta": cache.meta,
+    }
+    writer = StoreWriter(path, header)
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        tensors = shard_of(cache, start, stop)
+        digest = data_sha256(cache.sample_sha256, start, stop) if cache.sample_sha256 is not None else None
+        writer.write_shard(tensors, start, stop, digest)
+    writer.finish(n_samples=n)
+    return path
+
+
+def shard_of(cache: ActivationCache, start: int, stop: int) -> dict[str, torch.Tensor]:
+    """The shard tensors of samples [start, stop) of a cache whose rows are ordered by sample."""
+    out = {}
+    whole = start == 0 and stop == cache.n_samples  # also right for rows in any order
+    for name, la in cache.layers.items():
+        sid = la.sample_id
+        if whole:
+            out[f"{name}/acts"], out[f"{name}/sample_id"], out[f"{name}/yx"] = la.acts, sid, la.yx
+            continue
+        bounds = torch.tensor([start, stop], device=sid.device, dtype=sid.dtype)
+        lo, hi = torch.searchsorted(sid, bounds).tolist()
+        out[f"{name}/acts"] = la.acts[lo:hi]
+        out[f"{name}/sample_id"] = sid[lo:hi]
+        out[f"{name}/yx"] = la.yx[lo:hi]
+    out["labels"] = cache.labels[start:stop]
+    out["logits"] = cache.logits[start:stop]
+    if cache.images is not None:
+        out["images"] = cache.images[start:stop]
+    if cache.sample_sha256 is not None:
+        out["sample_sha256"] = cache.sample_sha256[start:stop]
+    return out

@@ -1,0 +1,57 @@
+"""ActivationCache.top_examples: one matmul over a layer's rows, best first."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from atlaswidgets.cache.capture import capture
+
+
+@pytest.fixture(scope="module")
+def cache(model, data):
+    return capture(model, data, ["conv1", "conv2"], sample="random", per_image=6, progress=False)
+
+
+def test_top_rows_match_a_brute_force_ranking(cache):
+    la = cache["conv2"]
+    direction = torch.linspace(-1, 1, 16)
+    top = cache.top_examples(direction, k=10, layer="conv2")
+    scores = la.acts @ direction
+    order = scores.argsort(descending=True)[:10]
+    assert len(top) == 10
+    assert np.array_equal(top.rows, order.numpy())
+    assert np.allclose(top.values, scores[order].numpy(), atol=1e-5)
+    assert np.all(np.diff(top.values) <= 0)
+    assert np.array_equal(top.sample_id, la.sample_id[order].numpy())
+    assert np.array_equal(top.yx, la.yx[order].numpy())
+    assert top.values.dtype == np.float32
+
+
+def test_per_sample_keeps_the_best_row_of_distinct_samples(cache):
+    la = cache["conv2"]
+    direction = np.eye(16, dtype=np.float32)[3]  # channel 3, given as a numpy array
+    top = cache.top_examples(direction, k=50, layer="conv2", per_sample=True)
+    assert len(top) == cache.n_samples  # k larger than the number of samples
+    assert len(set(top.sample_id.tolist())) == len(top)
+    best = torch.full((cache.n_samples,), -float("inf")).scatter_reduce(0, la.sample_id, la.acts[:, 3], "amax")
+    assert np.allclose(np.sort(top.values)[::-1], best.sort(descending=True).values.numpy())
+
+
+def test_k_is_capped_by_the_number_of_rows(model, data):
+    small = capture(model, data[0][:2], "conv2", sample="mean", progress=False)
+    assert len(small.top_examples(torch.ones(16), k=5)) == 2
+
+
+def test_bad_directions(cache):
+    with pytest.raises(ValueError, match=r"direction must have shape \(16,\)"):
+        cache.top_examples(torch.ones(8), layer="conv2")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        cache.top_examples(torch.full((16,), float("nan")), layer="conv2")
+    with pytest.raises(ValueError, match="k must be a positive int"):
+        cache.top_examples(torch.ones(16), k=0, layer="conv2")
+    with pytest.raises(ValueError, match="pass layer=... to say which"):
+        cache.top_examples(torch.ones(16))
+    with pytest.raises(KeyError, match="was not captured"):
+        cache.top_examples(torch.ones(16), layer="fc")
