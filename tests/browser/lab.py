@@ -1,0 +1,60 @@
+"""What a person does in JupyterLab, as Playwright steps: open a notebook, run it, add a cell."""
+
+from __future__ import annotations
+
+import re
+
+ALL_RUN = """() => {
+  const prompts = [...document.querySelectorAll('.jp-Notebook .jp-Cell.jp-CodeCell .jp-InputPrompt')];
+  return prompts.length > 0 && prompts.every(e => /\\[\\d+\\]/.test(e.textContent));
+}"""
+
+
+def open_notebook(page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector(".jp-Notebook", timeout=90_000)
+    page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=30_000)
+    accept_kernel_dialog(page)
+    dismiss_news(page)
+
+
+def accept_kernel_dialog(page) -> None:
+    """Accept the "Select Kernel" dialog JupyterLab shows when it cannot pick the kernel itself."""
+    try:
+        page.wait_for_selector(".jp-Dialog", timeout=3_000)
+    except Exception:  # noqa: BLE001 - no dialog is the usual case
+        return
+    page.locator(".jp-Dialog .jp-mod-accept").first.click()
+
+
+def dismiss_news(page) -> None:
+    """Say no to the "official Jupyter news" toast so it stays out of screenshots."""
+    no = page.locator(".jp-Notification-Toast button", has_text=re.compile("^No$"))
+    if no.count():
+        no.first.click()
+
+
+def run_all(page, timeout_ms: int = 300_000) -> None:
+    page.get_by_role("menuitem", name="Run", exact=True).click()
+    page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    page.wait_for_function(ALL_RUN, timeout=timeout_ms)
+
+
+def run_code(page, code: str, timeout_ms: int = 60_000) -> str:
+    """Add a cell at the end of the notebook, type ``code``, run it, return its printed text."""
+    cells = page.locator(".jp-Notebook .jp-Cell")
+    before = cells.count()
+    cells.nth(before - 1).locator(".jp-InputPrompt").click()  # select the last cell, command mode
+    page.keyboard.press("Escape")
+    page.keyboard.press("b")  # insert a cell below
+    page.wait_for_function(f"() => document.querySelectorAll('.jp-Notebook .jp-Cell').length > {before}")
+    cell = cells.nth(before)
+    cell.locator(".cm-content").click()
+    # one line at a time: the editor auto-indents after a newline, which would break pasted blocks
+    page.keyboard.insert_text(code)
+    page.keyboard.press("Shift+Enter")
+    prompt = cell.locator(".jp-InputPrompt")
+    page.wait_for_function(
+        "(el) => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=timeout_ms
+    )
+    return "\n".join(cell.locator(".jp-OutputArea-output").all_inner_texts())
