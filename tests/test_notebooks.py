@@ -60,8 +60,8 @@ def test_quickstart(tmp_path, artifacts):
     assert facts["cells"] >= 30
     # selection set from Python reached the linked panel
     assert facts["wok_cells"], "expected some cells dominated by woks"
-    assert facts["selected"] == facts["wok_cells"][:5] == facts["panel_selected"]
+    assert facts["selected"] == sorted(facts["wok_cells"][:5]) == facts["panel_selected"]
     # the planted cue shows up: wok cells see noodles far more often than positions overall
     assert facts["share_in_wok_cells"] >= 2 * facts["share_overall"]
     # and the cells whose positions most often see noodles are mostly wok cells
-    assert facts["top_noodle_cell_classes"].count(facts["wok"]) >= 3
+    assert facts["top_noodle_cell_classes"].count(facts["wok"]) >= 4

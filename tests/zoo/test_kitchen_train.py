@@ -33,7 +33,7 @@ def test_training_is_deterministic():
 
 
 def test_cli_writes_safetensors_and_facts(tmp_path):
-    out = tmp_path / "tiny.safetensors"
+    out = tmp_path / "new-folder" / "tiny.safetensors"  # a folder that does not exist yet
     train.main(["--epochs", "1", "--n-train", "64", "--n-val", "32", "--seed", "2",
                 "--out", str(out)])
     facts = json.loads(out.with_suffix(".json").read_text())
@@ -45,6 +45,14 @@ def test_cli_writes_safetensors_and_facts(tmp_path):
     net = kitchen.model(out)
     x = kitchen.dataset(3, seed=8).images
     assert net(x).shape == (3, len(kitchen.CLASSES))
+    assert sorted(p.name for p in out.parent.iterdir()) == ["tiny.json", "tiny.safetensors"]
+
+
+def test_cli_checks_the_output_path_before_training(tmp_path, capsys):
+    for bad in (tmp_path / "weights.pt", tmp_path):
+        with pytest.raises(SystemExit):
+            train.main(["--epochs", "1", "--n-train", "64", "--out", str(bad)])
+        assert "--out" in capsys.readouterr().err
 
 
 def test_bad_training_arguments():

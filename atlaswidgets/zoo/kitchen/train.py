@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -124,10 +125,16 @@ def save(net: nn.Module, path: str | Path, facts: dict | None = None) -> None:
     from safetensors.torch import save_file
 
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path))
+    # temp file + rename, so an interruption never leaves the shipped weights half-written
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_file(state, str(tmp))
+    os.replace(tmp, path)
     if facts is not None:
-        path.with_suffix(".json").write_text(json.dumps(facts, indent=2) + "\n")
+        tmp_json = path.with_name(f".{path.stem}.json.tmp")
+        tmp_json.write_text(json.dumps(facts, indent=2) + "\n")
+        os.replace(tmp_json, path.with_suffix(".json"))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -142,6 +149,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=WEIGHTS,
                         help=f"weights file (default: the shipped {WEIGHTS.name})")
     args = parser.parse_args(argv)
+    # check where the weights go before minutes of training, not after
+    if args.out.suffix != ".safetensors":
+        parser.error(f"--out must name a .safetensors file, got {args.out}")
+    if args.out.exists() and args.out.is_dir():
+        parser.error(f"--out {args.out} is a directory; name a .safetensors file inside it")
     t0 = time.perf_counter()
     net, history = train(args.n_train, args.epochs, args.seed, args.batch_size, args.lr,
                          args.n_val)
@@ -153,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
              "threads": torch.get_num_threads(), "classes": CLASSES,
              "history": [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in h.items()}
                          for h in history]}
-    save(net, args.out, facts if args.out.suffix == ".safetensors" else None)
+    save(net, args.out, facts)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB) after {seconds:.0f} s")
 
 
