@@ -1,12 +1,25 @@
-"""Pieces shared by the widgets: binary buffers and a list-of-cell-ids trait."""
+"""Pieces shared by the widgets: their ES module text, binary buffers and a cell-ids trait."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import torch
 import traitlets
 
-__all__ = ["CellIds", "to_buffer", "from_buffer"]
+__all__ = ["CellIds", "esm", "to_buffer", "from_buffer"]
+
+_HERE = Path(__file__).parent
+
+
+def esm(name: str) -> str:
+    """A widget's ES module: _shared.js followed by the widget's own file.
+
+    anywidget evaluates each module on its own, so a relative import of a sibling file cannot
+    resolve; prepending the shared helpers keeps one copy of them in the source tree.
+    """
+    return (_HERE / "_shared.js").read_text() + "\n" + (_HERE / name).read_text()
 
 # dtypes a widget sends; the browser reads them with DataView getters, little-endian
 _WIRE = {"float32": "<f4", "uint32": "<u4", "int32": "<i4"}

@@ -11,36 +11,6 @@ const HOVER_COLOR = "#ffffff";
 const EDGE_COLOR = "rgba(20, 20, 20, 0.85)";
 const CLICK_SLOP = 4; // CSS px a pointer may move and still count as a click
 
-// Read a little-endian typed buffer synced from Python (a DataView in the widget model).
-function readArray(value, kind) {
-  if (!value) return kind === "f32" ? new Float32Array(0) : new Uint32Array(0);
-  const view = value instanceof DataView
-    ? value
-    : ArrayBuffer.isView(value)
-      ? new DataView(value.buffer, value.byteOffset, value.byteLength)
-      : new DataView(value);
-  const n = Math.floor(view.byteLength / 4);
-  const out = kind === "f32" ? new Float32Array(n) : new Uint32Array(n);
-  for (let i = 0; i < n; i++) {
-    out[i] = kind === "f32" ? view.getFloat32(4 * i, true) : view.getUint32(4 * i, true);
-  }
-  return out;
-}
-
-function toBlobPart(value) {
-  if (value instanceof DataView || ArrayBuffer.isView(value)) {
-    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  }
-  return new Uint8Array(value);
-}
-
-function el(tag, className, parent) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (parent) parent.appendChild(node);
-  return node;
-}
-
 function render({ model, el: host }) {
   // ---- DOM -------------------------------------------------------------------------------
   const root = el("div", "aw-atlas", host);

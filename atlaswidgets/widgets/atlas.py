@@ -27,7 +27,7 @@ import traitlets
 from ..cache.cache import ActivationCache
 from ..layout.atlas import Atlas, _class_name, build_atlas
 from ..render.crops import sprite_sheet
-from ._common import CellIds, from_buffer, to_buffer
+from ._common import CellIds, esm, from_buffer, to_buffer
 
 __all__ = ["AtlasWidget"]
 
@@ -46,7 +46,7 @@ class AtlasWidget(anywidget.AnyWidget):
     toggle one, shift-drag to add the cells in a box; Escape or a click on empty space clears.
     """
 
-    _esm = Path(__file__).parent / "atlas.js"
+    _esm = esm("atlas.js")
     _css = Path(__file__).parent / "atlas.css"
 
     # Data: one entry per visible cell, in the order of atlas.cells.ids; arrays as little-endian bytes

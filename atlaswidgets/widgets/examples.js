@@ -3,35 +3,6 @@
 // decoded, so the header and the pictures always belong to the same selection.
 // All text is set with textContent; nothing here parses HTML.
 
-// Read a little-endian 4-byte typed buffer synced from Python (a DataView in the widget model).
-function readArray(value, kind) {
-  const Type = kind === "f32" ? Float32Array : kind === "i32" ? Int32Array : Uint32Array;
-  if (!value) return new Type(0);
-  const view = value instanceof DataView
-    ? value
-    : ArrayBuffer.isView(value)
-      ? new DataView(value.buffer, value.byteOffset, value.byteLength)
-      : new DataView(value);
-  const get = kind === "f32" ? "getFloat32" : kind === "i32" ? "getInt32" : "getUint32";
-  const out = new Type(Math.floor(view.byteLength / 4));
-  for (let i = 0; i < out.length; i++) out[i] = view[get](4 * i, true);
-  return out;
-}
-
-function toBlobPart(value) {
-  if (value instanceof DataView || ArrayBuffer.isView(value)) {
-    return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
-  }
-  return new Uint8Array(value);
-}
-
-function el(tag, className, parent) {
-  const node = document.createElement(tag);
-  if (className) node.className = className;
-  if (parent) parent.appendChild(node);
-  return node;
-}
-
 function formatValue(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e4 || a < 1e-2)) return v.toExponential(2);

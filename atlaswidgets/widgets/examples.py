@@ -23,7 +23,7 @@ import traitlets
 from ..cache.cache import ActivationCache
 from ..layout.atlas import Atlas
 from ..render.crops import boxed_images, sprite_sheet
-from ._common import CellIds, from_buffer, to_buffer
+from ._common import CellIds, esm, from_buffer, to_buffer
 
 __all__ = ["ExamplePanel"]
 
@@ -39,7 +39,7 @@ class ExamplePanel(anywidget.AnyWidget):
     thumb_size : side of each example picture in pixels
     """
 
-    _esm = Path(__file__).parent / "examples.js"
+    _esm = esm("examples.js")
     _css = Path(__file__).parent / "examples.css"
 
     # Data: what is shown now, all set together; arrays as little-endian bytes

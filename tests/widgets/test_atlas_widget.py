@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from atlaswidgets.widgets.atlas import AtlasWidget
+from atlaswidgets.widgets.examples import ExamplePanel
 
 from ..layout._synthetic import clustered_cache
 from .conftest import XSS
@@ -97,10 +98,14 @@ def test_from_cache_and_bad_input(small):
 
 
 def test_front_end_files_never_parse_html():
-    for name in ["atlas.js", "examples.js"]:
+    for name in ["_shared.js", "atlas.js", "examples.js"]:
         text = (WIDGETS / name).read_text()
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", text), name
-        assert "textContent" in text
+        assert "textContent" in text or name == "_shared.js"
     for name in ["atlas.js", "atlas.css", "examples.js", "examples.css"]:
         assert (WIDGETS / name).stat().st_size > 0
-    assert str(AtlasWidget._esm) == (WIDGETS / "atlas.js").read_text()
+    # each module is the shared helpers followed by the widget's own code
+    esm = str(AtlasWidget._esm)
+    assert esm.startswith((WIDGETS / "_shared.js").read_text())
+    assert esm.endswith((WIDGETS / "atlas.js").read_text())
+    assert "function readArray" in str(ExamplePanel._esm) and "function render" in str(ExamplePanel._esm)
