@@ -108,7 +108,7 @@ def build_atlas(
     min_count: int = 3,
     seed: int = 0,
     n_neighbors: int = 15,
-    min_dist: float = 0.1,
+    min_dist: float = 0.5,
     icon_size: int = 48,
     xy=None,
 ) -> Atlas:
@@ -120,7 +120,9 @@ def build_atlas(
     layer : layer name, or None when the cache holds one layer
     grid_size : cells per side of the grid
     min_count : cells with fewer rows are hidden
-    seed, n_neighbors, min_dist : UMAP settings (see ``umap_layout``)
+    seed, n_neighbors, min_dist : UMAP settings (see ``umap_layout``). ``min_dist`` is 0.5, not
+        umap-learn's 0.1: tight clumps leave most grid cells empty (kitchen block4, 8,000 rows,
+        20x20 grid: 156 visible cells at 0.1, 288 at 0.5), and the atlas needs cells, not clusters
     icon_size : side of each icon in pixels
     xy : array, shape (n_rows, 2), optional; a precomputed layout, which skips UMAP
 
