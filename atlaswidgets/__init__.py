@@ -32,6 +32,7 @@ _LAZY = {
     "rf_boxes": "atlaswidgets.cache.regions",
     "context_share": "atlaswidgets.cache.regions",
     "overlaps_context": "atlaswidgets.cache.regions",
+    "attribute": "atlaswidgets.attribution",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]

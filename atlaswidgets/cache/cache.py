@@ -26,6 +26,11 @@ class LayerActs:
     yx : tensor, shape (n_rows, 2), int64, position on the layer grid; (-1, -1) for "mean" rows
     hw : (height, width) of the layer's output grid
     rf : (height, width) in input pixels of the effective receptive field of one position
+    attributions : dict target key -> tensor, shape (n_rows, n_channels), float32, on the cache's
+        device: activation x gradient of the target logit per channel, filled by
+        ``aw.attribute(..., cache=cache)``; ``.sum(1)`` gives each row's total. Keys are the
+        readable names of ``atlaswidgets.attribution.target_key`` ("wok", "wok-frying pan",
+        "class:3"); look them up with ``ActivationCache.attribution(layer, target)``.
     """
 
     acts: torch.Tensor
@@ -33,6 +38,7 @@ class LayerActs:
     yx: torch.Tensor
     hw: tuple[int, int]
     rf: tuple[int, int]
+    attributions: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def n_rows(self) -> int:
@@ -44,7 +50,8 @@ class LayerActs:
 
     def to(self, device: torch.device | str) -> "LayerActs":
         return LayerActs(
-            self.acts.to(device), self.sample_id.to(device), self.yx.to(device), self.hw, self.rf
+            self.acts.to(device), self.sample_id.to(device), self.yx.to(device), self.hw, self.rf,
+            {k: v.to(device) for k, v in self.attributions.items()},
         )
 
 
@@ -118,6 +125,16 @@ class ActivationCache:
                 )
             return next(iter(self.layers.values()))
         return self[name]
+
+    def attribution(self, layer: str | None, target: Any) -> torch.Tensor:
+        """Stored attribution of ``layer``'s rows toward ``target``, shape (n_rows, n_channels).
+
+        target : a class id, a class name, a pair (a, b) for logit a - logit b, or a stored key
+            such as "wok-frying pan". Compute it first with ``aw.attribute(..., cache=cache)``.
+        """
+        from ..attribution import lookup
+
+        return lookup(self, layer, target)
 
     def to(self, device: torch.device | str) -> "ActivationCache":
         return ActivationCache(

@@ -9,7 +9,9 @@ Layout::
       ...
 
 A shard holds, for its range of samples, per layer ``{layer}/acts``, ``{layer}/sample_id`` and
-``{layer}/yx`` (rows ordered by sample), and per sample ``labels``, ``logits``, ``images`` (when
+``{layer}/yx`` (rows ordered by sample), ``{layer}/attr/{key}`` for each attribution target the
+manifest lists under ``layers[layer]["attributions"]`` (optional: stores without them load as
+before, so the schema version stays 1), and per sample ``labels``, ``logits``, ``images`` (when
 kept) and ``sample_sha256``. Every file is written to a temporary file in the same directory,
 fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
 The manifest is rewritten the same way after each shard. A shard counts only when the manifest
@@ -271,6 +273,7 @@ def assemble(
             yx=cat(f"{name}/yx", device),
             hw=tuple(info["hw"]),
             rf=tuple(info["rf"]),
+            attributions={k: cat(f"{name}/attr/{k}", device) for k in info.get("attributions", [])},
         )
     keys = pieces[0].keys() if pieces else ()
     cpu = torch.device("cpu")
@@ -386,6 +389,8 @@ def layer_header(cache: ActivationCache) -> dict[str, dict]:
             "channels": la.n_channels,
             "dtype": str(la.acts.dtype).removeprefix("torch."),
         }
+        if la.attributions:  # absent otherwise, so stores without attributions stay as they were
+            out[name]["attributions"] = list(la.attributions)
     return out
 
 
@@ -436,12 +441,16 @@ def shard_of(cache: ActivationCache, start: int, stop: int) -> dict[str, torch.T
         sid = la.sample_id
         if whole:
             out[f"{name}/acts"], out[f"{name}/sample_id"], out[f"{name}/yx"] = la.acts, sid, la.yx
+            for key, t in la.attributions.items():
+                out[f"{name}/attr/{key}"] = t
             continue
         bounds = torch.tensor([start, stop], device=sid.device, dtype=sid.dtype)
         lo, hi = torch.searchsorted(sid, bounds).tolist()
         out[f"{name}/acts"] = la.acts[lo:hi]
         out[f"{name}/sample_id"] = sid[lo:hi]
         out[f"{name}/yx"] = la.yx[lo:hi]
+        for key, t in la.attributions.items():
+            out[f"{name}/attr/{key}"] = t[lo:hi]
     out["labels"] = cache.labels[start:stop]
     out["logits"] = cache.logits[start:stop]
     if cache.images is not None:
