@@ -24,6 +24,8 @@ _LAZY = {
     "Cells": "atlaswidgets.layout.grid",
     "Atlas": "atlaswidgets.layout.atlas",
     "build_atlas": "atlaswidgets.layout.atlas",
+    "ComparisonAtlas": "atlaswidgets.layout.compare",
+    "compare_atlas": "atlaswidgets.layout.compare",
     "AtlasWidget": "atlaswidgets.widgets.atlas",
     "ExamplePanel": "atlaswidgets.widgets.examples",
     "link": "atlaswidgets.widgets.link",

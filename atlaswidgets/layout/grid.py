@@ -102,7 +102,7 @@ class Cells:
         return np.concatenate([self.order[self.offsets[k] : self.offsets[k + 1]] for k in pos])
 
 
-def grid(xy, n: int = 20, acts=None, min_count: int = 3) -> Cells:
+def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None) -> Cells:
     """Bin layout points into an ``n`` x ``n`` grid; cells with fewer than ``min_count`` rows are hidden.
 
     Parameters
@@ -112,6 +112,9 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3) -> Cells:
     acts : array or tensor, shape (n_rows, n_channels), optional; gives ``Cells.mean_act``.
         A tensor stays on its device for the sum (a GPU cache is not copied to the host).
     min_count : int >= 1, the smallest number of rows a visible cell holds
+    bounds : ((x_lo, y_lo), (x_hi, y_hi)), optional; the range binned on each axis instead of the
+        points' own min-max, for axes with a fixed meaning (the comparison atlas bins x over
+        [-1, 1]). Every point must lie inside it.
 
     Returns
     -------
@@ -131,7 +134,16 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3) -> Cells:
         raise ValueError("xy contains NaN or infinite values; check the layout input.")
     n_rows = len(pts)
 
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
+    if bounds is None:
+        lo, hi = pts.min(axis=0), pts.max(axis=0)
+    else:
+        lo, hi = _bounds(bounds)
+        if (pts < lo).any() or (pts > hi).any():
+            raise ValueError(
+                f"xy has points outside bounds {lo.tolist()}..{hi.tolist()} (xy spans "
+                f"{pts.min(axis=0).tolist()}..{pts.max(axis=0).tolist()}); clip the points or "
+                "widen the bounds."
+            )
     span = np.where(hi > lo, hi - lo, 1.0)  # a flat axis puts every point in the first cell
     unit = (pts - lo) / span
     col = np.minimum((unit[:, 0] * n).astype(np.int64), n - 1)
@@ -185,6 +197,18 @@ def _cell_means(acts, order: np.ndarray, offsets: np.ndarray, count: np.ndarray,
         sums = select @ a
     means = sums / torch.as_tensor(count, device=a.device, dtype=torch.float32).clamp_min(1)[:, None]
     return means.cpu().numpy().astype(np.float32)
+
+
+def _bounds(bounds) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        b = np.asarray(bounds, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"bounds must be ((x_lo, y_lo), (x_hi, y_hi)), got {bounds!r}.") from err
+    if b.shape != (2, 2) or not np.isfinite(b).all() or (b[1] <= b[0]).any():
+        raise ValueError(
+            f"bounds must be ((x_lo, y_lo), (x_hi, y_hi)) with finite lo < hi, got {bounds!r}."
+        )
+    return b[0], b[1]
 
 
 def _as_numpy(x, name: str) -> np.ndarray:

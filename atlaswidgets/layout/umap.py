@@ -21,9 +21,10 @@ def umap_layout(
     min_dist: float = 0.1,
     metric: str = "cosine",
     seed: int | None = 0,
+    n_components: int = 2,
     **umap_kwargs: Any,
 ) -> np.ndarray:
-    """Place activation vectors in 2-D so that alike vectors sit close together.
+    """Place activation vectors in 2-D (or ``n_components``-D) so that alike vectors sit close together.
 
     Parameters
     ----------
@@ -32,13 +33,16 @@ def umap_layout(
         matters more than their norm
     seed : int, the same seed gives the same layout (umap-learn then runs single-threaded);
         None lets umap-learn use all cores, at the cost of run-to-run differences
+    n_components : int >= 1, dimensions of the embedding; 1 gives the comparison atlas its y axis
     **umap_kwargs : passed on to ``umap.UMAP`` (e.g. ``n_epochs``, ``init``)
 
     Returns
     -------
-    float32 array, shape (n_rows, 2)
+    float32 array, shape (n_rows, n_components)
     """
     x = _validate(acts, n_neighbors)
+    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
+        raise ValueError(f"n_components must be an int >= 1 (2 for an atlas), got {n_components!r}.")
     try:
         import umap
     except ImportError as err:
@@ -48,7 +52,7 @@ def umap_layout(
         ) from err
 
     reducer = umap.UMAP(
-        n_components=2,
+        n_components=int(n_components),
         n_neighbors=n_neighbors,
         min_dist=min_dist,
         metric=metric,

@@ -107,3 +107,19 @@ def test_members_and_index_reject_bad_keys():
         cells.members(len(cells))
     with pytest.raises(TypeError, match="list of ints"):
         cells.index([0.5])
+
+
+def test_fixed_bounds_bin_over_the_given_range():
+    # every x is positive, but with bounds x in [-1, 1] they stay in the right half of the grid
+    xy = np.array([[0.1, 0.0], [0.6, 0.5], [1.0, 1.0], [0.49, 0.26]])
+    cells = grid(xy, n=4, min_count=1, bounds=((-1.0, 0.0), (1.0, 1.0)))
+    # col = floor((x + 1) / 2 * 4), row = floor(y * 4), the maximum in the last cell
+    assert [cells.ij[cells.row_cell[i]].tolist() for i in range(4)] == [[0, 2], [2, 3], [3, 3], [1, 2]]
+    np.testing.assert_array_equal(cells.lo, [-1.0, 0.0])
+    np.testing.assert_array_equal(cells.hi, [1.0, 1.0])
+    with pytest.raises(ValueError, match="outside bounds"):
+        grid(xy, n=4, bounds=((0.2, 0.0), (1.0, 1.0)))
+    with pytest.raises(ValueError, match="lo < hi"):
+        grid(xy, n=4, bounds=((1.0, 0.0), (-1.0, 1.0)))
+    with pytest.raises(ValueError, match=r"\(x_lo, y_lo\)"):
+        grid(xy, n=4, bounds=(-1.0, 1.0))

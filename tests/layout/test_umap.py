@@ -47,3 +47,15 @@ def test_bad_n_neighbors():
         umap_layout(np.zeros((30, 4)), n_neighbors=1)
     with pytest.raises(TypeError, match="numeric array"):
         umap_layout([["a", "b"]] * 30)
+
+
+def test_one_component_for_the_comparison_atlas(blobs):
+    x, cluster = blobs
+    y = umap_layout(x, n_neighbors=10, seed=3, n_components=1)
+    assert y.shape == (120, 1) and y.dtype == np.float32
+    # the clusters still separate along the single axis: each point's nearest neighbour shares it
+    d = np.abs(y - y.T)
+    np.fill_diagonal(d, np.inf)
+    assert (cluster[d.argmin(1)] == cluster).mean() > 0.9
+    with pytest.raises(ValueError, match="n_components must be an int >= 1"):
+        umap_layout(x, n_components=0)

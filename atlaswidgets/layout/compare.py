@@ -1,0 +1,238 @@
+"""The class-comparison atlas of Activation Atlases (Carter et al. 2019): class a against class b.
+
+x is how much a position's activation pushes the model toward a rather than b: its attribution
+(activation x gradient) toward the logit difference a - b, summed over channels, divided by the 99th
+percentile of its absolute value and clipped to [-1, 1]. The percentile, not the maximum, sets the
+scale so that a few extreme positions do not squeeze everyone else into the middle column.
+y is a 1-D UMAP embedding of the activations, scaled to [0, 1], so alike positions sit at alike
+heights. The plane is binned into a grid whose columns cover x in [-1, 1] whatever the data: the
+left half always leans to b and the right half to a, and the middle column boundary is x = 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..attribution import _name, _resolve, target_key
+from ..cache.cache import ActivationCache
+from ..render.crops import crop_rows
+from .atlas import Atlas, _layer_name, _top_classes, _typical_rows
+from .grid import grid
+from .umap import umap_layout
+
+__all__ = ["ComparisonAtlas", "compare_atlas"]
+
+
+@dataclass(repr=False, kw_only=True)
+class ComparisonAtlas(Atlas):
+    """A comparison atlas of class ``a`` against class ``b`` over one layer of a cache.
+
+    It is an ``Atlas`` whose layout ``xy`` is the comparison plane, so ``rows_of``, ``examples``
+    and ``top_class_names`` work as there. With m visible cells:
+
+    Attributes
+    ----------
+    layer : str, the layer's name in the cache
+    a, b : str, names of the two classes (right side: a, left side: b)
+    xy : float32 array, shape (n_rows, 2), columns ``x`` and ``y`` (also as properties)
+    x : float32 array, shape (n_rows,), attribution difference a - b scaled to [-1, 1]
+    y : float32 array, shape (n_rows,), the 1-D embedding scaled to [0, 1]
+    scale : float, the 99th percentile of |a - b| that x was divided by
+    diff : float32 array, shape (n_rows,), each row's attribution difference a - b (summed over
+        channels, unscaled)
+    cells : Cells, columns cover x in [-1, 1], rows cover y in [0, 1]
+    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), crop of each cell's typical row
+    typical_row : int64 array, shape (m,), the member closest (cosine) to the cell's mean activation
+    top_class : int64 array, shape (m,), most common label among the members' samples (-1: unknown)
+    top_class_share : float32 array, shape (m,)
+    mean_diff : float32 array, shape (m,), mean attribution difference a - b of each cell's members
+    mean_attr_a, mean_attr_b : float32 arrays, shape (m,), mean attribution toward a and toward b
+        alone, or None when the cache holds only the difference
+    """
+
+    a: str
+    b: str
+    scale: float
+    diff: np.ndarray
+    mean_diff: np.ndarray
+    mean_attr_a: np.ndarray | None = None
+    mean_attr_b: np.ndarray | None = None
+
+    def __repr__(self) -> str:
+        n = self.cells.n
+        return (
+            f"ComparisonAtlas({self.a!r} vs {self.b!r}, layer={self.layer!r}, rows={len(self.xy)}, "
+            f"cells={len(self.cells.ids)} visible of {n}x{n}, icon_size={self.icons.shape[-1]})"
+        )
+
+    @property
+    def x(self) -> np.ndarray:
+        """Scaled attribution difference a - b of every row, shape (n_rows,), in [-1, 1]."""
+        return self.xy[:, 0]
+
+    @property
+    def y(self) -> np.ndarray:
+        """1-D embedding of every row's activation, shape (n_rows,), in [0, 1]."""
+        return self.xy[:, 1]
+
+
+def compare_atlas(
+    cache: ActivationCache,
+    a,
+    b,
+    layer: str | None = None,
+    grid_size: int = 10,
+    min_count: int = 3,
+    seed: int = 0,
+    n_neighbors: int = 15,
+    icon_size: int = 48,
+    y=None,
+) -> ComparisonAtlas:
+    """Lay a layer's rows out by how much they favour class ``a`` over ``b``, and bin them.
+
+    The attributions must be in the cache already: either the pair (a, b) or both classes alone,
+    from ``aw.attribute(model, data, layer, (a, b), cache=cache)``.
+
+    Parameters
+    ----------
+    cache : ActivationCache with images (``keep_images=True``) for the icons
+    a, b : two different classes, by name or id; a is drawn on the right, b on the left
+    layer : layer name, or None when the cache holds one layer
+    grid_size : int >= 1, cells per side; columns split x in [-1, 1] evenly
+    min_count : cells with fewer rows are hidden
+    seed, n_neighbors : settings of the 1-D UMAP (see ``umap_layout``)
+    icon_size : side of each icon in pixels
+    y : array, shape (n_rows,), optional; a precomputed 1-D embedding, which skips UMAP
+
+    Returns
+    -------
+    ComparisonAtlas
+    """
+    if not isinstance(cache, ActivationCache):
+        raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
+    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
+        raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}.")
+    name = _layer_name(cache, layer)
+    la = cache[name]
+    n_outputs = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else None
+    ia, ib = _resolve((a, b), cache.classes, n_outputs)  # unknown names, a == b
+    a_name, b_name = _name(ia, cache.classes), _name(ib, cache.classes)
+    if la.n_rows < 2:
+        raise ValueError(
+            f"Layer {name!r} has {la.n_rows} row(s); a comparison atlas needs at least 2. "
+            "Capture more data."
+        )
+    if y is None and la.n_rows <= n_neighbors:
+        raise ValueError(
+            f"Layer {name!r} has {la.n_rows} rows, too few for a UMAP with n_neighbors="
+            f"{n_neighbors} (it needs {n_neighbors + 1}); capture more data, lower n_neighbors "
+            "or pass y=..."
+        )
+    if cache.images is None:
+        raise ValueError(
+            "The atlas icons are crops of the dataset images, but this cache has none; capture it "
+            "with keep_images=True (aw.capture(..., keep_images=True))."
+        )
+    diff, attr_a, attr_b = _differences(cache, name, ia, ib)
+    acts = la.acts.float()
+    if not torch.isfinite(acts).all():
+        raise ValueError(f"Layer {name!r} has NaN or infinite activations; check the model.")
+
+    x, scale = _scaled(diff)
+    if y is None:
+        y = umap_layout(acts, n_neighbors=n_neighbors, seed=seed, n_components=1)[:, 0]
+    yn = _unit(y, la.n_rows, name)
+    xy = np.stack([x, yn], axis=1).astype(np.float32)
+
+    cells = grid(xy, grid_size, acts=acts, min_count=min_count, bounds=((-1.0, 0.0), (1.0, 1.0)))
+    if len(cells.ids) == 0:
+        raise ValueError(
+            f"No cell of the {grid_size}x{grid_size} grid holds {min_count} rows or more "
+            f"({la.n_rows} rows in all); lower min_count or grid_size."
+        )
+    typical = _typical_rows(acts, cells)
+    top_class, share = _top_classes(cache, la, cells)
+    icons = crop_rows(cache, name, typical, size=icon_size)
+    return ComparisonAtlas(
+        layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical, top_class=top_class,
+        top_class_share=share, classes=cache.classes, acts=la, a=a_name, b=b_name, scale=scale,
+        diff=diff, mean_diff=_cell_mean(diff, cells),
+        mean_attr_a=None if attr_a is None else _cell_mean(attr_a, cells),
+        mean_attr_b=None if attr_b is None else _cell_mean(attr_b, cells),
+    )
+
+
+def _differences(cache: ActivationCache, layer: str, ia: int, ib: int):
+    """Per-row attribution difference a - b, and toward a and b alone when stored.
+
+    Returns (diff, attr_a, attr_b): float32 arrays, shape (n_rows,); attr_a/attr_b may be None.
+    """
+    stored = cache[layer].attributions
+    names = cache.classes
+    key_ab, key_ba = target_key((ia, ib), names), target_key((ib, ia), names)
+    key_a, key_b = target_key(ia, names), target_key(ib, names)
+
+    def total(key):
+        return stored[key].float().sum(1).cpu().numpy().astype(np.float32)
+
+    attr_a = total(key_a) if key_a in stored else None
+    attr_b = total(key_b) if key_b in stored else None
+    if key_ab in stored:
+        diff = total(key_ab)
+    elif key_ba in stored:  # the same pair the other way round
+        diff = -total(key_ba)
+    elif attr_a is not None and attr_b is not None:
+        # logits are linear in the pair, so the gradient of a - b is grad a - grad b
+        diff = attr_a - attr_b
+    else:
+        have = list(stored) or "none yet"
+        pair = (key_a, key_b) if names else (ia, ib)  # without class names only ids work
+        raise ValueError(
+            f"The comparison of {key_a!r} against {key_b!r} needs their attribution on layer "
+            f"{layer!r}, which has {have}. Compute it with "
+            f"aw.attribute(model, data, {layer!r}, {pair!r}, cache=cache)."
+        )
+    if not np.isfinite(diff).all():
+        raise ValueError(f"The attribution difference {key_ab!r} has NaN or infinite values.")
+    return diff, attr_a, attr_b
+
+
+def _scaled(diff: np.ndarray) -> tuple[np.ndarray, float]:
+    """diff / 99th percentile of |diff|, clipped to [-1, 1]; returns (x float32 (n,), scale)."""
+    scale = float(np.percentile(np.abs(diff), 99))
+    if scale <= 0:
+        # more than 99% of rows have no difference at all: there is nothing to spread out
+        scale = float(np.abs(diff).max())
+    if scale <= 0:
+        raise ValueError(
+            "The attribution difference is 0 at every row, so the two classes cannot be told "
+            "apart on this layer; pick another layer or another pair of classes."
+        )
+    return np.clip(diff / scale, -1.0, 1.0).astype(np.float32), scale
+
+
+def _unit(y, n_rows: int, layer: str) -> np.ndarray:
+    """A 1-D embedding min-max scaled to [0, 1], shape (n_rows,); a flat one is all 0."""
+    v = y.detach().cpu().numpy() if isinstance(y, torch.Tensor) else np.asarray(y)
+    if v.ndim == 2 and v.shape[1] == 1:
+        v = v[:, 0]
+    if v.shape != (n_rows,) or not np.issubdtype(v.dtype, np.number):
+        raise ValueError(
+            f"y must be numeric with shape ({n_rows},), one value per row of layer {layer!r}; "
+            f"got {v.dtype} {v.shape}."
+        )
+    v = v.astype(np.float64)
+    if not np.isfinite(v).all():
+        raise ValueError("y contains NaN or infinite values.")
+    lo, hi = v.min(), v.max()
+    return ((v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)).astype(np.float32)
+
+
+def _cell_mean(values: np.ndarray, cells) -> np.ndarray:
+    """Mean of a per-row value over each visible cell's members, shape (m,)."""
+    visible = cells.row_cell >= 0
+    sums = np.bincount(cells.row_cell[visible], weights=values[visible], minlength=len(cells.ids))
+    return (sums / cells.count).astype(np.float32)
