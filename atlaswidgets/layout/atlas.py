@@ -130,6 +130,23 @@ def build_atlas(
     -------
     Atlas
     """
+    name, la, acts = _checked_layer(cache, layer, grid_size)
+    if xy is None:
+        xy = umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+    else:
+        xy = xy.detach().cpu().numpy() if isinstance(xy, torch.Tensor) else np.asarray(xy)
+        if xy.shape != (la.n_rows, 2):
+            raise ValueError(
+                f"xy must have shape ({la.n_rows}, 2), one point per row of layer {name!r}; "
+                f"got {xy.shape}."
+            )
+        xy = xy.astype(np.float32)
+
+    return Atlas(**_grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size))
+
+
+def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tuple[str, LayerActs, torch.Tensor]:
+    """Checks shared by the atlas builders; returns the layer's name, data and float activations."""
     if not isinstance(cache, ActivationCache):
         raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
     if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
@@ -146,19 +163,14 @@ def build_atlas(
     acts = la.acts.float()
     if not torch.isfinite(acts).all():
         raise ValueError(f"Layer {name!r} has NaN or infinite activations; check the model.")
+    return name, la, acts
 
-    if xy is None:
-        xy = umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
-    else:
-        xy = xy.detach().cpu().numpy() if isinstance(xy, torch.Tensor) else np.asarray(xy)
-        if xy.shape != (la.n_rows, 2):
-            raise ValueError(
-                f"xy must have shape ({la.n_rows}, 2), one point per row of layer {name!r}; "
-                f"got {xy.shape}."
-            )
-        xy = xy.astype(np.float32)
 
-    cells = grid(xy, grid_size, acts=acts, min_count=min_count)
+def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=None) -> dict:
+    """Bin a layout into cells and give each its typical row, top class and icon: the fields
+    every atlas has, as keyword arguments for Atlas or a subclass."""
+    la = cache[name]
+    cells = grid(xy, grid_size, acts=acts, min_count=min_count, bounds=bounds)
     if len(cells.ids) == 0:
         raise ValueError(
             f"No cell of the {grid_size}x{grid_size} grid holds {min_count} rows or more "
@@ -167,7 +179,7 @@ def build_atlas(
     typical = _typical_rows(acts, cells)
     top_class, share = _top_classes(cache, la, cells)
     icons = crop_rows(cache, name, typical, size=icon_size)
-    return Atlas(
+    return dict(
         layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical,
         top_class=top_class, top_class_share=share, classes=cache.classes, acts=la,
     )

@@ -18,9 +18,7 @@ import torch
 
 from ..attribution import _name, _resolve, target_key
 from ..cache.cache import ActivationCache
-from ..render.crops import crop_rows
-from .atlas import Atlas, _layer_name, _top_classes, _typical_rows
-from .grid import grid
+from .atlas import Atlas, _checked_layer, _grid_parts
 from .umap import umap_layout
 
 __all__ = ["ComparisonAtlas", "compare_atlas"]
@@ -111,12 +109,7 @@ def compare_atlas(
     -------
     ComparisonAtlas
     """
-    if not isinstance(cache, ActivationCache):
-        raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
-    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
-        raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}.")
-    name = _layer_name(cache, layer)
-    la = cache[name]
+    name, la, acts = _checked_layer(cache, layer, grid_size)
     n_outputs = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else None
     ia, ib = _resolve((a, b), cache.classes, n_outputs)  # unknown names, a == b
     a_name, b_name = _name(ia, cache.classes), _name(ib, cache.classes)
@@ -131,15 +124,7 @@ def compare_atlas(
             f"{n_neighbors} (it needs {n_neighbors + 1}); capture more data, lower n_neighbors "
             "or pass y=..."
         )
-    if cache.images is None:
-        raise ValueError(
-            "The atlas icons are crops of the dataset images, but this cache has none; capture it "
-            "with keep_images=True (aw.capture(..., keep_images=True))."
-        )
     diff, attr_a, attr_b = _differences(cache, name, ia, ib)
-    acts = la.acts.float()
-    if not torch.isfinite(acts).all():
-        raise ValueError(f"Layer {name!r} has NaN or infinite activations; check the model.")
 
     x, scale = _scaled(diff)
     if y is None:
@@ -147,18 +132,12 @@ def compare_atlas(
     yn = _unit(y, la.n_rows, name)
     xy = np.stack([x, yn], axis=1).astype(np.float32)
 
-    cells = grid(xy, grid_size, acts=acts, min_count=min_count, bounds=((-1.0, 0.0), (1.0, 1.0)))
-    if len(cells.ids) == 0:
-        raise ValueError(
-            f"No cell of the {grid_size}x{grid_size} grid holds {min_count} rows or more "
-            f"({la.n_rows} rows in all); lower min_count or grid_size."
-        )
-    typical = _typical_rows(acts, cells)
-    top_class, share = _top_classes(cache, la, cells)
-    icons = crop_rows(cache, name, typical, size=icon_size)
+    # x is binned over the fixed [-1, 1] so the right half always means a, the left b
+    parts = _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size,
+                        bounds=((-1.0, 0.0), (1.0, 1.0)))
+    cells = parts["cells"]
     return ComparisonAtlas(
-        layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical, top_class=top_class,
-        top_class_share=share, classes=cache.classes, acts=la, a=a_name, b=b_name, scale=scale,
+        **parts, a=a_name, b=b_name, scale=scale,
         diff=diff, mean_diff=_cell_mean(diff, cells),
         mean_attr_a=None if attr_a is None else _cell_mean(attr_a, cells),
         mean_attr_b=None if attr_b is None else _cell_mean(attr_b, cells),
