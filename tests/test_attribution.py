@@ -12,7 +12,7 @@ from torch import nn
 
 import atlaswidgets as aw
 from atlaswidgets.attribution import Attribution, target_key
-from tests.cache.conftest import TinyCNN
+from tests.cache.conftest import TinyCNN, layer_output
 
 CLASSES = ["pan", "wok", "pot", "tray"]
 
@@ -50,24 +50,12 @@ def _logit_with_bump(model, x, layer, where, eps):
         handle.remove()
 
 
-def _act(model, x, layer):
-    kept = {}
-    handle = dict(model.named_modules())[layer].register_forward_hook(
-        lambda m, i, o: kept.__setitem__("a", o.detach().clone()))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        handle.remove()
-    return kept["a"]
-
-
 @pytest.mark.parametrize("layer,target", [("conv2", 1), ("conv2", (1, 0)), ("conv1", (2, 3))])
 def test_matches_finite_differences(model64, data, layer, target):
     x = data[0][:4].double()
     # conv2 is followed by ReLU(inplace=True): the gradient must be that of the conv's own output
     attr = aw.attribute(model64, x, layer, target, progress=False)
-    act = _act(model64, x, layer)
+    act = layer_output(model64, layer, x)
     _, c_n, h_n, w_n = act.shape
     assert attr.per_channel.shape == act.shape and attr.per_channel.dtype == torch.float64
     eps = 1e-6

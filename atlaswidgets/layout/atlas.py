@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache, LayerActs, TopExamples
-from ..render.crops import crop_rows
+from ..render.crops import crop_rows, display_images
 from .grid import Cells, grid
 from .umap import umap_layout
 
@@ -155,11 +155,7 @@ def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tupl
     la = cache[name]
     if la.n_rows == 0:
         raise ValueError(f"Layer {name!r} has no rows; capture some data first.")
-    if cache.images is None:
-        raise ValueError(
-            "The atlas icons are crops of the dataset images, but this cache has none; capture it "
-            "with keep_images=True (aw.capture(..., keep_images=True))."
-        )
+    display_images(cache)  # icons are crops of them: fail before the slow layout, not after
     acts = la.acts.float()
     if not torch.isfinite(acts).all():
         raise ValueError(f"Layer {name!r} has NaN or infinite activations; check the model.")

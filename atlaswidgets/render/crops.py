@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..cache.cache import ActivationCache
 
-__all__ = ["crop_rows", "boxed_images", "sprite_sheet"]
+__all__ = ["crop_rows", "boxed_images", "display_images", "sprite_sheet"]
 
 # outline of the receptive field on example pictures: a light core with dark edges reads on any image
 _BOX_CORE = (255, 214, 0)
@@ -130,13 +130,17 @@ def sprite_sheet(icons, cols: int | None = None) -> tuple[bytes, int]:
     return buf.getvalue(), cols
 
 
-def _prepare(cache: ActivationCache, layer, rows, size):
+def display_images(cache: ActivationCache) -> torch.Tensor:
+    """The cache's display images, uint8 (n_samples, 3, h, w) on the CPU, or a clear error.
+
+    Every icon and example picture is cut from these, so the atlas builders check them too.
+    """
     if not isinstance(cache, ActivationCache):
         raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
     if cache.images is None:
         raise ValueError(
-            "This cache has no images to crop; capture it with keep_images=True "
-            "(aw.capture(..., keep_images=True))."
+            "This cache has no images, and atlas icons and example pictures are crops of them; "
+            "capture it with keep_images=True (aw.capture(..., keep_images=True))."
         )
     images = cache.images.cpu()
     if images.ndim != 4 or images.shape[1] != 3 or images.dtype != torch.uint8:
@@ -144,6 +148,11 @@ def _prepare(cache: ActivationCache, layer, rows, size):
             f"cache.images must be uint8 of shape (n_samples, 3, h, w), got "
             f"{images.dtype} {tuple(images.shape)}."
         )
+    return images
+
+
+def _prepare(cache: ActivationCache, layer, rows, size):
+    images = display_images(cache)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}.")
     if layer is not None and layer not in cache.layers:
