@@ -26,6 +26,8 @@ _LAZY = {
     "build_atlas": "atlaswidgets.layout.atlas",
     "ComparisonAtlas": "atlaswidgets.layout.compare",
     "compare_atlas": "atlaswidgets.layout.compare",
+    "ClassAtlas": "atlaswidgets.layout.classes",
+    "class_atlas": "atlaswidgets.layout.classes",
     "AtlasWidget": "atlaswidgets.widgets.atlas",
     "ExamplePanel": "atlaswidgets.widgets.examples",
     "link": "atlaswidgets.widgets.link",

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache, LayerActs, TopExamples
-from ..render.crops import crop_rows, display_images
+from ..render.crops import boxed_images, crop_rows, display_images
 from .grid import Cells, grid
 from .umap import umap_layout
 
@@ -73,32 +73,60 @@ class Atlas:
         cell_ids : int array-like, shape (s,), ids of visible cells (``cells.ids``)
         Returns TopExamples with up to ``k`` rows; empty when ``cell_ids`` is empty.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}.")
-        if self.acts is None:
-            raise ValueError("This atlas has no activations attached; build it with build_atlas().")
-        rows = self.rows_of(cell_ids)
+        rows = self._selection_rows(cell_ids, k)
         if len(rows) == 0:
-            return TopExamples(
-                rows=np.zeros(0, np.int64), sample_id=np.zeros(0, np.int64),
-                yx=np.zeros((0, 2), np.int64), values=np.zeros(0, np.float32),
-            )
+            return _no_examples()
         la = self.acts
         rows_t = torch.as_tensor(rows, device=la.acts.device)
         member_acts = la.acts[rows_t].float()
         scores = member_acts @ member_acts.mean(0)  # one matmul over the selection
-        samples = la.sample_id[rows_t]
-        # best row per sample: sort by score, then keep each sample's first appearance
-        by_score = torch.argsort(scores, descending=True, stable=True).cpu().numpy()
-        _, first = np.unique(samples.cpu().numpy()[by_score], return_index=True)
-        best = by_score[np.sort(first)][: int(k)]
-        picked = rows[best]
-        return TopExamples(
-            rows=picked.astype(np.int64),
-            sample_id=la.sample_id.cpu().numpy()[picked].astype(np.int64),
-            yx=la.yx.cpu().numpy()[picked].astype(np.int64),
-            values=scores.cpu().numpy()[best].astype(np.float32),
-        )
+        return _best_per_sample(la, rows, scores.cpu().numpy(), k)
+
+    def _selection_rows(self, cell_ids, k) -> np.ndarray:
+        """Checks shared by the example queries; returns the selection's member rows."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"k must be an int >= 1, got {k!r}.")
+        if self.acts is None:
+            raise ValueError("This atlas has no activations attached; build it with build_atlas().")
+        return self.rows_of(cell_ids)
+
+    def example_images(self, cache: ActivationCache, cell_ids, k: int = 12, size: int = 96,
+                       **kwargs) -> tuple[TopExamples, torch.Tensor]:
+        """The selection's top examples (``examples``) and their pictures, each the whole sample
+        image with the example's receptive field outlined.
+
+        cache : the ActivationCache the atlas was built from (for the images)
+        kwargs : passed on to ``examples`` (e.g. ``by=`` of a comparison atlas)
+        Returns (TopExamples, uint8 tensor shape (len(examples), 3, size, size)).
+        """
+        ex = self.examples(cell_ids, k=k, **kwargs)
+        return ex, boxed_images(cache, self.layer, ex.rows, size=size)
+
+
+def _no_examples() -> TopExamples:
+    return TopExamples(
+        rows=np.zeros(0, np.int64), sample_id=np.zeros(0, np.int64),
+        yx=np.zeros((0, 2), np.int64), values=np.zeros(0, np.float32),
+    )
+
+
+def _best_per_sample(la: LayerActs, rows: np.ndarray, scores: np.ndarray, k: int) -> TopExamples:
+    """The ``k`` best-scoring rows, at most one per sample, best first.
+
+    rows : int64 array, shape (r,), candidate row indices; scores : float array, shape (r,)
+    """
+    samples = la.sample_id.cpu().numpy()[rows]
+    # best row per sample: sort by score, then keep each sample's first appearance
+    by_score = np.argsort(-scores, kind="stable")
+    _, first = np.unique(samples[by_score], return_index=True)
+    best = by_score[np.sort(first)][: int(k)]
+    picked = rows[best]
+    return TopExamples(
+        rows=picked.astype(np.int64),
+        sample_id=samples[best].astype(np.int64),
+        yx=la.yx.cpu().numpy()[picked].astype(np.int64),
+        values=np.asarray(scores)[best].astype(np.float32),
+    )
 
 
 def build_atlas(
@@ -162,15 +190,16 @@ def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tupl
     return name, la, acts
 
 
-def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=None) -> dict:
+def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=None, keep=None) -> dict:
     """Bin a layout into cells and give each its typical row, top class and icon: the fields
     every atlas has, as keyword arguments for Atlas or a subclass."""
     la = cache[name]
-    cells = grid(xy, grid_size, acts=acts, min_count=min_count, bounds=bounds)
+    cells = grid(xy, grid_size, acts=acts, min_count=min_count, bounds=bounds, keep=keep)
     if len(cells.ids) == 0:
+        n_rows = la.n_rows if keep is None else int(np.count_nonzero(keep))
         raise ValueError(
             f"No cell of the {grid_size}x{grid_size} grid holds {min_count} rows or more "
-            f"({la.n_rows} rows in all); lower min_count or grid_size."
+            f"({n_rows} rows in all); lower min_count or grid_size."
         )
     typical = _typical_rows(acts, cells)
     top_class, share = _top_classes(cache, la, cells)

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..attribution import _name, _resolve, target_key
-from ..cache.cache import ActivationCache
-from .atlas import Atlas, _checked_layer, _grid_parts
+from ..cache.cache import ActivationCache, TopExamples
+from .atlas import Atlas, _best_per_sample, _checked_layer, _grid_parts, _no_examples
 from .umap import umap_layout
 
 __all__ = ["ComparisonAtlas", "compare_atlas"]
@@ -65,6 +65,28 @@ class ComparisonAtlas(Atlas):
             f"ComparisonAtlas({self.a!r} vs {self.b!r}, layer={self.layer!r}, rows={len(self.xy)}, "
             f"cells={len(self.cells.ids)} visible of {n}x{n}, icon_size={self.icons.shape[-1]})"
         )
+
+    def examples(self, cell_ids, k: int = 12, by: str = "alignment") -> TopExamples:
+        """The selection's top dataset examples, best first, at most one row per sample.
+
+        by : "alignment" ranks members by alignment with the selection's mean activation (as in
+            every atlas); "attribution" ranks them by how strongly they argue for the side the
+            selection leans to: the largest a - b first when the members' mean difference is
+            positive (a's side), the largest b - a first otherwise
+        cell_ids : int array-like, shape (s,), ids of visible cells
+        Returns TopExamples; ``values`` are the alignment scores, or the unscaled differences
+        toward the selection's side.
+        """
+        if by == "alignment":
+            return super().examples(cell_ids, k)
+        if by != "attribution":
+            raise ValueError(f'by must be "alignment" or "attribution", got {by!r}.')
+        rows = self._selection_rows(cell_ids, k)
+        if len(rows) == 0:
+            return _no_examples()
+        d = self.diff[rows].astype(np.float64)
+        side = 1.0 if d.mean() >= 0 else -1.0
+        return _best_per_sample(self.acts, rows, side * d, k)
 
     @property
     def x(self) -> np.ndarray:

@@ -102,7 +102,7 @@ class Cells:
         return np.concatenate([self.order[self.offsets[k] : self.offsets[k + 1]] for k in pos])
 
 
-def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None) -> Cells:
+def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None, keep=None) -> Cells:
     """Bin layout points into an ``n`` x ``n`` grid; cells with fewer than ``min_count`` rows are hidden.
 
     Parameters
@@ -115,6 +115,9 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None) -> Cells:
     bounds : ((x_lo, y_lo), (x_hi, y_hi)), optional; the range binned on each axis instead of the
         points' own min-max, for axes with a fixed meaning (the comparison atlas bins x over
         [-1, 1]). Every point must lie inside it.
+    keep : bool array, shape (n_rows,), optional; only these rows are binned (the others belong
+        to no cell, ``row_cell`` -1, and their xy may be NaN). A class atlas keeps a subset of a
+        layer's rows this way, so its cells still hold the layer's own row indices.
 
     Returns
     -------
@@ -130,22 +133,26 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None) -> Cells:
         raise ValueError(f"xy must have shape (n_rows, 2), got {pts.shape}.")
     if len(pts) == 0:
         raise ValueError("xy is empty: the grid needs at least one point.")
-    if not np.isfinite(pts).all():
-        raise ValueError("xy contains NaN or infinite values; check the layout input.")
     n_rows = len(pts)
+    kept = _keep_mask(keep, n_rows)
+    if not kept.any():
+        raise ValueError("keep selects no rows: the grid needs at least one point.")
+    if not np.isfinite(pts[kept]).all():
+        raise ValueError("xy contains NaN or infinite values; check the layout input.")
+    inside = pts[kept]
 
     if bounds is None:
-        lo, hi = pts.min(axis=0), pts.max(axis=0)
+        lo, hi = inside.min(axis=0), inside.max(axis=0)
     else:
         lo, hi = _bounds(bounds)
-        if (pts < lo).any() or (pts > hi).any():
+        if (inside < lo).any() or (inside > hi).any():
             raise ValueError(
                 f"xy has points outside bounds {lo.tolist()}..{hi.tolist()} (xy spans "
-                f"{pts.min(axis=0).tolist()}..{pts.max(axis=0).tolist()}); clip the points or "
-                "widen the bounds."
+                f"{inside.min(axis=0).tolist()}..{inside.max(axis=0).tolist()}); clip the points "
+                "or widen the bounds."
             )
     span = np.where(hi > lo, hi - lo, 1.0)  # a flat axis puts every point in the first cell
-    unit = (pts - lo) / span
+    unit = (inside - lo) / span
     col = np.minimum((unit[:, 0] * n).astype(np.int64), n - 1)
     row = np.minimum((unit[:, 1] * n).astype(np.int64), n - 1)
     cell = row * n + col
@@ -154,7 +161,8 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None) -> Cells:
     ids = np.flatnonzero(per_cell >= min_count).astype(np.int64)
     position = np.full(n * n, -1, dtype=np.int64)
     position[ids] = np.arange(len(ids))
-    row_cell = position[cell]
+    row_cell = np.full(n_rows, -1, dtype=np.int64)
+    row_cell[kept] = position[cell]
 
     visible = np.flatnonzero(row_cell >= 0)
     # stable sort keeps row indices ascending within each cell
@@ -197,6 +205,18 @@ def _cell_means(acts, order: np.ndarray, offsets: np.ndarray, count: np.ndarray,
         sums = select @ a
     means = sums / torch.as_tensor(count, device=a.device, dtype=torch.float32).clamp_min(1)[:, None]
     return means.cpu().numpy().astype(np.float32)
+
+
+def _keep_mask(keep, n_rows: int) -> np.ndarray:
+    if keep is None:
+        return np.ones(n_rows, dtype=bool)
+    k = _as_numpy(keep, "keep")
+    if k.dtype != bool or k.shape != (n_rows,):
+        raise ValueError(
+            f"keep must be a bool mask with shape ({n_rows},), one entry per row of xy; "
+            f"got {k.dtype} {k.shape}."
+        )
+    return k
 
 
 def _bounds(bounds) -> tuple[np.ndarray, np.ndarray]:

@@ -109,6 +109,32 @@ def test_cells_carry_members_counts_and_mean_attributions(synthetic):
     assert "'class2' vs 'class3'" in repr(comp)
 
 
+def test_examples_by_attribution_follow_the_side_of_the_selection(synthetic):
+    cache, y, _ = synthetic
+    n = cache["block"].n_rows
+    diff = np.random.default_rng(8).normal(0, 1, n)
+    _with_row_sums(cache, "class0-class1", diff)
+    comp = compare_atlas(cache, "class0", "class1", y=y, grid_size=4, min_count=1)
+    la = cache["block"]
+    for side, cells in ((1, comp.cells.ids[comp.mean_diff > 0]), (-1, comp.cells.ids[comp.mean_diff < 0])):
+        rows = comp.rows_of(cells)
+        ex = comp.examples(cells, k=5, by="attribution")
+        # the strongest arguments for the selection's side, one row per sample, best first
+        per_sample = {}
+        for r in rows:
+            s = int(la.sample_id[r])
+            per_sample[s] = max(per_sample.get(s, -np.inf), side * comp.diff[r])
+        best = sorted(per_sample.values(), reverse=True)[:5]
+        np.testing.assert_allclose(ex.values, best, rtol=1e-5)
+        assert len(set(ex.sample_id.tolist())) == len(ex.rows)
+        assert side * np.sign(comp.diff[rows].mean()) > 0
+    ex, pics = comp.example_images(cache, comp.cells.ids[:1], k=2, size=40, by="attribution")
+    assert pics.shape == (len(ex.rows), 3, 40, 40) and pics.dtype == torch.uint8
+    with pytest.raises(ValueError, match='by must be "alignment" or "attribution"'):
+        comp.examples(comp.cells.ids[:1], by="diff")
+    assert len(comp.examples([], by="attribution").rows) == 0
+
+
 def test_pair_key_wins_and_the_reversed_pair_is_negated(synthetic):
     cache, y, _ = synthetic
     n = cache["block"].n_rows
