@@ -63,7 +63,7 @@ class Atlas:
         """Row indices of all members of the given cells (by id); see ``Cells.rows_of``."""
         return self.cells.rows_of(cell_ids)
 
-    def examples(self, cell_ids, k: int = 12) -> TopExamples:
+    def examples(self, cell_ids, k: int = 12, by: str = "alignment") -> TopExamples:
         """The selection's top dataset examples: its members ranked by alignment with its mean.
 
         The direction is the mean activation of all members of the given cells; members are scored
@@ -71,8 +71,14 @@ class Atlas:
         distinct samples come back, best first.
 
         cell_ids : int array-like, shape (s,), ids of visible cells (``cells.ids``)
+        by : "alignment", the only ranking of a plain atlas (a comparison atlas has another)
         Returns TopExamples with up to ``k`` rows; empty when ``cell_ids`` is empty.
         """
+        if by != "alignment":
+            raise ValueError(
+                f'by must be "alignment" for an atlas without attributions, got {by!r}; '
+                '"attribution" ranks the members of a comparison atlas (aw.compare_atlas).'
+            )
         rows = self._selection_rows(cell_ids, k)
         if len(rows) == 0:
             return _no_examples()

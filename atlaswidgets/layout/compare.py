@@ -78,7 +78,7 @@ class ComparisonAtlas(Atlas):
         toward the selection's side.
         """
         if by == "alignment":
-            return super().examples(cell_ids, k)
+            return super().examples(cell_ids, k, by)
         if by != "attribution":
             raise ValueError(f'by must be "alignment" or "attribution", got {by!r}.')
         rows = self._selection_rows(cell_ids, k)

@@ -1,4 +1,7 @@
-// AtlasWidget front end: draws one icon per grid cell on a 2D canvas; zoom, pan, hover, select.
+// AtlasWidget and ComparisonWidget front end: one icon per grid cell on a 2D canvas; zoom, pan,
+// hover, click and lasso selection. ComparisonWidget sets mode = "compare": each cell then gets a
+// frame coloured on a diverging scale by its value in [-1, 1] (b's side blue, a's side orange),
+// a legend names the two classes, and a menu switches between the pairs the cache can show.
 //
 // View mapping (CSS pixels, relative to the canvas's top-left corner): cell (row, col) covers
 //   x = offsetX + col * scale,  y = offsetY + row * scale,  scale wide and high.
@@ -7,18 +10,57 @@
 
 const PAD = 8; // CSS px between the grid and the canvas edge at the home view
 const SELECT_COLOR = "#ff7a00";
+// in comparison mode orange already means "toward a", so the selection is drawn in magenta
+const COMPARE_SELECT_COLOR = "#e0007a";
 const HOVER_COLOR = "#ffffff";
 const EDGE_COLOR = "rgba(20, 20, 20, 0.85)";
 const CLICK_SLOP = 4; // CSS px a pointer may move and still count as a click
+// Diverging scale, blue (-1, class b) through light grey (0) to orange (+1, class a): the two ends
+// stay apart for the common colour-vision deficiencies (after ColorBrewer's PuOr / RdBu ends).
+const DIVERGING = [[33, 102, 172], [236, 236, 236], [230, 97, 1]];
+
+function divergingColor(v) {
+  const t = Math.max(-1, Math.min(1, Number.isFinite(v) ? v : 0));
+  const [from, to] = t < 0 ? [DIVERGING[1], DIVERGING[0]] : [DIVERGING[1], DIVERGING[2]];
+  const f = Math.abs(t);
+  const c = from.map((x, i) => Math.round(x + (to[i] - x) * f));
+  return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
+}
+
+// Even-odd ray casting: is (x, y) inside the polygon [{x, y}, ...]?
+function insidePolygon(x, y, poly) {
+  let inside = false;
+  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+    const a = poly[i], b = poly[j];
+    if ((a.y > y) !== (b.y > y) && x < ((b.x - a.x) * (y - a.y)) / (b.y - a.y) + a.x) {
+      inside = !inside;
+    }
+  }
+  return inside;
+}
+
+function signed(v, digits) {
+  return `${v > 0 ? "+" : v < 0 ? "−" : ""}${Math.abs(v).toFixed(digits)}`;
+}
 
 function render({ model, el: host }) {
   // ---- DOM -------------------------------------------------------------------------------
+  const compare = model.get("mode") === "compare";
   const root = el("div", "aw-atlas", host);
+  root.dataset.mode = compare ? "compare" : "atlas";
   // keys pressed on the atlas (Escape) are ours, not JupyterLab's notebook shortcuts
   root.dataset.lmSuppressShortcuts = "true";
   const bar = el("div", "aw-atlas-bar", root);
   const title = el("span", "aw-atlas-title", bar);
   const status = el("span", "aw-atlas-status", bar);
+  // comparison mode: a menu of the pairs the cache can show, and a swap of the two sides
+  const pairSelect = el("select", "aw-atlas-pair", compare ? bar : null);
+  pairSelect.title = "Compare another pair of classes";
+  pairSelect.hidden = true;
+  const swapButton = el("button", "aw-atlas-swap", compare ? bar : null);
+  swapButton.type = "button";
+  swapButton.textContent = "Swap sides";
+  swapButton.hidden = true;
   const clearButton = el("button", "aw-atlas-clear", bar);
   clearButton.type = "button";
   clearButton.textContent = "Clear";
@@ -35,21 +77,33 @@ function render({ model, el: host }) {
   const tipTitle = el("div", "aw-atlas-tooltip-title", tooltip);
   const tipClass = el("div", "aw-atlas-tooltip-class", tooltip);
   const tipCount = el("div", "aw-atlas-tooltip-count", tooltip);
+  const tipDiff = el("div", "aw-atlas-tooltip-diff", compare ? tooltip : null);
+  const tipAttr = el("div", "aw-atlas-tooltip-attr", compare ? tooltip : null);
+  // legend: b's name, the colour bar with 0 in the middle, a's name
+  const legend = el("div", "aw-atlas-legend", compare ? root : null);
+  const legendLeft = el("span", "aw-legend-left", legend);
+  const legendScale = el("span", "aw-legend-scale", legend);
+  const legendBar = el("span", "aw-legend-bar", legendScale);
+  legendBar.style.background = `linear-gradient(to right, ${divergingColor(-1)}, ${divergingColor(0)}, ${divergingColor(1)})`;
+  const legendTicks = el("span", "aw-legend-ticks", legendScale);
+  for (const t of ["−1", "0", "+1"]) el("span", "aw-legend-tick", legendTicks).textContent = t;
+  const legendRight = el("span", "aw-legend-right", legend);
   const help = el("div", "aw-atlas-help", root);
   help.textContent =
-    "Scroll to zoom · drag to pan · click a cell to select · shift-click or shift-drag to add · Esc clears";
+    "Scroll to zoom · drag to pan · click a cell to select · shift-click to add or remove · " +
+    "shift-drag to lasso · Esc clears";
   help.title = "Esc clears the selection while the pointer is over the atlas";
   const ctx = canvas.getContext("2d");
 
   // ---- state -----------------------------------------------------------------------------
-  let cells = null; // {ids, ij, count, share, names, n, index: Map id -> k}
+  let cells = null; // {ids, ij, count, share, names, n, index: Map id -> k, value, diff, attrA, attrB}
   let selected = new Set();
   let sprite = null; // HTMLImageElement, decoded
   let spriteUrl = null;
   let spriteToken = 0;
   let view = { scale: 1, ox: PAD, oy: PAD };
   let hover = -1; // position k of the hovered cell
-  let drag = null; // {mode: "pan" | "box", x0, y0, x, y, ox, oy, moved, additive}
+  let drag = null; // {mode: "pan" | "lasso", x0, y0, x, y, ox, oy, moved, additive, path}
   let frame = 0;
 
   function cssSize() {
@@ -71,11 +125,60 @@ function render({ model, el: host }) {
     const positions = model.get("n_positions");
     const parts = [];
     if (model.get("layer")) parts.push(model.get("layer"));
+    if (compare) {
+      cells.value = readArray(model.get("cell_value"), "f32");
+      cells.diff = readArray(model.get("cell_diff"), "f32");
+      cells.attrA = readArray(model.get("cell_attr_a"), "f32");
+      cells.attrB = readArray(model.get("cell_attr_b"), "f32");
+      root.dataset.cellValues = Array.from(cells.value, (v) => v.toFixed(3)).join(",");
+      parts.push(`${model.get("right_label")} vs ${model.get("left_label")}`);
+    }
     parts.push(`${n}×${n} grid`);
     parts.push(`${ids.length.toLocaleString("en-US")} cells`);
     parts.push(`${positions.toLocaleString("en-US")} positions`);
     title.textContent = parts.join(" · ");
-    canvas.setAttribute("aria-label", `Activation atlas: ${title.textContent}`);
+    canvas.setAttribute(
+      "aria-label", `${compare ? "Class-comparison atlas" : "Activation atlas"}: ${title.textContent}`);
+  }
+
+  function loadPair() {
+    if (!compare) return;
+    const left = model.get("left_label");
+    const right = model.get("right_label");
+    legendLeft.textContent = left;
+    legendRight.textContent = right;
+    legendLeft.title = `Left: cells whose positions push the model toward ${left}`;
+    legendRight.title = `Right: cells whose positions push the model toward ${right}`;
+    const [a, b] = model.get("pair") || [];
+    root.dataset.pair = `${a ?? ""}\t${b ?? ""}`;
+    const pairs = model.get("pairs") || [];
+    pairSelect.replaceChildren();
+    let current = -1;
+    pairs.forEach(([pa, pb], i) => {
+      const option = el("option", "", pairSelect);
+      option.value = String(i);
+      option.textContent = `${pb} ← → ${pa}`; // read left to right, as on the canvas
+      if (pa === a && pb === b) current = i;
+    });
+    pairSelect.value = String(current);
+    pairSelect.hidden = pairs.length < 2;
+    swapButton.hidden = pairs.length === 0; // no cache on the Python side: it cannot recompute
+    pairSelect.disabled = false;
+    swapButton.disabled = false;
+    if (status.dataset.switching) {
+      delete status.dataset.switching;
+      loadSelection();
+    }
+  }
+
+  function askPair(next) {
+    // Python recomputes the comparison and answers with new traits (or the old pair if it refuses)
+    pairSelect.disabled = true;
+    swapButton.disabled = true;
+    status.dataset.switching = "1";
+    status.textContent = "Switching…";
+    model.set("pair", next);
+    model.save_changes();
   }
 
   function homeView() {
@@ -91,6 +194,7 @@ function render({ model, el: host }) {
   function loadSelection() {
     selected = new Set((model.get("selected") || []).map(Number));
     root.dataset.selected = [...selected].sort((a, b) => a - b).join(",");
+    if (status.dataset.switching) return; // keep "Switching…" until the new pair arrives
     status.textContent = selected.size
       ? `${selected.size} selected`
       : "";
@@ -99,6 +203,7 @@ function render({ model, el: host }) {
 
   async function loadSprite() {
     const token = ++spriteToken;
+    delete root.dataset.ready; // the icons on screen are about to be replaced
     const bytes = model.get("sprite");
     if (!bytes || bytes.byteLength === 0) {
       sprite = null;
@@ -156,41 +261,63 @@ function render({ model, el: host }) {
     ctx.fillStyle = "rgba(128, 128, 128, 0.07)";
     ctx.fillRect(view.ox, view.oy, n * s, n * s);
 
+    if (compare) {
+      // x = 0, where the two classes balance: the grid's columns always cover [-1, 1]
+      ctx.strokeStyle = "rgba(128, 128, 128, 0.6)";
+      ctx.lineWidth = 1;
+      ctx.setLineDash([4, 4]);
+      ctx.beginPath();
+      ctx.moveTo(view.ox + (n / 2) * s, view.oy);
+      ctx.lineTo(view.ox + (n / 2) * s, view.oy + n * s);
+      ctx.stroke();
+      ctx.setLineDash([]);
+    }
+
     ctx.imageSmoothingEnabled = true;
     ctx.imageSmoothingQuality = "high";
+    // in comparison mode the icon sits inside a frame of its cell's colour, so both stay readable
+    const border = compare ? Math.max(2, Math.min(8, s * 0.12)) : 0;
     for (let k = 0; k < ids.length; k++) {
       const x = view.ox + ij[2 * k + 1] * s;
       const y = view.oy + ij[2 * k] * s;
       if (x > size || y > size || x + s < 0 || y + s < 0) continue; // off screen
+      if (compare) {
+        ctx.fillStyle = divergingColor(cells.value[k]);
+        ctx.fillRect(x + gap / 2, y + gap / 2, s - gap, s - gap);
+      }
+      const inset = gap / 2 + border;
+      const side = s - 2 * inset;
+      if (side <= 0) continue;
       if (sprite) {
         const sx = (k % cols) * icon;
         const sy = Math.floor(k / cols) * icon;
-        ctx.drawImage(sprite, sx, sy, icon, icon, x + gap / 2, y + gap / 2, s - gap, s - gap);
+        ctx.drawImage(sprite, sx, sy, icon, icon, x + inset, y + inset, side, side);
       } else {
         ctx.fillStyle = "rgba(128, 128, 128, 0.35)"; // placeholder until the icons decode
-        ctx.fillRect(x + gap / 2, y + gap / 2, s - gap, s - gap);
+        ctx.fillRect(x + inset, y + inset, side, side);
       }
     }
 
     // outlines on top of every icon, so a neighbour never covers them
     const line = Math.max(1.5, Math.min(3, s * 0.08));
+    const selectColor = compare ? COMPARE_SELECT_COLOR : SELECT_COLOR;
     for (let k = 0; k < ids.length; k++) {
       if (!selected.has(ids[k])) continue;
-      outline(k, SELECT_COLOR, line);
+      outline(k, selectColor, line);
     }
     if (hover >= 0) outline(hover, HOVER_COLOR, Math.max(1.5, line - 0.5));
 
-    if (drag && drag.mode === "box" && drag.moved) {
-      const x = Math.min(drag.x0, drag.x);
-      const y = Math.min(drag.y0, drag.y);
-      const w = Math.abs(drag.x - drag.x0);
-      const h = Math.abs(drag.y - drag.y0);
-      ctx.fillStyle = "rgba(255, 122, 0, 0.12)";
-      ctx.fillRect(x, y, w, h);
+    if (drag && drag.mode === "lasso" && drag.moved && drag.path.length > 1) {
+      ctx.beginPath();
+      ctx.moveTo(drag.path[0].x, drag.path[0].y);
+      for (const p of drag.path) ctx.lineTo(p.x, p.y);
+      ctx.closePath();
+      ctx.fillStyle = compare ? "rgba(224, 0, 122, 0.12)" : "rgba(255, 122, 0, 0.12)";
+      ctx.fill();
       ctx.setLineDash([5, 4]);
-      ctx.strokeStyle = SELECT_COLOR;
+      ctx.strokeStyle = selectColor;
       ctx.lineWidth = 1.5;
-      ctx.strokeRect(x, y, w, h);
+      ctx.stroke();
       ctx.setLineDash([]);
     }
   }
@@ -249,6 +376,17 @@ function render({ model, el: host }) {
     tipTitle.textContent = `Cell ${id} · row ${row}, col ${col}`;
     tipClass.textContent = `${name}: ${Math.round(share * 100)}% of positions`;
     tipCount.textContent = `${count.toLocaleString("en-US")} position${count === 1 ? "" : "s"}`;
+    if (compare) {
+      const a = model.get("right_label");
+      const b = model.get("left_label");
+      tipDiff.textContent =
+        `mean ${a} − ${b}: ${signed(cells.diff[k], 3)} (${signed(cells.value[k], 2)} of scale)`;
+      const both = cells.attrA.length === cells.ids.length && cells.attrB.length === cells.ids.length;
+      tipAttr.hidden = !both;
+      tipAttr.textContent = both
+        ? `toward ${a}: ${signed(cells.attrA[k], 3)} · toward ${b}: ${signed(cells.attrB[k], 3)}`
+        : "";
+    }
     root.dataset.hover = String(id);
     tooltip.hidden = false;
     // keep the tooltip inside the stage, on the side of the cursor with room
@@ -266,9 +404,10 @@ function render({ model, el: host }) {
     canvas.focus({ preventScroll: true });
     const p = pointer(event);
     drag = {
-      mode: event.shiftKey ? "box" : "pan",
+      mode: event.shiftKey ? "lasso" : "pan",
       additive: event.shiftKey || event.ctrlKey || event.metaKey,
       x0: p.x, y0: p.y, x: p.x, y: p.y, ox: view.ox, oy: view.oy, moved: false,
+      path: [p],
     };
     canvas.setPointerCapture(event.pointerId);
     event.preventDefault();
@@ -280,6 +419,10 @@ function render({ model, el: host }) {
       drag.x = p.x;
       drag.y = p.y;
       if (Math.hypot(p.x - drag.x0, p.y - drag.y0) > CLICK_SLOP) drag.moved = true;
+      if (drag.mode === "lasso") {
+        const last = drag.path[drag.path.length - 1];
+        if (Math.hypot(p.x - last.x, p.y - last.y) >= 2) drag.path.push(p); // skip jitter
+      }
       if (drag.mode === "pan" && drag.moved) {
         view.ox = drag.ox + (p.x - drag.x0);
         view.oy = drag.oy + (p.y - drag.y0);
@@ -318,14 +461,13 @@ function render({ model, el: host }) {
       } else {
         setSelection([cells.ids[k]]);
       }
-    } else if (d.mode === "box") {
-      const x0 = Math.min(d.x0, d.x), x1 = Math.max(d.x0, d.x);
-      const y0 = Math.min(d.y0, d.y), y1 = Math.max(d.y0, d.y);
-      const picked = new Set(selected); // a box adds to the selection
+    } else if (d.mode === "lasso") {
+      const path = [...d.path, { x: d.x, y: d.y }]; // closed back to the start
+      const picked = new Set(selected); // a lasso adds to the selection
       for (let k = 0; k < cells.ids.length; k++) {
         const cx = view.ox + (cells.ij[2 * k + 1] + 0.5) * view.scale;
         const cy = view.oy + (cells.ij[2 * k] + 0.5) * view.scale;
-        if (cx >= x0 && cx <= x1 && cy >= y0 && cy <= y1) picked.add(cells.ids[k]);
+        if (insidePolygon(cx, cy, path)) picked.add(cells.ids[k]);
       }
       setSelection([...picked]);
     }
@@ -391,7 +533,10 @@ function render({ model, el: host }) {
     resetView();
   };
   const cellTraits = ["grid_size", "cell_ids", "cell_ij", "cell_count", "cell_share", "cell_class"];
+  if (compare) cellTraits.push("cell_value", "cell_diff", "cell_attr_a", "cell_attr_b");
+  const pairTraits = compare ? ["pair", "pairs", "left_label", "right_label"] : [];
   for (const t of cellTraits) model.on(`change:${t}`, onCells);
+  for (const t of pairTraits) model.on(`change:${t}`, loadPair);
   model.on("change:selected", onSelected);
   model.on("change:sprite", onSprite);
   model.on("change:size", onSize);
@@ -405,14 +550,24 @@ function render({ model, el: host }) {
   window.addEventListener("resize", requestDraw); // browser zoom changes devicePixelRatio
   resetButton.addEventListener("click", resetView);
   clearButton.addEventListener("click", () => setSelection([]));
+  pairSelect.addEventListener("change", () => {
+    const next = (model.get("pairs") || [])[Number(pairSelect.value)];
+    if (next) askPair([...next]);
+  });
+  swapButton.addEventListener("click", () => {
+    const [a, b] = model.get("pair") || [];
+    if (a !== undefined && b !== undefined) askPair([b, a]);
+  });
 
   loadCells();
+  loadPair();
   loadSelection();
   resetView();
   loadSprite();
 
   return () => {
     for (const t of cellTraits) model.off(`change:${t}`, onCells);
+    for (const t of pairTraits) model.off(`change:${t}`, loadPair);
     model.off("change:selected", onSelected);
     model.off("change:sprite", onSprite);
     model.off("change:size", onSize);

@@ -43,7 +43,8 @@ class AtlasWidget(anywidget.AnyWidget):
     size : side of the square canvas in CSS pixels
 
     Scroll to zoom, drag to pan, hover for a tooltip, click to select a cell, shift/ctrl-click to
-    toggle one, shift-drag to add the cells in a box; Escape or a click on empty space clears.
+    toggle one, shift-drag to draw a lasso that adds the cells
+    whose centres fall inside it; Escape or a click on empty space clears.
     """
 
     _esm = esm("atlas.js")
@@ -80,26 +81,8 @@ class AtlasWidget(anywidget.AnyWidget):
         if isinstance(size, bool) or not isinstance(size, int) or not 120 <= size <= 4000:
             raise ValueError(f"size must be an int of CSS pixels in [120, 4000], got {size!r}.")
         self._atlas = atlas
-        cells = atlas.cells
         classes = atlas.classes if atlas.classes is not None else (cache.classes if cache else None)
-        names = [_class_name(int(c), classes) for c in atlas.top_class]
-        sprite, cols = sprite_sheet(atlas.icons)
-        super().__init__(
-            layer=atlas.layer,
-            grid_size=cells.n,
-            n_cells=len(cells.ids),
-            n_positions=int(cells.count.sum()),
-            cell_ids=to_buffer(cells.ids, "uint32"),
-            cell_ij=to_buffer(cells.ij, "uint32"),
-            cell_count=to_buffer(cells.count, "uint32"),
-            cell_share=to_buffer(atlas.top_class_share, "float32"),
-            cell_class=names,
-            sprite=sprite,
-            sprite_cols=cols,
-            icon_size=int(atlas.icons.shape[-1]),
-            size=size,
-            **kwargs,
-        )
+        super().__init__(**_atlas_traits(atlas, classes), size=size, **kwargs)
 
     @classmethod
     def from_cache(
@@ -112,6 +95,10 @@ class AtlasWidget(anywidget.AnyWidget):
     def atlas(self) -> Atlas:
         """The Atlas this widget shows."""
         return self._atlas
+
+    # Python-only: bumped whenever the widget starts showing another atlas (a comparison widget's
+    # new pair), so link() can hand the new atlas to linked panels
+    atlas_version = traitlets.Int(0)
 
     def selected_rows(self) -> np.ndarray:
         """Row indices of the layer that fall in the selected cells, int64 shape (k,)."""
@@ -138,6 +125,26 @@ class AtlasWidget(anywidget.AnyWidget):
         if proposal["value"] < 1:
             raise ValueError(f"grid_size must be >= 1, got {proposal['value']}.")
         return proposal["value"]
+
+
+def _atlas_traits(atlas: Atlas, classes) -> dict:
+    """The data traits of an atlas, as AtlasWidget sends them (see the trait comments)."""
+    cells = atlas.cells
+    sprite, cols = sprite_sheet(atlas.icons)
+    return dict(
+        layer=atlas.layer,
+        grid_size=cells.n,
+        n_cells=len(cells.ids),
+        n_positions=int(cells.count.sum()),
+        cell_ids=to_buffer(cells.ids, "uint32"),
+        cell_ij=to_buffer(cells.ij, "uint32"),
+        cell_count=to_buffer(cells.count, "uint32"),
+        cell_share=to_buffer(atlas.top_class_share, "float32"),
+        cell_class=[_class_name(int(c), classes) for c in atlas.top_class],
+        sprite=sprite,
+        sprite_cols=cols,
+        icon_size=int(atlas.icons.shape[-1]),
+    )
 
 
 def _check_cache(atlas: Atlas, cache: ActivationCache) -> None:

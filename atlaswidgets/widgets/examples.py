@@ -37,6 +37,9 @@ class ExamplePanel(anywidget.AnyWidget):
     cache : the ActivationCache the atlas was built from (images and labels)
     k : how many examples (distinct samples) to show
     thumb_size : side of each example picture in pixels
+    by : how to rank the selection's members, passed to ``atlas.examples``; None or "alignment"
+        for alignment with the selection's mean. A comparison atlas also takes "attribution":
+        the strongest arguments for the side the selection leans to
     """
 
     _esm = esm("examples.js")
@@ -62,30 +65,48 @@ class ExamplePanel(anywidget.AnyWidget):
     thumb_size = traitlets.Int(96).tag(sync=True)
 
     def __init__(
-        self, atlas: Atlas, cache: ActivationCache, k: int = 12, thumb_size: int = 96, **kwargs
+        self, atlas: Atlas, cache: ActivationCache, k: int = 12, thumb_size: int = 96,
+        by: str | None = None, **kwargs
     ):
-        if not isinstance(atlas, Atlas):
-            raise TypeError(f"ExamplePanel needs an Atlas (from aw.build_atlas), got {type(atlas).__name__}.")
         if not isinstance(cache, ActivationCache):
             raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
-        if atlas.layer not in cache.layers or cache[atlas.layer].n_rows != len(atlas.xy):
-            raise ValueError(
-                f"This cache does not match the atlas (layer {atlas.layer!r}, {len(atlas.xy)} rows); "
-                "pass the cache the atlas was built from."
-            )
         if cache.images is None:
             raise ValueError(
                 "The panel shows the dataset images, but this cache has none; capture it with "
                 "keep_images=True."
             )
-        self._atlas = atlas
         self._cache = cache
+        self._check_atlas(atlas)
+        self._atlas = atlas
+        self._by = "alignment" if by is None else by
+        atlas.examples([], by=self._by)  # a ranking this atlas does not know fails here, not later
         super().__init__(k=k, thumb_size=thumb_size, **kwargs)
         self._refresh()
 
     @property
     def atlas(self) -> Atlas:
+        """The atlas whose cells ``selected`` names. Setting another one (of the same cache)
+        clears the selection; ``link()`` does it when a linked comparison widget changes pair."""
         return self._atlas
+
+    @atlas.setter
+    def atlas(self, atlas: Atlas) -> None:
+        self._check_atlas(atlas)
+        atlas.examples([], by=self._by)
+        with self.hold_sync():
+            self.selected = []  # ids of the old atlas's cells mean nothing in the new one
+            self._atlas = atlas
+            self._refresh()
+
+    def _check_atlas(self, atlas) -> None:
+        if not isinstance(atlas, Atlas):
+            raise TypeError(f"ExamplePanel needs an Atlas (from aw.build_atlas), got {type(atlas).__name__}.")
+        cache = self._cache
+        if atlas.layer not in cache.layers or cache[atlas.layer].n_rows != len(atlas.xy):
+            raise ValueError(
+                f"This cache does not match the atlas (layer {atlas.layer!r}, {len(atlas.xy)} rows); "
+                "pass the cache the atlas was built from."
+            )
 
     def example_arrays(self) -> dict[str, np.ndarray]:
         """The synced buffers decoded back to arrays (what the page reads), for checks and tests."""
@@ -120,7 +141,7 @@ class ExamplePanel(anywidget.AnyWidget):
 
     def _refresh(self) -> None:
         cells = list(self.selected)
-        ex = self._atlas.examples(cells, k=self.k)
+        ex = self._atlas.examples(cells, k=self.k, by=self._by)
         n_positions = len(self._atlas.rows_of(cells)) if cells else 0
         if len(ex):
             pics = boxed_images(self._cache, self._atlas.layer, ex.rows, size=self.thumb_size)

@@ -25,9 +25,16 @@ class Link:
         for w in widgets:
             handler = self._handler_for(w)
             w.observe(handler, names=trait)
-            self._handlers.append((w, handler))
+            self._handlers.append((w, handler, trait))
         # start in agreement: the first widget's value wins, as in traitlets.link
         self._handlers[0][1]({"new": getattr(widgets[0], trait)})
+        # a widget that starts showing another atlas (a comparison's new pair) hands it to the
+        # linked widgets that take one (ExamplePanel), so their cell ids keep their meaning
+        for w in widgets:
+            if w.has_trait("atlas_version"):
+                handler = self._atlas_handler_for(w)
+                w.observe(handler, names="atlas_version")
+                self._handlers.append((w, handler, "atlas_version"))
 
     def __repr__(self) -> str:
         names = ", ".join(type(w).__name__ for w in self.widgets)
@@ -51,11 +58,24 @@ class Link:
 
         return handler
 
+    def _atlas_handler_for(self, source):
+        def handler(change: dict[str, Any]) -> None:
+            for other in self.widgets:
+                if other is not source and _takes_atlas(other) and other.atlas is not source.atlas:
+                    other.atlas = source.atlas
+
+        return handler
+
     def unlink(self) -> None:
         """Stop syncing; the widgets keep their current values."""
-        for w, handler in self._handlers:
-            w.unobserve(handler, names=self.trait)
+        for w, handler, name in self._handlers:
+            w.unobserve(handler, names=name)
         self._handlers = []
+
+
+def _takes_atlas(widget) -> bool:
+    prop = getattr(type(widget), "atlas", None)
+    return isinstance(prop, property) and prop.fset is not None
 
 
 def link(*widgets: traitlets.HasTraits, trait: str = "selected") -> Link:

@@ -1,0 +1,271 @@
+"""ComparisonWidget: a class-comparison atlas (class b on the left, a on the right) in the notebook.
+
+It is an ``AtlasWidget`` (same canvas, zoom, pan, hover, click, shift-click, shift-drag lasso, and a
+``selected`` trait of visible cell ids, so ``link()`` and ``ExamplePanel`` work with it unchanged)
+whose page runs in comparison mode: every cell gets a frame coloured on a diverging blue-grey-orange
+scale by its mean attribution difference a - b over the atlas's scale (blue: toward b, orange:
+toward a, grey: neither), and a legend under the canvas names the two classes at the two ends.
+
+Picking another pair is one call, ``widget.show_pair(a, b)``, or the page's pair menu when the
+cache's layer holds attributions for more than one pair; either recomputes the comparison on the
+same 1-D embedding (no new UMAP run), sends every trait again and clears the selection.
+
+DOM hooks for tests, besides AtlasWidget's (``.aw-atlas`` with ``data-selected``, ``data-view``,
+``data-hover``, ``data-ready``): the root has ``data-mode="compare"``, ``data-pair`` (``a``, tab,
+``b``) and ``data-cell-values`` (comma-separated colour values in [-1, 1], 3 decimals, in the order
+of the cells, which is ascending cell id); ``.aw-atlas-legend`` holds ``.aw-legend-left`` (b's
+name), ``.aw-legend-bar`` and ``.aw-legend-right`` (a's name); ``select.aw-atlas-pair`` (one
+``option`` per pair, ``value`` its index in ``pairs``; hidden when there is only one pair) and
+``button.aw-atlas-swap`` (shown when the widget has its cache) sit in the top bar; the tooltip adds
+``.aw-atlas-tooltip-diff`` and, when the cache holds each class's own attribution,
+``.aw-atlas-tooltip-attr``. ``data-ready`` is removed while a new pair's icons decode.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import traitlets
+
+from ..attribution import _name
+from ..cache.cache import ActivationCache
+from ..layout.compare import ComparisonAtlas, compare_atlas
+from ._common import from_buffer, to_buffer
+from .atlas import AtlasWidget, _atlas_traits, _check_cache
+
+__all__ = ["ComparisonWidget"]
+
+
+class ComparisonWidget(AtlasWidget):
+    """A class-comparison atlas in the notebook: b's side on the left, a's side on the right.
+
+    Parameters
+    ----------
+    comparison : ComparisonAtlas from ``aw.compare_atlas``
+    cache : the ActivationCache the comparison was built from, optional; needed by ``show_pair``
+        and the page's pair menu, and checked against the comparison
+    size : side of the square canvas in CSS pixels
+
+    Scroll to zoom, drag to pan, hover for a tooltip (cell size, top class, mean difference),
+    click to select a cell, shift/ctrl-click to toggle one, shift-drag to draw a lasso that adds
+    the cells whose centres fall inside it; Escape or a click on empty space clears.
+    """
+
+    # Comparison: one entry per visible cell, in the order of the atlas traits' cells
+    mode = traitlets.Unicode("compare").tag(sync=True)
+    cell_value = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,): mean_diff / scale in [-1, 1]
+    cell_diff = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,): mean_diff, unscaled
+    cell_attr_a = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,), or b"" when not stored
+    cell_attr_b = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,), or b"" when not stored
+    diff_scale = traitlets.Float(1.0).tag(sync=True)  # the 99th percentile that x was divided by
+    left_label = traitlets.Unicode("").tag(sync=True)  # b's name, shown as text
+    right_label = traitlets.Unicode("").tag(sync=True)  # a's name, shown as text
+
+    # Pair: [a, b] shown now (the page sets it to switch), and every pair the cache can show
+    pair = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    pairs = traitlets.List(traitlets.List(traitlets.Unicode())).tag(sync=True)
+
+    def __init__(
+        self,
+        comparison: ComparisonAtlas,
+        cache: ActivationCache | None = None,
+        size: int = 500,
+        **kwargs,
+    ):
+        if not isinstance(comparison, ComparisonAtlas):
+            raise TypeError(
+                "ComparisonWidget needs a ComparisonAtlas (from aw.compare_atlas(cache, a, b)), got "
+                f"{type(comparison).__name__}; or use ComparisonWidget.from_cache(cache, a, b)."
+            )
+        if cache is not None:
+            _check_cache(comparison, cache)
+        self._cache = cache
+        self._switching = False
+        # settings show_pair reuses, so a new pair is binned and drawn like the first
+        self._compare_kwargs: dict[str, Any] = {
+            "grid_size": int(comparison.cells.n),
+            "icon_size": int(comparison.icons.shape[-1]),
+        }
+        super().__init__(comparison, cache, size=size, **_comparison_traits(comparison, cache), **kwargs)
+
+    @classmethod
+    def from_cache(
+        cls,
+        cache: ActivationCache,
+        a,
+        b,
+        layer: str | None = None,
+        size: int = 500,
+        **compare_kwargs,
+    ) -> "ComparisonWidget":
+        """Compare class ``a`` (right) with ``b`` (left) on ``layer`` and show it.
+
+        ``compare_kwargs`` go to ``compare_atlas`` (grid_size, min_count, seed, n_neighbors,
+        icon_size, y) and are kept for ``show_pair``, except ``y``, which is the embedding itself.
+        """
+        widget = cls(compare_atlas(cache, a, b, layer, **compare_kwargs), cache, size=size)
+        widget._compare_kwargs.update({k: v for k, v in compare_kwargs.items() if k != "y"})
+        return widget
+
+    @property
+    def atlas(self) -> ComparisonAtlas:
+        """The ComparisonAtlas this widget shows now (a new one after ``show_pair``)."""
+        return self._atlas
+
+    def show_pair(self, a, b, **compare_kwargs) -> ComparisonAtlas:
+        """Switch to class ``a`` (right) against ``b`` (left), keeping the layer and 1-D embedding.
+
+        Recomputes with ``compare_atlas(cache, a, b, layer, y=<this atlas's y>, ...)``, so no UMAP
+        runs, with the grid size, icon size and other settings this widget was built with unless
+        ``compare_kwargs`` overrides them. The selection is cleared first (linked widgets follow),
+        then every trait is sent to the page in one message.
+
+        a, b : class names or ids; ``show_pair(b, a)`` of the current pair swaps the sides
+        Returns the new ComparisonAtlas (also ``widget.atlas``). Raises compare_atlas's ValueError
+        for an unknown class, a == b or a pair whose attributions the cache lacks; nothing changes
+        then.
+        """
+        if self._cache is None:
+            raise ValueError(
+                "show_pair needs the cache the comparison was built from; create the widget with "
+                "ComparisonWidget(comparison, cache) or ComparisonWidget.from_cache(cache, a, b)."
+            )
+        settings = {**self._compare_kwargs, **compare_kwargs}
+        y = settings.pop("y", self._atlas.y)
+        settings.pop("layer", None)  # the layer stays: the embedding belongs to it
+        new = compare_atlas(self._cache, a, b, self._atlas.layer, y=y, **settings)
+        self._show(new)
+        return new
+
+    def value_arrays(self) -> dict[str, np.ndarray | None]:
+        """The comparison buffers decoded back to arrays (what the page reads), for checks and tests."""
+        m = self.n_cells
+
+        def read(buf):
+            return from_buffer(buf, "float32", (m,)) if len(buf) else None
+
+        return {
+            "value": read(self.cell_value),
+            "diff": read(self.cell_diff),
+            "attr_a": read(self.cell_attr_a),
+            "attr_b": read(self.cell_attr_b),
+        }
+
+    # ---- internals -------------------------------------------------------------------------
+
+    def _show(self, new: ComparisonAtlas) -> None:
+        classes = new.classes if new.classes is not None else self._cache.classes
+        with self.hold_sync():
+            self.selected = []  # checked against the old cells, so it must go before them
+            self._atlas = new
+            self._switching = True
+            try:
+                for name, value in {**_atlas_traits(new, classes),
+                                    **_comparison_traits(new, self._cache)}.items():
+                    setattr(self, name, value)
+            finally:
+                self._switching = False
+        self.atlas_version += 1  # linked panels switch to the new atlas (see link())
+
+    @traitlets.validate("pair")
+    def _valid_pair(self, proposal):
+        value = list(proposal["value"])
+        if len(value) != 2:
+            raise ValueError(f"pair must be two class names [a, b], got {value!r}.")
+        return value
+
+    @traitlets.observe("pair")
+    def _on_pair(self, change):
+        if self._switching or list(change["new"]) == [self._atlas.a, self._atlas.b]:
+            return
+        try:
+            self.show_pair(*(_class_arg(v, self._atlas.classes) for v in change["new"]))
+        except (ValueError, TypeError):
+            # tell the page which pair it still shows, then report the refusal
+            self._switching = True
+            try:
+                self.pair = [self._atlas.a, self._atlas.b]
+            finally:
+                self._switching = False
+            raise
+
+
+def _comparison_traits(comp: ComparisonAtlas, cache: ActivationCache | None) -> dict[str, Any]:
+    """The comparison-only traits of a ComparisonAtlas."""
+    value = np.clip(comp.mean_diff / comp.scale, -1.0, 1.0)
+
+    def opt(values):
+        return b"" if values is None else to_buffer(values, "float32")
+
+    return dict(
+        mode="compare",
+        cell_value=to_buffer(value, "float32"),
+        cell_diff=to_buffer(comp.mean_diff, "float32"),
+        cell_attr_a=opt(comp.mean_attr_a),
+        cell_attr_b=opt(comp.mean_attr_b),
+        diff_scale=float(comp.scale),
+        left_label=str(comp.b),
+        right_label=str(comp.a),
+        pair=[str(comp.a), str(comp.b)],
+        pairs=[] if cache is None else available_pairs(cache, comp.layer, (comp.a, comp.b)),
+    )
+
+
+def available_pairs(cache: ActivationCache, layer: str, current=None) -> list[list[str]]:
+    """The class pairs [a, b] a comparison of ``layer`` can show, from its stored attributions.
+
+    A pair key ("wok-frying pan") gives that pair; any two single-class keys ("wok", "frying pan")
+    give their pair too (the difference of the two). Each unordered pair is listed once, in the
+    order and orientation of the keys, except ``current`` (a, b): it comes first, as it is, and is
+    always listed.
+    """
+    classes = cache.classes
+    keys = list(cache[layer].attributions)
+    singles: list[int] = []
+    found: list[tuple[int, int]] = []
+    for key in keys:
+        one = _single(key, classes)
+        if one is not None:
+            # listed in the order the keys were stored: each new single pairs with the earlier ones
+            found.extend((earlier, one) for earlier in singles if earlier != one)
+            singles.append(one)
+            continue
+        # a class name may hold "-" itself: try every split point
+        for at in [m.start() for m in re.finditer("-", key)]:
+            left, right = _single(key[:at], classes), _single(key[at + 1 :], classes)
+            if left is not None and right is not None and left != right:
+                found.append((left, right))
+                break
+
+    pairs: list[list[str]] = []
+    seen: set[frozenset] = set()
+    cur = [str(current[0]), str(current[1])] if current is not None else None
+    for ia, ib in found:
+        names = [_name(ia, classes), _name(ib, classes)]
+        unordered = frozenset(names)
+        if unordered in seen:
+            continue
+        seen.add(unordered)
+        if cur is None or frozenset(cur) != unordered:
+            pairs.append(names)
+    return pairs if cur is None else [cur] + pairs
+
+
+def _single(key: str, classes) -> int | None:
+    """The class id a single-class attribution key names, or None."""
+    if classes and key in classes:
+        return list(classes).index(key)
+    m = re.fullmatch(r"class:(\d+)", key)
+    if m and (not classes or int(m.group(1)) >= len(classes)):
+        return int(m.group(1))
+    return None
+
+
+def _class_arg(name: str, classes):
+    """A pair name from the page as compare_atlas takes it: the name, or the id of "class:3"."""
+    if classes and name in classes:
+        return name
+    m = re.fullmatch(r"class:(\d+)", name)
+    return int(m.group(1)) if m else name
