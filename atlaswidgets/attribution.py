@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from .cache.cache import ActivationCache
-from .cache.capture import _devices
+from .cache.capture import _devices, _model_classes
 from .cache.data import batches, check_batch, logits_of
 from .cache.hooks import hooks, resolve_layers
 from .cache.sampling import LIST_HINT
@@ -153,7 +153,8 @@ def attribute(
     target : class id, class name, or a pair (a, b) meaning logit[a] - logit[b]
     cache : when given, compute for exactly its rows of ``layer`` and store the result in
         ``cache[layer].attributions[key]`` (see module doc)
-    classes : class names indexed by label, for name targets when there is no cache
+    classes : class names indexed by label, for name targets; default the cache's, else the
+        model's ``model.classes`` when it has them
     device : where to run; default where the model's parameters are. A model elsewhere is
         moved there for the call and moved back afterwards (as in ``aw.capture``)
     Returns with ``cache``: the stored tensor, shape (n_rows, n_channels), float32; its
@@ -174,6 +175,8 @@ def attribute(
         la = cache.layers[layer]
         if classes is None:
             classes = cache.classes
+    if classes is None:
+        classes = _model_classes(model)
     if classes is not None:
         classes = list(classes)
     n_outputs = int(cache.logits.shape[1]) if cache is not None and cache.logits.ndim == 2 else None

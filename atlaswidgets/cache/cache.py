@@ -17,7 +17,7 @@ import torch
 __all__ = ["ActivationCache", "LayerActs", "TopExamples"]
 
 
-@dataclass
+@dataclass(repr=False)
 class LayerActs:
     """Activations of one layer.
 
@@ -39,6 +39,11 @@ class LayerActs:
     hw: tuple[int, int]
     rf: tuple[int, int]
     attributions: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        attr = f", attributions={list(self.attributions)}" if self.attributions else ""
+        return (f"LayerActs(rows={self.n_rows}, channels={self.n_channels}, grid={self.hw}, "
+                f"rf={self.rf}, {self.acts.dtype}, {self.acts.device}{attr})")
 
     @property
     def n_rows(self) -> int:
@@ -73,7 +78,7 @@ class TopExamples:
         return len(self.rows)
 
 
-@dataclass
+@dataclass(repr=False)
 class ActivationCache:
     """Activations of the captured layers plus per-sample labels, logits and display images.
 
@@ -97,6 +102,16 @@ class ActivationCache:
     classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     sample_sha256: torch.Tensor | None = None
+
+    def __repr__(self) -> str:
+        # a summary: the default dataclass repr would print every tensor and class name
+        layers = "".join(f"\n  {name!r}: {la!r}" for name, la in self.layers.items())
+        n_classes = len(self.classes) if self.classes else 0
+        shown = ", ".join(map(repr, (self.classes or [])[:6]))
+        more = f", ... ({n_classes} in all)" if n_classes > 6 else ""
+        images = "none" if self.images is None else f"{tuple(self.images.shape[1:])} uint8"
+        return (f"ActivationCache({self.n_samples} samples, input {self.input_hw}, images {images}, "
+                f"classes [{shown}{more}]{layers}\n)")
 
     def __getitem__(self, layer: str) -> LayerActs:
         try:

@@ -88,6 +88,8 @@ def capture(
     store : a directory to stream shards of ``shard_samples`` samples into while capturing. If it
         already holds shards of the same capture (same model, layers, policy), they are reused after
         checking that the data matches, and the capture resumes after them with bit-identical results.
+    classes : class names indexed by label, kept in the cache; default the model's own
+        ``model.classes`` when it has them (the zoo's models do)
     Returns an ActivationCache with activations, labels and logits on the model's device (see
     module doc), images and per-sample input checksums on the CPU. Raises ValueError/TypeError
     for bad layers, data or arguments, and for NaN or infinite activations.
@@ -101,6 +103,8 @@ def capture(
         raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {[str(d) for d in _DTYPES]}, got {dtype!r}.")
+    if classes is None:
+        classes = _model_classes(model)
     if classes is not None:
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise TypeError("classes must be a list of class names (str), indexed by label.")
@@ -135,6 +139,14 @@ def capture(
             model.to(home)
         for m, mode in modes.items():
             m.train(mode)
+
+
+def _model_classes(model: nn.Module):
+    """Class names a model carries as ``model.classes`` (the zoo's models do), or None."""
+    names = getattr(model, "classes", None)
+    if isinstance(names, (list, tuple)) and names and all(isinstance(c, str) for c in names):
+        return list(names)
+    return None
 
 
 def _devices(model: nn.Module, device: torch.device | str | None) -> tuple[torch.device, torch.device | None]:

@@ -304,3 +304,16 @@ def test_batch_norm_statistics_are_not_updated(data):
         net.eval()
         expected = net[1](net[0](data[0])).mean(dim=(2, 3))  # batch norm with its running statistics
     assert torch.allclose(cache["1"].acts, expected, atol=1e-5)
+
+
+def test_class_names_come_from_the_model_and_the_repr_is_a_summary(model, data):
+    model.classes = [f"class {i}" for i in range(10)]
+    try:
+        cache = capture(model, data, "conv2", progress=False)
+    finally:
+        del model.classes
+    assert cache.classes == [f"class {i}" for i in range(10)]
+    text = repr(cache)
+    assert "'class 5', ... (10 in all)" in text and "'conv2': LayerActs(rows=" in text
+    assert "tensor(" not in text  # no tensor dumps
+    assert capture(model, data, "conv2", progress=False).classes is None

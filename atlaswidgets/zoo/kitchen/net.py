@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .world import CLASSES
+
 WEIGHTS = Path(__file__).with_name("kitchen_net.safetensors")
 FACTS = Path(__file__).with_name("kitchen_net.json")
 
@@ -77,6 +79,8 @@ def model(path: str | Path | None = None) -> KitchenNet:
     n_classes = int(state["head.2.weight"].shape[0])
     net = KitchenNet(n_classes, widths)  # type: ignore[arg-type]
     net.load_state_dict(state)
+    if n_classes == len(CLASSES):
+        net.classes = list(CLASSES)  # capture and attribute take class names from here
     return net.eval()
 
 
