@@ -1,1 +1,1 @@
-
+"""Experiments on a model: patch attacks and their flip-rate tables (``patch``)."""

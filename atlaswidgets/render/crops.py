@@ -23,10 +23,12 @@ _BOX_CORE = (255, 214, 0)
 _BOX_EDGE = (20, 20, 20)
 
 
-def crop_rows(cache: ActivationCache, layer: str | None, rows, size: int = 48) -> torch.Tensor:
+def crop_rows(cache: ActivationCache, layer: str | None, rows, size: int = 48,
+              fraction: float = 1.0) -> torch.Tensor:
     """The part of each row's sample image that the row's position sees, resized to ``size``.
 
-    The window is the layer's receptive field (at most the whole image), centred on the row's
+    The window is the layer's receptive field (at most the whole image) times ``fraction`` per
+    side, centred on the row's
     position and shifted inwards at the image border, so a crop never needs padding; near a border
     the position is therefore off-centre in its crop. Rows of the "mean" policy (yx = -1) get the
     whole image.
@@ -37,12 +39,16 @@ def crop_rows(cache: ActivationCache, layer: str | None, rows, size: int = 48) -
     layer : layer name, or None when the cache has one layer
     rows : int array-like, shape (k,), row indices of the layer
     size : int >= 1, side of the output crops in pixels
+    fraction : float in (0, 1], the window's side as a share of the receptive field's; the
+        centre of a receptive field is where a position looks hardest
 
     Returns
     -------
     uint8 tensor, shape (k, 3, size, size), on the CPU
     """
     images, la, rows_t, size = _prepare(cache, layer, rows, size)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}.")
     k = len(rows_t)
     out = torch.empty(k, 3, size, size, dtype=torch.uint8)
     if k == 0:
@@ -54,7 +60,7 @@ def crop_rows(cache: ActivationCache, layer: str | None, rows, size: int = 48) -
         out[whole] = _resize(images[sid[whole]], size)
     part = ~whole
     if part.any():
-        y0, x0, ch, cw = _windows(cache, la, images.shape[-2:], yx[part])
+        y0, x0, ch, cw = _windows(cache, la, images.shape[-2:], yx[part], fraction=fraction)
         pics = images[sid[part]]  # (p, 3, h, w)
         ys = y0[:, None] + torch.arange(ch)  # (p, ch)
         xs = x0[:, None] + torch.arange(cw)  # (p, cw)
@@ -166,16 +172,17 @@ def _prepare(cache: ActivationCache, layer, rows, size):
     return images, la, torch.as_tensor(r.astype(np.int64)), int(size)
 
 
-def _windows(cache, la, image_hw, yx, shift: bool = True):
-    """Top-left corner (p,) and size of each row's receptive-field window in image pixels."""
+def _windows(cache, la, image_hw, yx, shift: bool = True, fraction: float = 1.0):
+    """Top-left corner (p,) and size of each row's receptive-field window (its side times
+    ``fraction``) in image pixels."""
     h, w = int(image_hw[0]), int(image_hw[1])
     h_in, w_in = cache.input_hw
     if h_in <= 0 or w_in <= 0:  # no recorded input size: the images are the input
         h_in, w_in = h, w
     gh, gw = la.hw
     sy, sx = h / h_in, w / w_in
-    ch = int(min(max(round(la.rf[0] * sy), 1), h))
-    cw = int(min(max(round(la.rf[1] * sx), 1), w))
+    ch = int(min(max(round(la.rf[0] * sy * fraction), 1), h))
+    cw = int(min(max(round(la.rf[1] * sx * fraction), 1), w))
     cy = (yx[:, 0].double() + 0.5) * (h_in / gh) * sy
     cx = (yx[:, 1].double() + 0.5) * (w_in / gw) * sx
     y0 = torch.round(cy - ch / 2).long()

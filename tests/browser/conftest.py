@@ -125,4 +125,5 @@ def page(browser, artifacts, request):
     page.on("pageerror", lambda e: console.append(f"pageerror: {e}"))
     yield page
     (artifacts / f"{request.node.name}.console.txt").write_text("\n".join(console))
+    page.screenshot(path=str(artifacts / f"{request.node.name}.last.png"))  # what a failure saw
     context.close()

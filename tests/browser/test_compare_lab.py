@@ -1,4 +1,4 @@
-"""The comparison widget in a real JupyterLab: legend, a wok-side click, a lasso, the pair menu."""
+"""notebooks/02_pan_vs_wok.ipynb in a real JupyterLab: legend, a wok-side click, a lasso, the pair menu."""
 
 from __future__ import annotations
 
@@ -10,47 +10,10 @@ from .lab import dismiss_news, open_notebook, run_all, run_code
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-NOTEBOOK = "compare_lab.ipynb"
-
-# A small kitchen cache with two attributed pairs; y is the first principal component of the
-# activations, so the test pays for no UMAP run.
-CELLS = [
-    """import numpy as np, torch
-import atlaswidgets as aw
-from atlaswidgets.zoo import kitchen
-from atlaswidgets.widgets.compare import ComparisonWidget
-
-model = kitchen.model()
-data = kitchen.dataset(400, seed=1)
-cache = aw.capture(model, data, "block4", sample="random", per_image=4, seed=0,
-                   classes=kitchen.CLASSES, keep_images=True, progress=False)
-aw.attribute(model, data, "block4", ("wok", "frying pan"), cache=cache, progress=False)
-aw.attribute(model, data, "block4", ("saucepan", "wok"), cache=cache, progress=False)
-acts = cache["block4"].acts.float()
-centred = acts - acts.mean(0)
-y = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[0]).numpy()""",
-    """comp = aw.compare_atlas(cache, "wok", "frying pan", "block4", y=y, grid_size=10, min_count=3)
-widget = ComparisonWidget(comp, cache, size=480)
-panel = aw.ExamplePanel(comp, cache)
-aw.link(widget, panel)
-aw.show(widget, panel)""",
-]
-
-
-def _notebook() -> dict:
-    cells = [
-        {"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
-         "outputs": [], "source": src}
-        for i, src in enumerate(CELLS)
-    ]
-    return {
-        "cells": cells,
-        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                    "name": "python3"},
-                     "language_info": {"name": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
+NOTEBOOK = "02_pan_vs_wok.ipynb"
+COMPARE = ".aw-atlas[data-mode='compare']"
+# the notebook also shows a class atlas further down; every query names the comparison widget
+ROOT_JS = f"document.querySelector({COMPARE!r})"
 
 
 def _ids(text: str | None) -> list[int]:
@@ -59,23 +22,25 @@ def _ids(text: str | None) -> list[int]:
 
 def _grid_to_page(page, canvas, gx: float, gy: float) -> tuple[float, float]:
     """Viewport point of grid coordinates (gx = column units, gy = row units) from data-view."""
-    scale, ox, oy = (float(v) for v in page.locator(".aw-atlas").get_attribute("data-view").split(","))
+    scale, ox, oy = (float(v) for v in page.locator(COMPARE).get_attribute("data-view").split(","))
     box = canvas.bounding_box()
     return box["x"] + ox + gx * scale, box["y"] + oy + gy * scale
 
 
 def _legend(page) -> tuple[str, str]:
-    return (page.locator(".aw-legend-left").inner_text(), page.locator(".aw-legend-right").inner_text())
+    # textContent, not innerText: JupyterLab may skip rendering the part of a long notebook that
+    # is out of view, and innerText of unrendered text is ""
+    return (page.locator(".aw-legend-left").text_content(), page.locator(".aw-legend-right").text_content())
 
 
-def test_comparison_widget_in_lab(lab, page, artifacts):
-    (lab.root / NOTEBOOK).write_text(json.dumps(_notebook()))
+def test_pan_vs_wok_notebook_in_lab(lab, page, artifacts):
+    """Run notebooks/02_pan_vs_wok.ipynb in the page, then use its comparison widget and panel."""
     open_notebook(page, lab.notebook_url(NOTEBOOK))
-    run_all(page, timeout_ms=180_000)
-    root = page.locator(".aw-atlas[data-mode='compare']")
+    run_all(page, timeout_ms=300_000)
+    root = page.locator(COMPARE)
     root.wait_for(timeout=60_000)
-    page.wait_for_selector(".aw-atlas[data-mode='compare'][data-ready='1']", timeout=30_000)
-    canvas = page.locator(".aw-atlas-canvas")
+    page.wait_for_selector(f"{COMPARE}[data-ready='1']", timeout=30_000)
+    canvas = root.locator(".aw-atlas-canvas")
     panel = page.locator(".aw-examples")
     canvas.scroll_into_view_if_needed()
 
@@ -83,12 +48,17 @@ def test_comparison_widget_in_lab(lab, page, artifacts):
     assert _legend(page) == ("frying pan", "wok")
     assert page.evaluate("() => document.querySelector('.aw-atlas-legend .aw-legend-left').children.length") == 0
 
+    # the notebook selected the top wok-side cells from Python; the page shows that selection
+    wok_side = json.loads(run_code(page, "import json; print(json.dumps(sorted(wok_side)))"))
+    assert _ids(root.get_attribute("data-selected")) == wok_side
+
     info = json.loads(run_code(page, (
-        "import json; _n = comp.cells.n; _names = np.array(comp.top_class_names); "
+        "comp = compare; _n = comp.cells.n; _names = np.array(comp.top_class_names); "
         "_right = np.flatnonzero((comp.cells.ij[:, 1] >= _n // 2) & (_names == 'wok')); "
         "_k = int(_right[np.argmax(comp.cells.count[_right])]); _id = int(comp.cells.ids[_k]); "
         "print(json.dumps({'n': _n, 'id': _id, 'ij': comp.cells.ij.tolist(), "
-        "'ids': comp.cells.ids.tolist(), 'samples': comp.examples([_id]).sample_id.tolist()}))"
+        "'ids': comp.cells.ids.tolist(), "
+        "'samples': comp.examples([_id], k=8, by='attribution').sample_id.tolist()}))"
     )))
     n, target = info["n"], info["id"]
     k = info["ids"].index(target)
@@ -105,9 +75,9 @@ def test_comparison_widget_in_lab(lab, page, artifacts):
     row, col = info["ij"][k]
     x, y = _grid_to_page(page, canvas, col + 0.5, row + 0.5)
     page.mouse.move(x, y)
-    page.wait_for_function("(id) => document.querySelector('.aw-atlas').dataset.hover === String(id)",
+    page.wait_for_function(f"(id) => {ROOT_JS}.dataset.hover === String(id)",
                            arg=target, timeout=5_000)
-    tip = page.locator(".aw-atlas-tooltip-diff").inner_text()
+    tip = root.locator(".aw-atlas-tooltip-diff").text_content()
     assert tip.startswith("mean wok − frying pan: +")
     page.mouse.click(x, y)
     page.wait_for_function(
@@ -124,8 +94,8 @@ def test_comparison_widget_in_lab(lab, page, artifacts):
 
     # Lasso: clear, then shift-drag a triangle over the top-left half of the grid. Only cells with
     # row + col <= n - 2 have their centres inside; a box over the same drag would take them all.
-    page.locator("button.aw-atlas-clear").click()
-    page.wait_for_function("() => document.querySelector('.aw-atlas').dataset.selected === ''")
+    root.locator("button.aw-atlas-clear").click()
+    page.wait_for_function(f"() => {ROOT_JS}.dataset.selected === ''")
     canvas.scroll_into_view_if_needed()
     corners = [(-0.1, -0.1), (n - 0.1, -0.1), (-0.1, n - 0.1)]  # inside the canvas
     points = [_grid_to_page(page, canvas, gx, gy) for gx, gy in corners]
@@ -138,7 +108,7 @@ def test_comparison_widget_in_lab(lab, page, artifacts):
     page.keyboard.up("Shift")
     expected = sorted(i for i, (r, c) in zip(info["ids"], info["ij"]) if r + c <= n - 2)
     assert len(expected) >= 3 and len(expected) < len(info["ids"])
-    page.wait_for_function("(s) => document.querySelector('.aw-atlas').dataset.selected === s",
+    page.wait_for_function(f"(s) => {ROOT_JS}.dataset.selected === s",
                            arg=",".join(map(str, expected)), timeout=10_000)
     page.wait_for_function(
         "(s) => document.querySelector('.aw-examples-header')?.dataset.cells === s",
@@ -146,28 +116,28 @@ def test_comparison_widget_in_lab(lab, page, artifacts):
     )
     dismiss_news(page)
     page.locator(".jp-OutputArea-output", has=root).screenshot(path=str(artifacts / "compare-lasso.png"))
-    seen = json.loads(run_code(page, "print(json.dumps([widget.selected, panel.selected]))"))
+    seen = json.loads(run_code(page, "print(json.dumps([compare_widget.selected, panel.selected]))"))
     assert seen == [expected, expected]
 
     # The pair menu lists both attributed pairs; picking the other one switches the sides.
-    menu = page.locator("select.aw-atlas-pair")
+    menu = root.locator("select.aw-atlas-pair")
     assert menu.is_visible()
-    assert [o.inner_text() for o in menu.locator("option").all()] == [
+    assert [o.text_content() for o in menu.locator("option").all()] == [
         "frying pan ← → wok", "wok ← → saucepan"]
     menu.select_option("1")
     page.wait_for_function(
         "() => document.querySelector('.aw-legend-right')?.textContent === 'saucepan'", timeout=30_000)
-    page.wait_for_selector(".aw-atlas[data-mode='compare'][data-ready='1']", timeout=30_000)
+    page.wait_for_selector(f"{COMPARE}[data-ready='1']", timeout=30_000)
     assert _legend(page) == ("wok", "saucepan")
     assert root.get_attribute("data-selected") == ""
     after = json.loads(run_code(page, (
-        "print(json.dumps([widget.pair, widget.selected, panel.selected, "
-        "bool(np.array_equal(widget.atlas.y, comp.y))]))"
+        "print(json.dumps([compare_widget.pair, compare_widget.selected, panel.selected, "
+        "bool(np.array_equal(compare_widget.atlas.y, comp.y)), panel.atlas is compare_widget.atlas]))"
     )))
-    assert after == [["saucepan", "wok"], [], [], True]
+    assert after == [["saucepan", "wok"], [], [], True, True]
 
     # Swap sides: one click puts wok on the right of saucepan.
-    page.locator("button.aw-atlas-swap").click()
+    root.locator("button.aw-atlas-swap").click()
     page.wait_for_function(
         "() => document.querySelector('.aw-legend-right')?.textContent === 'wok'", timeout=30_000)
     assert _legend(page) == ("saucepan", "wok")
