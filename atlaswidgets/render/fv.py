@@ -1,0 +1,202 @@
+"""Feature visualisation: optimise a batch of images so that an objective on a model's layers grows.
+
+``render(model, objective, size=...)`` is the one verb. The pieces it joins are plain and
+replaceable: a parameterisation (``param``: how pixels are made from parameters), random
+``transforms`` (robustness), an ``objective`` (what to maximise) and Adam. Hooks exist only inside
+the cache's ``hooks()`` context manager, so a failure mid-run leaves the user's model clean; the
+model's own parameters get no gradients, and its train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cache.hooks import hooks, resolve_layers
+from .objectives import Objective
+from .param import make_image
+from .transforms import as_transform
+
+__all__ = ["Rendered", "render"]
+
+
+@dataclass(repr=False)
+class Rendered:
+    """Result of ``render``.
+
+    images : tensor, shape (n, 3, size, size): uint8, or float in [0, 1] with ``output="float"``
+    values : float32 array, shape (n,), the objective of each final image as shown (quantised to
+        uint8, no transforms), which is what the picture actually does to the model
+    objective : the objective's description
+    """
+
+    images: torch.Tensor
+    values: np.ndarray
+    objective: str
+
+    def __repr__(self) -> str:
+        return (f"Rendered({len(self.images)} images {tuple(self.images.shape[1:])} "
+                f"{self.images.dtype}, objective {self.objective}, values "
+                f"{np.array2string(self.values[:4], precision=3)}{'...' if len(self.values) > 4 else ''})")
+
+
+class _Enough(Exception):
+    """Raised by a hook once every needed layer has run: the rest of the forward pass is wasted."""
+
+
+def _positive_int(name: str, v, lo: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
+    return int(v)
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    if p is None:
+        p = next(model.buffers(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def forward_layers(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``x`` until every layer in ``layers`` has produced its output.
+
+    Returns dict layer name -> output. Hooks live only inside this call.
+    """
+    got: dict[str, torch.Tensor] = {}
+
+    def keep(name, out):
+        got[name] = out
+        if len(got) == len(layers):
+            raise _Enough
+        return None
+
+    with hooks(model, list(layers), keep):
+        try:
+            model(x)
+        except _Enough:
+            pass
+    missing = [n for n in layers if n not in got]
+    if missing:
+        raise ValueError(f"Layers {missing} did not run in the model's forward pass; an objective "
+                         "can only use layers the forward pass calls.")
+    return got
+
+
+def render(
+    model: nn.Module,
+    objective: Objective,
+    *,
+    size: int,
+    param: str | Callable = "fft",
+    steps: int = 256,
+    lr: float = 0.05,
+    transforms="default",
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    batch: int | None = None,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    output: str = "uint8",
+) -> Rendered:
+    """Optimise ``batch`` images of ``size`` x ``size`` px so that ``objective`` grows.
+
+    Parameters
+    ----------
+    model : torch.nn.Module taking images (n, 3, size, size) (after ``normalize``)
+    objective : an Objective (``atlaswidgets.render.objectives``); one built for n entries (n
+        channels or directions) renders n images, image i for entry i
+    size : side of the images in pixels (>= 8)
+    param : "fft" (decorrelated 1/f Fourier image), "pixel", or a builder (see ``param.make_image``)
+    steps, lr : Adam steps and learning rate
+    transforms : "default" (``default_transforms(size)``), None, a callable (images, generator)
+        -> images, or a list of them
+    seed : seeds the random start and the transforms; the same seed gives identical images on CPU
+    device : where the images live; default the model's device (the model is not moved)
+    batch : number of images when the objective fits any batch (default 1)
+    normalize : maps [0, 1] images to what the model expects (e.g. ImageNet mean/std), or None
+    output : "uint8" or "float"
+
+    Returns
+    -------
+    Rendered with images and the objective value each final image reaches.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be an Objective (see atlaswidgets.render.objectives), got "
+                        f"{type(objective).__name__}.")
+    size = _positive_int("size", size, lo=8)
+    steps = _positive_int("steps", steps)
+    seed = _positive_int("seed", seed, lo=0)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not np.isfinite(lr):
+        raise ValueError(f"lr must be a number > 0, got {lr!r}.")
+    if output not in ("uint8", "float"):
+        raise ValueError(f'output must be "uint8" or "float", got {output!r}.')
+    if normalize is not None and not callable(normalize):
+        raise TypeError("normalize must be a callable images -> images, or None.")
+    n = _batch_size(objective, batch)
+    layers = tuple(resolve_layers(model, list(objective.layers)))
+    dev = _model_device(model) if device is None else torch.device(device)
+    transform = as_transform(transforms, size)
+
+    generator = torch.Generator().manual_seed(seed)
+    params, image_fn = make_image(param, n, size, generator=generator, device=dev)
+    optimizer = torch.optim.Adam(params, lr=lr)
+
+    def values_of(images: torch.Tensor) -> torch.Tensor:
+        x = normalize(images) if normalize is not None else images
+        vals = objective(forward_layers(model, layers, x))
+        if vals.ndim == 0:
+            vals = vals.expand(n)
+        if vals.shape != (n,):
+            raise ValueError(f"The objective gave shape {tuple(vals.shape)}; it must give one value "
+                             f"per image, shape ({n},).")
+        return vals
+
+    was_training = model.training
+    model.eval()  # batch statistics would couple the images of a batch; restored below
+    try:
+        with torch.enable_grad():
+            for step in range(steps):
+                optimizer.zero_grad(set_to_none=True)
+                vals = values_of(transform(image_fn(), generator))
+                if step == 0:
+                    _check_differentiable(vals, objective)
+                if not torch.isfinite(vals).all():
+                    raise ValueError(f"The objective became NaN or infinite at step {step}; lower lr "
+                                     f"(now {lr}) or check the model for unstable operations.")
+                grads = torch.autograd.grad(-vals.sum(), params)
+                for p, g in zip(params, grads):
+                    p.grad = g
+                optimizer.step()
+        with torch.no_grad():
+            final = image_fn()
+            shown = (final * 255).round().clamp(0, 255).to(torch.uint8)
+            values = values_of(shown.float() / 255)
+    finally:
+        model.train(was_training)
+    images = shown.cpu() if output == "uint8" else final.detach().cpu()
+    return Rendered(images, values.float().cpu().numpy(), objective.description)
+
+
+def _batch_size(objective: Objective, batch) -> int:
+    if batch is not None:
+        batch = _positive_int("batch", batch)
+    if objective.batch is not None:
+        if batch is not None and batch != objective.batch:
+            raise ValueError(f"batch={batch} but the objective is built for {objective.batch} images "
+                             "(one per channel / direction); leave batch out or make them agree.")
+        return objective.batch
+    return batch or 1
+
+
+def _check_differentiable(vals: torch.Tensor, objective: Objective) -> None:
+    if not vals.requires_grad:
+        raise ValueError(
+            f"The objective {objective.description} does not depend differentiably on the image: "
+            "the model's output at that layer carries no gradient (a detach(), no_grad or "
+            "integer step inside the model). Pick a layer that autograd can reach."
+        )

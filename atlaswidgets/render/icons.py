@@ -1,0 +1,414 @@
+"""Feature-visualisation icons for many directions at once, batched, seeded and cached on disk.
+
+``render_icons(model, layer, directions, size=...)`` renders the icon objective of each direction
+(an atlas cell's mean activation, say) in chunks of ``chunk`` directions: one forward and backward
+pass per step for a whole chunk. With a ``store`` directory, results are kept under a key that
+hashes everything that decides the pixels (model weights, layer, directions, whitening, settings),
+in this layout::
+
+    store/icons-<key>/
+      manifest.json     format, key, settings, the chunks done (file, sha256, icon values)
+      chunk-00000.png   sprite sheet of chunk 0's icons, while the run is unfinished
+      ...
+      icons.png         sprite sheet of all icons once complete (icon i at divmod(i, cols))
+      index.json        per icon: direction index, variant, objective value; size, cols
+
+Every file is written to a temporary name and renamed (the cache store's atomic writes), and a
+chunk counts only when the manifest lists it with a matching sha256, so a run stopped at any
+point resumes with the next chunk and gives the same icons as an uninterrupted run; a complete
+store is read back without touching the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..cache.cache import ActivationCache
+from ..cache.hooks import resolve_layers
+from ..cache.store import _atomic_write, _is_ours_tmp, model_fingerprint
+from .crops import sprite_sheet
+from .fv import _positive_int, forward_layers, render
+from .objectives import _as_directions, diversity as _diversity, icon, whitening
+
+__all__ = ["Icons", "render_icons", "cell_icons", "FORMAT"]
+
+FORMAT = "atlaswidgets.icons"
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+@dataclass(repr=False)
+class Icons:
+    """Icons of a set of directions.
+
+    icons : uint8 tensor, shape (m * per_direction, 3, size, size); the icons of direction i are
+        rows ``i * per_direction`` .. ``(i + 1) * per_direction - 1``
+    values : float32 array, shape (m * per_direction,), the icon objective each icon reaches
+    direction : int64 array, shape (m * per_direction,), the direction index of each icon
+    per_direction : icons per direction
+    path : the store directory holding them, or None
+    """
+
+    icons: torch.Tensor
+    values: np.ndarray
+    direction: np.ndarray
+    per_direction: int
+    path: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.icons)
+
+    def __repr__(self) -> str:
+        where = f", stored at {str(self.path)!r}" if self.path is not None else ""
+        return (f"Icons({len(self.icons) // max(self.per_direction, 1)} directions x "
+                f"{self.per_direction}, size {self.icons.shape[-1]}{where})")
+
+    def of(self, i: int) -> torch.Tensor:
+        """The icons of direction ``i``: uint8 tensor, shape (per_direction, 3, size, size)."""
+        m = len(self.icons) // self.per_direction
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < m:
+            raise ValueError(f"direction index must be an int in [0, {m}), got {i!r}.")
+        return self.icons[i * self.per_direction:(i + 1) * self.per_direction]
+
+
+def render_icons(
+    model: nn.Module,
+    layer: str,
+    directions,
+    *,
+    size: int,
+    steps: int = 256,
+    lr: float = 0.05,
+    whiten=None,
+    power: float = 4.0,
+    position="center",
+    attempts: int = 1,
+    per_direction: int = 1,
+    diversity: float = 0.0,
+    chunk: int = 32,
+    param: str | Callable = "fft",
+    transforms="default",
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    store: str | Path | None = None,
+    progress: bool = True,
+) -> Icons:
+    """Render the icon objective (``objectives.icon``) of every direction, many per batch.
+
+    Parameters
+    ----------
+    model : torch.nn.Module taking (n, 3, size, size) images (after ``normalize``)
+    layer : the ``named_modules()`` name of the layer the directions live in
+    directions : array or tensor, shape (m, C): e.g. ``atlas.cells.mean_act``
+    size : input image side in pixels
+    steps, lr, param, transforms, seed, device, normalize : as in ``render``
+    whiten : S, shape (C, C) (see ``objectives.whitening``), an ActivationCache holding ``layer``
+        (S is computed from its activations), or None for a plain dot product
+    power, position : of the icon objective (the article: cos^4 at the centre position)
+    attempts : render each icon this many times from different random starts and keep the one
+        with the highest objective (lowest loss)
+    per_direction : icons per direction; with ``diversity`` > 0 a diversity term weighted by it
+        pushes them apart
+    chunk : directions per batch; a batch holds chunk * attempts * per_direction images
+    store : a directory; results are kept in ``store/icons-<key>/`` and reused or resumed
+    progress : show a tqdm bar over chunks
+
+    Returns
+    -------
+    Icons
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if not isinstance(layer, str):
+        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}.")
+    resolve_layers(model, layer)  # unknown names fail here, with close matches
+    dirs = _as_directions(directions)
+    if dirs.ndim != 2:
+        raise ValueError(f"directions must have shape (m, C), one row per icon; got {tuple(dirs.shape)}. "
+                         "For one direction pass directions[None].")
+    size = _positive_int("size", size, lo=8)
+    attempts = _positive_int("attempts", attempts)
+    per_direction = _positive_int("per_direction", per_direction)
+    chunk = _positive_int("chunk", chunk)
+    seed = _positive_int("seed", seed, lo=0)
+    if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or diversity < 0:
+        raise ValueError(f"diversity must be a number >= 0, got {diversity!r}.")
+    s = _whitening(whiten, layer, dirs.shape[1])
+    n_channels = _layer_channels(model, layer, size, device, normalize)
+    if dirs.shape[1] != n_channels:
+        raise ValueError(f"directions have length {dirs.shape[1]} but layer {layer!r} has "
+                         f"{n_channels} channels; pass an (m, {n_channels}) array.")
+
+    settings = {
+        "layer": layer, "size": size, "steps": int(steps), "lr": float(lr), "power": float(power),
+        "position": position if position is None or isinstance(position, str) else list(position),
+        "attempts": attempts, "per_direction": per_direction, "diversity": float(diversity),
+        "chunk": chunk, "param": repr(param), "transforms": repr(transforms), "seed": seed,
+        "normalize": repr(normalize),
+    }
+    m = dirs.shape[0]
+    starts = list(range(0, m, chunk))
+
+    def run_chunk(k: int) -> tuple[torch.Tensor, np.ndarray]:
+        lo, hi = starts[k], min(m, starts[k] + chunk)
+        return _render_chunk(model, layer, dirs[lo:hi], s, settings, device, normalize, param,
+                             transforms, seed * 1_000_003 + k)
+
+    if store is None:
+        pieces = [run_chunk(k) for k in _progress(range(len(starts)), progress, 0)]
+        images = torch.cat([p[0] for p in pieces])
+        values = np.concatenate([p[1] for p in pieces])
+        return _icons(images, values, per_direction, None)
+
+    key = _key(model, dirs, s, settings)
+    path = Path(store) / f"icons-{key[:24]}"
+    return _stored(path, key, settings, m, starts, run_chunk, progress)
+
+
+def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None, **kwargs) -> Icons:
+    """Icons of an atlas's visible cells: ``render_icons`` of ``atlas.cells.mean_act``.
+
+    atlas : an Atlas (or ComparisonAtlas) whose layer is a ``named_modules()`` name of ``model``
+    cache : the ActivationCache the atlas was built from; its activations give the whitening
+    kwargs : passed to ``render_icons`` (``size`` is required)
+    Icon i belongs to the cell ``atlas.cells.ids[i]``.
+    """
+    means = getattr(getattr(atlas, "cells", None), "mean_act", None)
+    if means is None:
+        raise ValueError("The atlas has no cell mean activations (cells.mean_act); build it with "
+                         "build_atlas(cache, ...).")
+    kwargs.setdefault("whiten", cache)
+    return render_icons(model, atlas.layer, means, **kwargs)
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _whitening(whiten, layer: str, n_channels: int) -> torch.Tensor | None:
+    if whiten is None:
+        return None
+    if isinstance(whiten, ActivationCache):
+        if layer not in whiten.layers:
+            raise ValueError(f"The cache passed as whiten has no layer {layer!r}; it has "
+                             f"{list(whiten.layers)}.")
+        return whitening(whiten[layer].acts)
+    s = whiten.detach().float().cpu() if isinstance(whiten, torch.Tensor) else torch.as_tensor(np.asarray(whiten, dtype=np.float32))
+    if s.shape != (n_channels, n_channels):
+        raise ValueError(f"whiten must have shape ({n_channels}, {n_channels}), got {tuple(s.shape)}; "
+                         "build it with objectives.whitening(cache[layer].acts), or pass the cache.")
+    if not torch.isfinite(s).all():
+        raise ValueError("whiten contains NaN or infinite values.")
+    return s
+
+
+def _layer_channels(model, layer, size, device, normalize) -> int:
+    """The layer's channel count, from one forward pass on a grey image (checks the size works)."""
+    dev = device if device is not None else next(iter(model.parameters()), torch.empty(0)).device
+    x = torch.full((1, 3, size, size), 0.5, device=dev)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = forward_layers(model, (layer,), normalize(x) if normalize is not None else x)[layer]
+    finally:
+        model.train(was_training)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    if not isinstance(out, torch.Tensor) or out.ndim not in (2, 4):
+        raise ValueError(f"Layer {layer!r} gives {getattr(out, 'shape', type(out).__name__)}; icons need "
+                         "an output of shape (n, C, H, W) or (n, C).")
+    return int(out.shape[1])
+
+
+def _render_chunk(model, layer, dirs, s, settings, device, normalize, param, transforms, seed):
+    """Icons of one chunk of directions: (images uint8 (k * per, 3, size, size), values (k * per,))."""
+    a, per = settings["attempts"], settings["per_direction"]
+    k = dirs.shape[0]
+    # batch order: direction, then attempt, then variant
+    rep = dirs.repeat_interleave(a * per, dim=0)
+    position = settings["position"]
+    position = tuple(position) if isinstance(position, list) else position
+    score = icon(layer, rep, whiten=s, power=settings["power"], position=position)
+    objective = score
+    if per > 1 and settings["diversity"] > 0:
+        groups = np.repeat(np.arange(k * a), per)
+        objective = score + settings["diversity"] * _diversity(layer, groups)
+    out = render(model, objective, size=settings["size"], param=param, steps=settings["steps"],
+                 lr=settings["lr"], transforms=transforms, seed=seed, device=device,
+                 normalize=normalize)
+    images = out.images
+    # the icon objective alone (without the diversity term) decides the best attempt
+    dev = next(iter(model.parameters()), torch.empty(0)).device if device is None else device
+    with torch.no_grad():
+        x = images.float().to(dev) / 255
+        x = normalize(x) if normalize is not None else x
+        values = score(forward_layers(model, (layer,), x)).float().cpu().numpy()
+    if a > 1:
+        per_attempt = values.reshape(k, a, per).sum(2)
+        best = per_attempt.argmax(1)  # highest objective = lowest loss
+        pick = ((np.arange(k) * a + best)[:, None] * per + np.arange(per)).reshape(-1)
+        images, values = images[torch.as_tensor(pick)], values[pick]
+    return images, values.astype(np.float32)
+
+
+def _icons(images, values, per, path) -> Icons:
+    direction = np.repeat(np.arange(len(images) // per), per).astype(np.int64)
+    return Icons(images, values.astype(np.float32), direction, per, path)
+
+
+def _progress(it, show: bool, initial: int, total: int | None = None):
+    if not show:
+        return it
+    from tqdm.auto import tqdm
+
+    return tqdm(it, desc="icons", unit="chunk", initial=initial, total=total, leave=False)
+
+
+# ----------------------------------------------------------------------------- the store
+
+
+def _key(model, dirs, s, settings) -> str:
+    h = hashlib.sha256(FORMAT.encode())
+    h.update(model_fingerprint(model).encode())
+    h.update(json.dumps(settings, sort_keys=True).encode())
+    h.update(str(tuple(dirs.shape)).encode())
+    h.update(dirs.contiguous().numpy().tobytes())
+    if s is not None:
+        h.update(b"whiten")
+        h.update(s.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def _stored(path: Path, key, settings, m, starts, run_chunk, progress) -> Icons:
+    per = settings["per_direction"]
+    manifest = _read_manifest(path, key)
+    if manifest is not None and manifest.get("complete"):
+        loaded = _load_complete(path, manifest, m * per, settings["size"])
+        if loaded is not None:
+            return _icons(loaded[0], loaded[1], per, path)
+    path.mkdir(parents=True, exist_ok=True)
+    for name in os.listdir(path):  # temporaries of a killed run are garbage by construction
+        if _is_ours_tmp(name):
+            (path / name).unlink(missing_ok=True)
+    done = _verified_chunks(path, manifest, settings["size"]) if manifest is not None else []
+    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": key,
+                "settings": settings, "n_directions": m, "chunks": [r for r, _ in done],
+                "complete": False}
+    _write_json(path / MANIFEST, manifest)
+    pieces = [(imgs, np.asarray(r["values"], np.float32)) for r, imgs in done]
+    for k in _progress(range(len(done), len(starts)), progress, len(done), len(starts)):
+        imgs, vals = run_chunk(k)
+        png, cols = sprite_sheet(imgs)
+        name = f"chunk-{k:05d}.png"
+        _atomic_write(path / name, png)
+        manifest["chunks"].append({"file": name, "sha256": hashlib.sha256(png).hexdigest(),
+                                   "count": len(imgs), "cols": cols, "values": vals.tolist()})
+        _write_json(path / MANIFEST, manifest)
+        pieces.append((imgs, vals))
+    images = torch.cat([p[0] for p in pieces])
+    values = np.concatenate([p[1] for p in pieces])
+    _finish(path, manifest, images, values, per)
+    return _icons(images, values, per, path)
+
+
+def _finish(path: Path, manifest: dict, images: torch.Tensor, values: np.ndarray, per: int) -> None:
+    png, cols = sprite_sheet(images)
+    _atomic_write(path / "icons.png", png)
+    index = {"size": int(images.shape[-1]), "cols": cols, "count": len(images),
+             "per_direction": per,
+             "icons": [{"direction": i // per, "variant": i % per, "value": float(v)}
+                       for i, v in enumerate(values)]}
+    index_bytes = json.dumps(index, indent=1).encode("utf-8")
+    _atomic_write(path / "index.json", index_bytes)
+    manifest["sheet"] = {"file": "icons.png", "sha256": hashlib.sha256(png).hexdigest(),
+                         "index_sha256": hashlib.sha256(index_bytes).hexdigest()}
+    manifest["complete"] = True
+    _write_json(path / MANIFEST, manifest)
+    for name in os.listdir(path):  # the chunks are in the sheet now
+        if name.startswith("chunk-") and name.endswith(".png"):
+            (path / name).unlink(missing_ok=True)
+
+
+def _write_json(file: Path, obj: dict) -> None:
+    _atomic_write(file, json.dumps(obj, indent=1).encode("utf-8"))
+
+
+def _read_manifest(path: Path, key: str) -> dict | None:
+    """The manifest of an icon store at ``path`` made with this key, or None to start afresh."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file; render_icons(store=...) needs a directory. "
+                         "Pass another store path.")
+    file = path / MANIFEST
+    if not file.is_file():
+        return None
+    try:
+        manifest = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None  # damaged: render again, the atomic writes below replace it
+    if (not isinstance(manifest, dict) or manifest.get("format") != FORMAT
+            or manifest.get("schema_version") != SCHEMA_VERSION or manifest.get("key") != key):
+        return None
+    return manifest
+
+
+def _decode(png: bytes, count: int, cols: int, size: int) -> torch.Tensor | None:
+    from PIL import Image
+
+    try:
+        sheet = np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+    except (OSError, ValueError):
+        return None
+    rows = -(-count // cols)
+    if sheet.shape[:2] != (rows * size, cols * size):
+        return None
+    tiles = sheet[..., :3].reshape(rows, size, cols, size, 3).transpose(0, 2, 4, 1, 3)
+    return torch.from_numpy(np.ascontiguousarray(tiles.reshape(rows * cols, 3, size, size)[:count]))
+
+
+def _verified_chunks(path: Path, manifest: dict, size: int) -> list[tuple[dict, torch.Tensor]]:
+    """The leading chunks whose PNGs match their checksums (a damaged one ends the prefix)."""
+    done = []
+    for record in manifest.get("chunks", []):
+        try:
+            data = (path / record["file"]).read_bytes()
+        except (OSError, KeyError, TypeError):
+            break
+        if hashlib.sha256(data).hexdigest() != record.get("sha256"):
+            break
+        images = _decode(data, int(record["count"]), int(record["cols"]), size)
+        if images is None or len(record.get("values", [])) != len(images):
+            break
+        done.append((record, images))
+    return done
+
+
+def _load_complete(path: Path, manifest: dict, count: int, size: int):
+    """(icons, values) of a complete store, or None when its files fail their checksums."""
+    sheet = manifest.get("sheet", {})
+    try:
+        png = (path / "icons.png").read_bytes()
+        index_bytes = (path / "index.json").read_bytes()
+    except OSError:
+        return None
+    if (hashlib.sha256(png).hexdigest() != sheet.get("sha256")
+            or hashlib.sha256(index_bytes).hexdigest() != sheet.get("index_sha256")):
+        return None
+    index = json.loads(index_bytes)
+    if index.get("count") != count:
+        return None
+    images = _decode(png, count, int(index["cols"]), size)
+    if images is None:
+        return None
+    values = np.asarray([e["value"] for e in index["icons"]], dtype=np.float32)
+    return images, values

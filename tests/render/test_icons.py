@@ -1,0 +1,162 @@
+"""render_icons: batching, best of n, the on-disk store (instant second call, resume), bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from atlaswidgets.render import icons as icons_mod
+from atlaswidgets.render import objectives as ob
+from atlaswidgets.render.fv import forward_layers, render
+from atlaswidgets.render.icons import render_icons
+from atlaswidgets.zoo import kitchen
+
+LAYER = "block4"
+FAST = dict(size=32, steps=4, chunk=2, seed=1, progress=False)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return kitchen.model()
+
+
+@pytest.fixture(scope="module")
+def dirs(net):
+    """Five block4 directions: centre activations of five kitchen images."""
+    images = kitchen.dataset(5, seed=2).images
+    with torch.no_grad():
+        out = forward_layers(net, (LAYER,), images)[LAYER]
+    return ob.layer_vectors(out, "center")
+
+
+def test_icons_shape_order_and_values(net, dirs):
+    res = render_icons(net, LAYER, dirs, **FAST)
+    assert res.icons.shape == (5, 3, 32, 32) and res.icons.dtype == torch.uint8
+    assert res.direction.tolist() == [0, 1, 2, 3, 4]
+    assert res.path is None and len(res) == 5
+    # the reported value is the icon objective of the returned picture
+    with torch.no_grad():
+        out = forward_layers(net, (LAYER,), res.icons[3:4].float() / 255)[LAYER]
+    h = ob.layer_vectors(out, "center")
+    assert np.isclose(float(ob.icon_value(h, dirs[3])[0]), res.values[3], rtol=1e-4)
+    assert torch.equal(res.of(3)[0], res.icons[3])
+
+
+def test_best_of_n_keeps_the_highest_objective(net, dirs):
+    res = render_icons(net, LAYER, dirs[:2], attempts=3, **FAST)
+    # the same batch rendered by hand: chunk 0 uses seed 1 * 1_000_003 + 0, attempts of a
+    # direction side by side
+    score = ob.icon(LAYER, dirs[:2].repeat_interleave(3, dim=0))
+    raw = render(net, score, size=32, steps=4, seed=1_000_003)
+    best = raw.values.reshape(2, 3).max(1)
+    assert np.allclose(res.values, best, rtol=1e-5)
+    assert (res.values >= raw.values.reshape(2, 3).mean(1)).all()
+
+
+def test_diversity_pushes_the_variants_of_a_direction_apart(net, dirs):
+    kw = dict(FAST, steps=12, per_direction=2)
+    plain = render_icons(net, LAYER, dirs[:1], **kw)
+    diverse = render_icons(net, LAYER, dirs[:1], diversity=50.0, **kw)
+    assert plain.icons.shape == (2, 3, 32, 32) and plain.direction.tolist() == [0, 0]
+
+    def similarity(res):
+        with torch.no_grad():
+            out = forward_layers(net, (LAYER,), res.icons.float() / 255)
+        return -float(ob.diversity(LAYER)(out)[0])
+
+    print(f"Gram cosine of the two variants: plain {similarity(plain):.4f}, "
+          f"diverse {similarity(diverse):.4f}")
+    assert similarity(diverse) < similarity(plain)
+
+
+def test_store_second_call_is_read_from_disk(net, dirs, tmp_path, monkeypatch):
+    first = render_icons(net, LAYER, dirs, store=tmp_path, **FAST)
+    path = first.path
+    assert path.parent == tmp_path and path.name.startswith("icons-")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["complete"] and manifest["n_directions"] == 5
+    index = json.loads((path / "index.json").read_text())
+    assert index["count"] == 5 and [e["direction"] for e in index["icons"]] == [0, 1, 2, 3, 4]
+    assert not list(path.glob("chunk-*.png"))  # merged into icons.png
+
+    def no_render(*a, **k):
+        raise AssertionError("a complete store must not render again")
+
+    monkeypatch.setattr(icons_mod, "_render_chunk", no_render)
+    second = render_icons(net, LAYER, dirs, store=tmp_path, **FAST)
+    assert torch.equal(second.icons, first.icons)
+    assert np.array_equal(second.values, first.values)
+    # other settings or directions get their own directory, never a stale answer
+    with pytest.raises(AssertionError, match="must not render again"):
+        render_icons(net, LAYER, dirs, store=tmp_path, **dict(FAST, steps=5))
+    with pytest.raises(AssertionError, match="must not render again"):
+        render_icons(net, LAYER, dirs * 2, store=tmp_path, **FAST)
+
+
+def test_interrupted_run_resumes_chunk_by_chunk(net, dirs, tmp_path, monkeypatch):
+    whole = render_icons(net, LAYER, dirs, store=tmp_path / "a", **FAST)
+    real = icons_mod._render_chunk
+    calls = []
+
+    def stop_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(icons_mod, "_render_chunk", stop_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        render_icons(net, LAYER, dirs, store=tmp_path / "b", **FAST)
+    (path,) = (tmp_path / "b").iterdir()
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert not manifest["complete"] and len(manifest["chunks"]) == 1
+
+    calls.clear()
+    monkeypatch.setattr(icons_mod, "_render_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    resumed = render_icons(net, LAYER, dirs, store=tmp_path / "b", **FAST)
+    assert len(calls) == 2  # chunks 1 and 2 of 3; chunk 0 came from disk
+    assert torch.equal(resumed.icons, whole.icons)
+    assert np.array_equal(resumed.values, whole.values)
+
+
+def test_damaged_chunk_is_rendered_again(net, dirs, tmp_path, monkeypatch):
+    real = icons_mod._render_chunk
+    calls = []
+
+    def stop_on_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(icons_mod, "_render_chunk", stop_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        render_icons(net, LAYER, dirs, store=tmp_path, **FAST)
+    (path,) = tmp_path.iterdir()
+    (path / "chunk-00001.png").write_bytes(b"not a png")
+    calls.clear()
+    monkeypatch.setattr(icons_mod, "_render_chunk", lambda *a, **k: (calls.append(1), real(*a, **k))[1])
+    render_icons(net, LAYER, dirs, store=tmp_path, **FAST)
+    assert len(calls) == 2  # chunk 1 failed its checksum, so it and chunk 2 ran again
+
+
+def test_bad_input(net, dirs):
+    with pytest.raises(ValueError, match="Unknown layer 'block9'"):
+        render_icons(net, "block9", dirs, **FAST)
+    with pytest.raises(ValueError, match="directions must have shape \\(m, C\\), one row per icon"):
+        render_icons(net, LAYER, dirs[0], **FAST)
+    with pytest.raises(ValueError, match="directions have length 100 but layer 'block4' has 128 channels"):
+        render_icons(net, LAYER, torch.ones(2, 100), **FAST)
+    bad = dirs.clone()
+    bad[1, 5] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite values \\(rows \\[1\\]\\)"):
+        render_icons(net, LAYER, bad, **FAST)
+    with pytest.raises(ValueError, match="size must be an int >= 8"):
+        render_icons(net, LAYER, dirs, **dict(FAST, size=0))
+    with pytest.raises(ValueError, match="chunk must be an int >= 1"):
+        render_icons(net, LAYER, dirs, **dict(FAST, chunk=0))
+    with pytest.raises(ValueError, match="whiten must have shape \\(128, 128\\)"):
+        render_icons(net, LAYER, dirs, whiten=torch.eye(3), **FAST)
