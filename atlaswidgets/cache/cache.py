@@ -92,6 +92,8 @@ class ActivationCache:
     sample_sha256 : uint8 tensor, shape (n_samples, 32), on the CPU, or None: sha256 of each input
         sample's bytes (image and label). The store checks with it that a resumed capture reads
         the same data; any shard split can be re-hashed from it.
+    stats : dict layer name -> ``topk.ChannelStats``, per-channel statistics streamed over every
+        spatial position during ``capture(..., stats=True)``; empty otherwise
     """
 
     layers: dict[str, LayerActs]
@@ -102,10 +104,12 @@ class ActivationCache:
     classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     sample_sha256: torch.Tensor | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         # a summary: the default dataclass repr would print every tensor and class name
-        layers = "".join(f"\n  {name!r}: {la!r}" for name, la in self.layers.items())
+        layers = "".join(f"\n  {name!r}: {la!r}" + (" +stats" if name in self.stats else "")
+                         for name, la in self.layers.items())
         n_classes = len(self.classes) if self.classes else 0
         shown = ", ".join(map(repr, (self.classes or [])[:6]))
         more = f", ... ({n_classes} in all)" if n_classes > 6 else ""
@@ -161,6 +165,7 @@ class ActivationCache:
             self.classes,
             dict(self.meta),
             self.sample_sha256,
+            {k: v.to(device) for k, v in self.stats.items()},
         )
 
     def label_names(self, sample_id: np.ndarray | torch.Tensor) -> list[str]:

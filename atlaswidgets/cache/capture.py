@@ -46,6 +46,7 @@ from .cache import ActivationCache
 from .data import batches, check_batch, display_uint8, logits_of, sample_digests
 from .hooks import LayerSpec, hooks, resolve_layers
 from .sampling import LIST_HINT, Sampler, receptive_field
+from .topk import ChannelStats, StatsRecorder, stats_config, stats_from_shards
 
 __all__ = ["resolve_layers", "hooks", "capture"]
 
@@ -72,6 +73,7 @@ def capture(
     progress: bool = True,
     dtype: torch.dtype = torch.float32,
     to_display: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    stats: bool | dict | None = None,
 ) -> ActivationCache:
     """Run ``model`` over ``data`` and keep the sampled activations of ``layers``.
 
@@ -90,6 +92,11 @@ def capture(
         checking that the data matches, and the capture resumes after them with bit-identical results.
     classes : class names indexed by label, kept in the cache; default the model's own
         ``model.classes`` when it has them (the zoo's models do)
+    stats : True, or a dict with any of ``k``, ``bins``, ``reservoir``, ``seed`` (see
+        ``atlaswidgets.cache.topk``): also stream per-channel statistics over every spatial
+        position of each layer (top-k samples, histograms, quantile-bin sketch) into
+        ``cache.stats[layer]``, on the capture's device. Off by default (it costs extra passes
+        over each layer's whole output).
     Returns an ActivationCache with activations, labels and logits on the model's device (see
     module doc), images and per-sample input checksums on the CPU. Raises ValueError/TypeError
     for bad layers, data or arguments, and for NaN or infinite activations.
@@ -110,8 +117,9 @@ def capture(
             raise TypeError("classes must be a list of class names (str), indexed by label.")
         classes = list(classes)
     names = resolve_layers(model, layers)
+    stats_cfg = stats_config(stats)
     run = _Run(model, names, sample, int(per_image), int(seed), dtype, keep_images, to_display,
-               classes, int(shard_samples))
+               classes, int(shard_samples), stats_cfg)
     run.open_store(store)
     stream, total = batches(data, int(batch_size))
     run.capacity = total if total else None
@@ -125,7 +133,7 @@ def capture(
         if home is not None:
             model.to(dev)
         model.eval()
-        with torch.no_grad(), hooks(model, names, run.sampler) as recorded:
+        with torch.no_grad(), hooks(model, names, run.hook) as recorded:
             run.recorded = recorded
             for i, (images, labels) in enumerate(stream):
                 images, labels = check_batch(images, labels, i)
@@ -181,7 +189,8 @@ class _Run:
     "labels", "logits", "images", "sample_sha256") covering consecutive samples [lo, hi).
     """
 
-    def __init__(self, model, names, policy, per_image, seed, dtype, keep_images, to_display, classes, shard_samples):
+    def __init__(self, model, names, policy, per_image, seed, dtype, keep_images, to_display, classes,
+                 shard_samples, stats_cfg=None):
         self.model, self.names, self.policy = model, names, policy
         self.keep_images, self.to_display, self.classes = keep_images, to_display, classes
         self.sampler = Sampler(policy, per_image, seed, dtype)
@@ -197,6 +206,9 @@ class _Run:
                 "keep_images": bool(keep_images),
             },
         }
+        self.stats_cfg = stats_cfg
+        if stats_cfg is not None:  # only then: fingerprints of captures without stats stay as they were
+            self.fingerprint["policy"]["stats"] = dict(stats_cfg)
         self.shard_samples = shard_samples
         self.model_dtype = _model_dtype(model)
         self.dev = torch.device("cpu")
@@ -216,6 +228,8 @@ class _Run:
         self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlaswidgets-hash")
         self._grids: dict[str, torch.Tensor] = {}
         self.capacity: int | None = None  # samples the data announces (len), when known
+        self.recorder = StatsRecorder(stats_cfg, shard_samples) if stats_cfg is not None else None
+        self._stats_prior: dict[str, ChannelStats] = {}  # merged partials of reused shards (CPU)
         self.buffers: dict[str, torch.Tensor] | None = None  # see _targets()
 
     def close(self) -> None:
@@ -231,6 +245,9 @@ class _Run:
         if manifest is None:
             return
         self.prior = _store.verified_prefix(self.path, manifest)
+        if self.prior and self.stats_cfg is not None:
+            for name, part in stats_from_shards([t for _, t in self.prior], manifest["layers"], "cpu").items():
+                self._stats_prior[name] = part
         if self.prior:
             first = self.prior[0][0]
             self.shard_samples = first["stop"] - first["start"]  # keep the store's shard size
@@ -239,6 +256,8 @@ class _Run:
                 last["stop"] - last["start"] < self.shard_samples
             )
             self.shard_start = last["stop"]
+        if self.recorder is not None:
+            self.recorder.resume_at, self.recorder.shard_samples = self.resume_at, self.shard_samples
 
     @property
     def resume_at(self) -> int:
@@ -354,8 +373,17 @@ class _Run:
                 "dtype": self.fingerprint["policy"]["dtype"],
                 "rows_per_sample": rows,
             }
+            if self.stats_cfg is not None:
+                self.layer_info[name]["stats"] = dict(self.stats_cfg)
         if self.path is not None and not self.closed:
             self.writer = _store.StoreWriter(self.path, self._header(), [r for r, _ in self.prior])
+
+    def hook(self, name: str, out: Any) -> Any:
+        """The forward hook: the sampler's slice, and the statistics of the whole output."""
+        kept = self.sampler(name, out)  # validates the output first
+        if self.recorder is not None and self.sampler.mode == "rows":
+            self.recorder.feed(name, out.detach(), self.sampler.start)
+        return kept
 
     def sampler_output(self, name: str) -> Any:
         """What the hook kept of layer ``name`` in the latest forward pass."""
@@ -463,8 +491,10 @@ class _Run:
                 shard.append(self._cut(piece, lo, 0, stop - lo))
                 rest.append((stop, hi, self._cut(piece, lo, stop - lo, hi - lo)))
         self._check_finite(shard)
+        stats = self.recorder.close_shard(self.shard_start) if self.recorder is not None else {}
         if self.writer is not None:
             tensors = {k: torch.cat([p[k] for p in shard]) if len(shard) > 1 else shard[0][k] for k in shard[0]}
+            tensors.update(stats)
             data = hashlib.sha256(bytes(self.digests[self.shard_start * 32 : stop * 32])).hexdigest()
             self.writer.write_shard(tensors, self.shard_start, stop, data)
         self.done.extend(shard)
@@ -534,4 +564,9 @@ class _Run:
                 k = self.layer_info[key[:-5]]["rows_per_sample"] if key.endswith("/acts") else 1
                 used = buf[: self.seen * k]
                 ready[key] = used if len(used) == len(buf) else used.clone()  # free the unused tail
-        return _store.assemble(pieces, header, self.dev, ready)
+        cache = _store.assemble(pieces, header, self.dev, ready)
+        if self.recorder is not None:
+            for name, part in self._stats_prior.items():
+                self.recorder.add(name, part.to(self.dev))
+            cache.stats = {n: self.recorder.total[n] for n in self.names if n in self.recorder.total}
+        return cache

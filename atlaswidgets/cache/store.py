@@ -11,7 +11,10 @@ Layout::
 A shard holds, for its range of samples, per layer ``{layer}/acts``, ``{layer}/sample_id`` and
 ``{layer}/yx`` (rows ordered by sample), ``{layer}/attr/{key}`` for each attribution target the
 manifest lists under ``layers[layer]["attributions"]`` (optional: stores without them load as
-before, so the schema version stays 1), and per sample ``labels``, ``logits``, ``images`` (when
+before, so the schema version stays 1), ``{layer}/stats/...`` when the manifest lists a
+``layers[layer]["stats"]`` config (optional likewise: the streamed statistics of the shard's
+samples, see ``topk.py``; the cache's statistics are the exact merge of every shard's), and per
+sample ``labels``, ``logits``, ``images`` (when
 kept) and ``sample_sha256``. Every file is written to a temporary file in the same directory,
 fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
 The manifest is rewritten the same way after each shard. A shard counts only when the manifest
@@ -227,7 +230,13 @@ def load_cache(
                              f"at {record.get('file')!r}; the store is damaged. Capture again.")
         expected = record["stop"]
     pieces = [read_shard(path, r) for r in records]
-    return assemble(pieces, manifest, _default_device(device))
+    dev = _default_device(device)
+    cache = assemble(pieces, manifest, dev)
+    if any("stats" in info for info in manifest["layers"].values()):
+        from .topk import stats_from_shards
+
+        cache.stats = stats_from_shards(pieces, manifest["layers"], dev)
+    return cache
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -391,6 +400,8 @@ def layer_header(cache: ActivationCache) -> dict[str, dict]:
         }
         if la.attributions:  # absent otherwise, so stores without attributions stay as they were
             out[name]["attributions"] = list(la.attributions)
+        if name in cache.stats:  # likewise: streamed statistics, stored whole in the first shard
+            out[name]["stats"] = cache.stats[name].config
     return out
 
 
@@ -451,6 +462,9 @@ def shard_of(cache: ActivationCache, start: int, stop: int) -> dict[str, torch.T
         out[f"{name}/yx"] = la.yx[lo:hi]
         for key, t in la.attributions.items():
             out[f"{name}/attr/{key}"] = t[lo:hi]
+    if start == 0:
+        for name, st in cache.stats.items():
+            out.update(st.to_tensors(f"{name}/stats/"))
     out["labels"] = cache.labels[start:stop]
     out["logits"] = cache.logits[start:stop]
     if cache.images is not None:

@@ -1,0 +1,736 @@
+"""Per-channel statistics gathered while capturing, and quantile-bin samples of any unit.
+
+``capture(..., stats=True)`` feeds every spatial position of each captured layer's output (not
+only the sampled rows) to a :class:`ChannelStats` per layer, batch by batch, on the capture's
+device. Per channel it keeps, in memory that does not grow with the data:
+
+- the **top k samples**: the k samples whose strongest position is strongest, each with that
+  position and value (one example per sample, as a viewer shows k different images);
+- a **histogram of all positions'** activations, and one of the **per-sample maxima**;
+- a **bottom-r sketch** of the per-sample maxima per histogram bin, from which quantile-bin
+  samples are drawn (see below).
+
+Histograms (the error, and why it is exact to merge). Bins are ``bins`` consecutive cells of one
+dyadic grid: cell width ``w = 2**e``, cells ``[g * w, (g + 1) * w)`` for integers g, the histogram
+covering cells ``a .. a + bins - 1``. ``e`` is the smallest exponent with ``w >= (max - min) /
+(bins - 1)`` (and ``w >= max|v| * 2**-22``, the float32 resolution of the values themselves), so
+the bins always cover ``[min, max]`` and a bin is at most ``2 (max - min) / (bins - 1)`` wide. A
+value's bin is exact (``v * 2**-e`` is exact in float32). When the range grows, ``e`` grows and
+cells merge in aligned pairs (an integer shift of g), so counts stay exact integers, and since
+``e`` and ``a`` depend only on the data's min and max, the histogram of a data set does not depend
+on the order or batching of the data: merging per-shard statistics gives bit-identical results.
+A quantile read from a histogram is off by at most one bin width (``histogram()`` returns the
+edges, so the error is visible).
+
+Quantile-bin samples in one streaming pass. Every (sample, channel) pair gets a fixed random key
+(a splitmix64 hash of ``(seed, sample, channel)``). Per histogram bin of the per-sample maxima the
+sketch keeps the ``reservoir`` items with the smallest keys. Bottom-r sets merge exactly (the
+bottom r of a union are among the bottom r of its parts), also when bins merge. To sample a
+quantile range ``[qa, qb)`` of a channel's per-sample maxima: the range's ranks
+``[qa n, qb n)`` cover some bins fully and at most two partly; an item of a partly covered bin
+is eligible with probability equal to the covered fraction (a second, seeded hash), and the
+items with key below ``T``, the smallest r-th key among the bins involved, are a uniform sample
+of the eligible ones, of which up to ``n`` are drawn with the query's seed. So a sample is
+uniform over the range, up to the partly covered bins at its two edges, where values up to one
+bin width beyond the exact quantile can enter. It can hold fewer than ``n`` items when the range
+is narrow or one bin dominates it (raise ``reservoir``). The plain random sample is the range
+``[0, 1]``. :func:`unit_samples` on a direction (or with ``source="rows"``) computes the same
+groups exactly from the cached rows instead.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from .cache import ActivationCache
+from .sampling import _splitmix64, _splitmix64_int
+
+__all__ = [
+    "DEFAULT_RANGES", "STATS_DEFAULTS", "ChannelStats", "Examples", "UnitSamples",
+    "stats_config", "unit_samples",
+]
+
+# the neuron-explainer viewer's quantile ranges of a unit's activations, top down
+DEFAULT_RANGES: tuple[tuple[float, float], ...] = ((0.99, 0.999), (0.9, 0.99), (0.5, 0.9), (0.0, 0.5))
+STATS_DEFAULTS = {"k": 32, "bins": 64, "reservoir": 8, "seed": 0}
+_MAX_BINS = 4096
+_EMPTY = torch.iinfo(torch.int64).max  # key of an empty sketch slot: above every real key
+_KEY_MASK = (1 << 62) - 1
+_E_FLOOR = -100  # bin exponent of data that is all zeros; 2**100 still fits float32
+
+
+def stats_config(stats: Any) -> dict | None:
+    """Normalise capture's ``stats=`` argument: None/False -> None, True -> defaults, a dict ->
+    defaults updated with its keys ``k``, ``bins``, ``reservoir``, ``seed``."""
+    if stats is None or stats is False:
+        return None
+    if stats is True:
+        return dict(STATS_DEFAULTS)
+    if not isinstance(stats, dict):
+        raise TypeError(f"stats must be True, False or a dict like {STATS_DEFAULTS}; got {type(stats).__name__}.")
+    unknown = set(stats) - set(STATS_DEFAULTS)
+    if unknown:
+        raise ValueError(f"Unknown stats option(s) {sorted(unknown)}; allowed: {sorted(STATS_DEFAULTS)}.")
+    cfg = {**STATS_DEFAULTS, **stats}
+    for key in ("k", "bins", "reservoir", "seed"):
+        v = cfg[key]
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+            raise TypeError(f"stats[{key!r}] must be an int, got {type(v).__name__} ({v!r}).")
+        cfg[key] = int(v)
+    if cfg["k"] < 1:
+        raise ValueError(f"stats['k'] must be >= 1 (the top samples kept per channel), got {cfg['k']}.")
+    if cfg["reservoir"] < 1:
+        raise ValueError(f"stats['reservoir'] must be >= 1, got {cfg['reservoir']}.")
+    if not 2 <= cfg["bins"] <= _MAX_BINS:
+        raise ValueError(f"stats['bins'] must be between 2 and {_MAX_BINS}, got {cfg['bins']}; "
+                         "64 is the default (the bin width bounds a quantile's error).")
+    if cfg["seed"] < 0:
+        raise ValueError(f"stats['seed'] must be >= 0, got {cfg['seed']}.")
+    return cfg
+
+
+# ----------------------------------------------------------------------------- dyadic histograms
+
+
+def _grid(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(e, a) per channel of the smallest dyadic grid covering [lo, hi]; lo, hi float64 (C,)."""
+    span = (hi - lo).clamp_min(0)
+    mag = torch.maximum(lo.abs(), hi.abs())
+    # log2(0) is -inf: a single value (or all zeros) falls back to the floor below
+    e_span = torch.ceil(torch.log2(span / (bins - 1)))
+    e_mag = torch.ceil(torch.log2(mag)) - 22
+    e = torch.maximum(torch.maximum(e_span, e_mag), torch.full_like(lo, _E_FLOOR))
+    e = torch.where(torch.isfinite(lo), e, torch.full_like(lo, _E_FLOOR)).long()
+    a = torch.floor(torch.where(torch.isfinite(lo), lo, 0) * torch.exp2(-e.double())).long()
+    return e, a
+
+
+def _regroup(e_old, a_old, e_new, a_new, bins: int) -> torch.Tensor:
+    """New bin index (C, bins) of each old bin, for a grid that only got coarser or shifted."""
+    shift = (e_new - e_old).clamp(0, 62)
+    g = a_old[:, None] + torch.arange(bins, device=a_old.device)
+    return ((g >> shift[:, None]) - a_new[:, None]).clamp(0, bins - 1)
+
+
+@dataclass
+class _Hist:
+    """Counts (C, bins) int64 on the dyadic grid (e, a), and the exact min and max seen."""
+
+    e: torch.Tensor
+    a: torch.Tensor
+    counts: torch.Tensor
+    lo: torch.Tensor  # float64 (C,), +inf when empty
+    hi: torch.Tensor
+
+    @classmethod
+    def empty(cls, c: int, bins: int, device) -> "_Hist":
+        z = torch.zeros(c, dtype=torch.int64, device=device)
+        inf = torch.full((c,), math.inf, dtype=torch.float64, device=device)
+        return cls(z + _E_FLOOR, z.clone(), torch.zeros(c, bins, dtype=torch.int64, device=device), inf, -inf)
+
+    def widen(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor | None:
+        """Grow the grid to cover [lo, hi] too; returns the old->new bin map, or None if unchanged."""
+        lo, hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
+        e, a = _grid(lo, hi, self.counts.shape[1])
+        self.lo, self.hi = lo, hi
+        if torch.equal(e, self.e) and torch.equal(a, self.a):
+            return None
+        where = _regroup(self.e, self.a, e, a, self.counts.shape[1])
+        self.counts = torch.zeros_like(self.counts).scatter_add_(1, where, self.counts)
+        self.e, self.a = e, a
+        return where
+
+    def bin_of(self, v: torch.Tensor, channel_dim: int) -> torch.Tensor:
+        """Bin index of each value (any shape, channels along ``channel_dim``), int64."""
+        shape = [1] * v.ndim
+        shape[channel_dim] = -1
+        scale = torch.exp2(-self.e.float()).view(shape)
+        top = self.counts.shape[1] - 1
+        # v * 2**-e is exact; the floor is the global cell g, exact below 2**22 by the choice of e
+        g = torch.floor(v.float() * scale)
+        return (g - self.a.float().view(shape)).clamp_(0, top).long()
+
+    def edges(self, channel: int) -> np.ndarray:
+        """Bin edges (bins + 1,) float64 of one channel."""
+        w = 2.0 ** int(self.e[channel])
+        return (int(self.a[channel]) + np.arange(self.counts.shape[1] + 1)) * w
+
+
+def _bottom_r(group, key, payload: Sequence[torch.Tensor], n_groups: int, r: int):
+    """Per group the r items with the smallest keys, as dense (n_groups, r) tensors.
+
+    group, key : int64 (M,); payload : tensors (M,). Empty slots get key _EMPTY and payload -1.
+    """
+    order = torch.argsort(key, stable=True)
+    order = order[torch.argsort(group[order], stable=True)]
+    g = group[order]
+    first = torch.searchsorted(g, g)
+    rank = torch.arange(len(g), device=g.device) - first
+    keep = rank < r
+    slot = g[keep] * r + rank[keep]
+    out_key = torch.full((n_groups * r,), _EMPTY, dtype=torch.int64, device=key.device)
+    out_key[slot] = key[order][keep]
+    outs = []
+    for p in payload:
+        o = torch.full((n_groups * r,), -1, dtype=p.dtype, device=p.device)
+        o[slot] = p[order][keep]
+        outs.append(o.view(n_groups, r))
+    return out_key.view(n_groups, r), outs
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+@dataclass
+class Examples:
+    """Some samples of a unit, each at its strongest position.
+
+    sample_id : int64 array, shape (n,); yx : int64 array, shape (n, 2)
+    values : float32 array, shape (n,), the unit's activation there (the sample's maximum)
+    """
+
+    sample_id: np.ndarray
+    yx: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.sample_id)
+
+
+@dataclass
+class UnitSamples:
+    """Top samples, then samples from quantile ranges, then a plain random sample, of one unit.
+
+    groups : dict name -> Examples, in display order: "top", "[0.99, 0.999]", ..., "random"
+    ranges : dict name -> (qa, qb) quantile range of each quantile group
+    source : "stats" (streamed over every position during capture) or "rows" (the cached rows)
+    """
+
+    layer: str
+    unit: Any
+    groups: dict[str, Examples]
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    source: str = "stats"
+
+    def all(self) -> Examples:
+        """Every group's examples together (duplicates kept)."""
+        parts = list(self.groups.values())
+        return Examples(np.concatenate([p.sample_id for p in parts]),
+                        np.concatenate([p.yx for p in parts]).reshape(-1, 2),
+                        np.concatenate([p.values for p in parts]).astype(np.float32))
+
+
+def _range_name(qa: float, qb: float) -> str:
+    return f"[{qa:g}, {qb:g}]"
+
+
+def _check_ranges(ranges) -> list[tuple[float, float]]:
+    out = []
+    for item in ranges:
+        try:
+            qa, qb = (float(v) for v in item)
+        except (TypeError, ValueError):
+            raise TypeError(f"ranges must be pairs (qa, qb) of quantiles, got {item!r}.") from None
+        if not 0.0 <= qa < qb <= 1.0:
+            raise ValueError(f"Each quantile range needs 0 <= qa < qb <= 1, got ({qa}, {qb}).")
+        out.append((qa, qb))
+    return out
+
+
+def _check_count(n, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be a positive int, got {n!r}.")
+    return int(n)
+
+
+def _hash01(keys: torch.Tensor, seed: int) -> torch.Tensor:
+    """A seeded hash of int64 keys as float64 in [0, 1)."""
+    h = _splitmix64(keys ^ _splitmix64_int(seed))
+    return ((h >> 11) & ((1 << 53) - 1)).double() / float(1 << 53)
+
+
+# ----------------------------------------------------------------------------- ChannelStats
+
+
+class ChannelStats:
+    """Streaming per-channel statistics of one layer (see the module docstring).
+
+    Build with ``ChannelStats(n_channels, hw, k=..., bins=..., reservoir=..., seed=...)``;
+    ``update(output, first_sample)`` with each batch of the layer's output, shape (B, C, H, W) or
+    (B, C); ``merge`` combines two (exact, order-free). Everything lives on the device of the
+    outputs fed to it.
+    """
+
+    _TENSORS = ("top_value", "top_sample", "top_pos", "r_key", "r_sample", "r_value", "r_pos")
+
+    def __init__(self, n_channels: int, hw: tuple[int, int], k: int = 32, bins: int = 64,
+                 reservoir: int = 8, seed: int = 0, device: torch.device | str = "cpu"):
+        cfg = stats_config({"k": k, "bins": bins, "reservoir": reservoir, "seed": seed})
+        self.n_channels, self.hw = int(n_channels), (int(hw[0]), int(hw[1]))
+        self.k, self.bins, self.reservoir, self.seed = cfg["k"], cfg["bins"], cfg["reservoir"], cfg["seed"]
+        c, dev = self.n_channels, torch.device(device)
+        self.n_samples = 0
+        self.top_value = torch.full((c, self.k), -math.inf, device=dev)
+        self.top_sample = torch.full((c, self.k), -1, dtype=torch.int64, device=dev)
+        self.top_pos = torch.full((c, self.k), -1, dtype=torch.int64, device=dev)
+        self.positions = _Hist.empty(c, self.bins, dev)  # every position's activation
+        self.maxima = _Hist.empty(c, self.bins, dev)  # each sample's maximum
+        shape = (c, self.bins, self.reservoir)
+        self.r_key = torch.full(shape, _EMPTY, dtype=torch.int64, device=dev)
+        self.r_sample = torch.full(shape, -1, dtype=torch.int64, device=dev)
+        self.r_value = torch.full(shape, -1.0, device=dev)
+        self.r_pos = torch.full(shape, -1, dtype=torch.int64, device=dev)
+
+    @property
+    def config(self) -> dict:
+        return {"k": self.k, "bins": self.bins, "reservoir": self.reservoir, "seed": self.seed}
+
+    @property
+    def device(self) -> torch.device:
+        return self.top_value.device
+
+    def __repr__(self) -> str:
+        return (f"ChannelStats(channels={self.n_channels}, grid={self.hw}, samples={self.n_samples}, "
+                f"k={self.k}, bins={self.bins}, reservoir={self.reservoir}, {self.device})")
+
+    # -- streaming ---------------------------------------------------------------------------
+
+    def update(self, out: torch.Tensor, first_sample: int) -> None:
+        """Add a batch of the layer's output: shape (B, C, H, W) or (B, C), samples
+        ``first_sample .. first_sample + B - 1``. Non-finite batches are skipped (capture refuses
+        them with its own error)."""
+        out = out.detach()
+        if out.ndim == 2:
+            out = out[:, :, None, None]
+        b, c, h, w = out.shape
+        if c != self.n_channels or (h, w) != self.hw:
+            raise ValueError(f"ChannelStats for {self.n_channels} channels on a {self.hw} grid got "
+                             f"an output of shape {tuple(out.shape)}.")
+        flat = out.reshape(b, c, h * w)
+        best, pos = flat.max(dim=2)  # (B, C): each sample's strongest position
+        lo = out.amin(dim=(0, 2, 3)).double()
+        hi = best.amax(dim=0).double()
+        if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
+            return
+        sid = torch.arange(first_sample, first_sample + b, device=out.device)
+        # every position into the positions histogram: one bincount over channel-offset bins
+        self.positions.widen(lo, hi)
+        idx = self.positions.bin_of(out, 1) + (torch.arange(c, device=out.device) * self.bins).view(1, c, 1, 1)
+        self.positions.counts += torch.bincount(idx.reshape(-1), minlength=c * self.bins).view(c, self.bins)
+        best = best.float()
+        self._take(best.T, sid.expand(c, b), pos.T)
+
+    def _take(self, value, sample, pos) -> None:
+        """Merge candidates (C, m) of per-sample maxima into top-k, maxima histogram and sketch."""
+        c, m = value.shape
+        self.n_samples += m  # candidates are distinct samples
+        self._merge_top(value, sample, pos)
+        where = self.maxima.widen(value.amin(1).double(), value.amax(1).double())
+        if where is not None:
+            self._regroup_sketch(where)
+        bin_ = self.maxima.bin_of(value, 0)
+        offsets = torch.arange(c, device=value.device)[:, None] * self.bins
+        self.maxima.counts += torch.bincount((bin_ + offsets).reshape(-1), minlength=c * self.bins).view(c, self.bins)
+        key = self._keys(sample)
+        self._insert(bin_, key, sample, value, pos)
+
+    def _keys(self, sample: torch.Tensor) -> torch.Tensor:
+        """Fixed random key of each (sample, channel), int64 in [0, 2**62)."""
+        ch = torch.arange(sample.shape[0], device=sample.device)[:, None]
+        base = _splitmix64(sample.to(torch.int64) + _splitmix64_int(self.seed))
+        return _splitmix64(base * 1_000_003 + ch) & _KEY_MASK
+
+    def _merge_top(self, value, sample, pos) -> None:
+        v = torch.cat([self.top_value, value], 1)
+        s = torch.cat([self.top_sample, sample], 1)
+        p = torch.cat([self.top_pos, pos], 1)
+        # ties go to the smaller sample id, so the result does not depend on the order of merging
+        order = torch.argsort(s, dim=1, stable=True)
+        order = order.gather(1, torch.argsort(v.gather(1, order), dim=1, descending=True, stable=True))
+        order = order[:, : self.k]
+        self.top_value, self.top_sample, self.top_pos = v.gather(1, order), s.gather(1, order), p.gather(1, order)
+
+    def _regroup_sketch(self, where: torch.Tensor) -> None:
+        """After the maxima grid changed: bins merged or shifted, so re-take each bin's bottom r.
+
+        Only the channels whose grid changed are redone (after the first batches, few are).
+        """
+        c, nb, r = self.r_key.shape
+        moved = (where != torch.arange(nb, device=where.device)).any(1).nonzero().flatten()
+        if len(moved) == 0:
+            return
+        m = len(moved)
+        group = (where[moved] + torch.arange(m, device=where.device)[:, None] * nb)[:, :, None].expand(m, nb, r)
+        keys = self.r_key[moved]
+        full = keys != _EMPTY
+        key, (sample, value, pos) = _bottom_r(
+            group[full], keys[full], (self.r_sample[moved][full], self.r_value[moved][full],
+                                      self.r_pos[moved][full]), m * nb, r)
+        for name, new in (("r_key", key), ("r_sample", sample), ("r_value", value), ("r_pos", pos)):
+            getattr(self, name)[moved] = new.view(m, nb, r)
+
+    def _set_sketch(self, key, sample, value, pos) -> None:
+        c, nb, r = self.r_key.shape
+        self.r_key, self.r_sample = key.view(c, nb, r), sample.view(c, nb, r)
+        self.r_value, self.r_pos = value.view(c, nb, r), pos.view(c, nb, r)
+
+    def _insert(self, bin_, key, sample, value, pos) -> None:
+        """Offer items (C, m) to the sketch; only those below their bin's r-th key can enter."""
+        c, nb, r = self.r_key.shape
+        group = bin_ + torch.arange(c, device=bin_.device)[:, None] * nb
+        limit = self.r_key.view(c * nb, r)[:, -1]
+        enter = key < limit[group]
+        if not bool(enter.any()):
+            return
+        g_new = group[enter]
+        touched = torch.unique(g_new)
+        rows_key = self.r_key.view(c * nb, r)[touched]
+        live = rows_key != _EMPTY
+        local = torch.searchsorted(touched, g_new)
+        old_group = torch.arange(len(touched), device=key.device)[:, None].expand(-1, r)[live]
+        flat = lambda t: t.view(c * nb, r)[touched][live]  # noqa: E731 (one-line selector)
+        k2, (s2, v2, p2) = _bottom_r(
+            torch.cat([old_group, local]), torch.cat([rows_key[live], key[enter]]),
+            (torch.cat([flat(self.r_sample), sample[enter]]), torch.cat([flat(self.r_value), value[enter]]),
+             torch.cat([flat(self.r_pos), pos[enter]])),
+            len(touched), r)
+        for name, new in (("r_key", k2), ("r_sample", s2), ("r_value", v2), ("r_pos", p2)):
+            getattr(self, name).view(c * nb, r)[touched] = new
+
+    def merge(self, other: "ChannelStats") -> "ChannelStats":
+        """Statistics of both inputs' data together (they must hold different samples)."""
+        if (other.n_channels, other.hw, other.config) != (self.n_channels, self.hw, self.config):
+            raise ValueError(f"Cannot merge {other!r} into {self!r}: channels, grid and config must match.")
+        out = self.clone()
+        dev = out.device
+        out.positions.widen(other.positions.lo.to(dev), other.positions.hi.to(dev))
+        o = other.to(dev)
+        where = _regroup(o.positions.e, o.positions.a, out.positions.e, out.positions.a, out.bins)
+        out.positions.counts += torch.zeros_like(o.positions.counts).scatter_add_(1, where, o.positions.counts)
+        # the other's maxima: widen to them, then move their counts and sketch onto our grid
+        n_before = out.n_samples
+        where_self = out.maxima.widen(o.maxima.lo, o.maxima.hi)
+        if where_self is not None:
+            out._regroup_sketch(where_self)
+        where = _regroup(o.maxima.e, o.maxima.a, out.maxima.e, out.maxima.a, out.bins)
+        out.maxima.counts += torch.zeros_like(o.maxima.counts).scatter_add_(1, where, o.maxima.counts)
+        out._merge_top(o.top_value, o.top_sample, o.top_pos)
+        c, nb, r = out.r_key.shape
+        offsets = torch.arange(c, device=dev)[:, None, None] * nb
+        group_o = (where[:, :, None] + offsets).expand(c, nb, r)
+        group_s = (torch.arange(nb, device=dev)[None, :, None] + offsets).expand(c, nb, r)
+        fs, fo = out.r_key != _EMPTY, o.r_key != _EMPTY
+        key, (s, v, p) = _bottom_r(
+            torch.cat([group_s[fs], group_o[fo]]), torch.cat([out.r_key[fs], o.r_key[fo]]),
+            (torch.cat([out.r_sample[fs], o.r_sample[fo]]), torch.cat([out.r_value[fs], o.r_value[fo]]),
+             torch.cat([out.r_pos[fs], o.r_pos[fo]])), c * nb, r)
+        out._set_sketch(key, s, v, p)
+        out.n_samples = n_before + o.n_samples
+        return out
+
+    # -- copies and persistence ----------------------------------------------------------------
+
+    def clone(self) -> "ChannelStats":
+        return self.to(self.device, copy=True)
+
+    def to(self, device: torch.device | str, copy: bool = False) -> "ChannelStats":
+        out = ChannelStats.__new__(ChannelStats)
+        out.__dict__.update({k: v for k, v in self.__dict__.items()})
+        for name in self._TENSORS:
+            setattr(out, name, getattr(self, name).to(device, copy=copy))
+        for name in ("positions", "maxima"):
+            h = getattr(self, name)
+            setattr(out, name, _Hist(*(t.to(device, copy=copy) for t in (h.e, h.a, h.counts, h.lo, h.hi))))
+        return out
+
+    def to_tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
+        """Every tensor of the state, keyed ``prefix + name`` (for a safetensors shard)."""
+        out = {prefix + name: getattr(self, name) for name in self._TENSORS}
+        for name in ("positions", "maxima"):
+            h = getattr(self, name)
+            for field_ in ("e", "a", "counts", "lo", "hi"):
+                out[f"{prefix}{name}.{field_}"] = getattr(h, field_)
+        out[prefix + "n_samples"] = torch.tensor([self.n_samples], dtype=torch.int64)
+        return out
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], prefix: str, config: dict,
+                     hw: tuple[int, int], device: torch.device | str = "cpu") -> "ChannelStats":
+        """The inverse of ``to_tensors``; raises ValueError when a tensor is missing or misshapen."""
+        try:
+            c = int(tensors[prefix + "top_value"].shape[0])
+            out = cls(c, hw, device="meta", **{k: int(config[k]) for k in STATS_DEFAULTS})
+            for name in cls._TENSORS:
+                setattr(out, name, tensors[prefix + name].to(device))
+            for name in ("positions", "maxima"):
+                setattr(out, name, _Hist(*(tensors[f"{prefix}{name}.{f}"].to(device)
+                                           for f in ("e", "a", "counts", "lo", "hi"))))
+            out.n_samples = int(tensors[prefix + "n_samples"][0])
+        except KeyError as e:
+            raise ValueError(f"The stored statistics lack the tensor {e.args[0]!r}; the store is "
+                             "damaged or from another version. Capture again with stats=...") from None
+        if out.r_key.shape != (c, out.bins, out.reservoir) or out.top_value.shape != (c, out.k):
+            raise ValueError("The stored statistics do not match their config (k, bins, reservoir); "
+                             "the store is damaged. Capture again with stats=...")
+        return out
+
+    # -- queries -----------------------------------------------------------------------------
+
+    def _channel(self, channel) -> int:
+        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
+            raise TypeError(f"channel must be an int, got {type(channel).__name__} ({channel!r}).")
+        if not 0 <= channel < self.n_channels:
+            raise ValueError(f"channel {channel} is out of range: this layer has channels 0..{self.n_channels - 1}.")
+        return int(channel)
+
+    def _yx(self, pos: np.ndarray) -> np.ndarray:
+        w = self.hw[1]
+        return np.stack([pos // w, pos % w], axis=-1).reshape(-1, 2).astype(np.int64)
+
+    def top(self, channel: int, n: int | None = None) -> Examples:
+        """The channel's top samples, strongest first (at most k)."""
+        c = self._channel(channel)
+        n = self.k if n is None else min(_check_count(n, "n"), self.k)
+        v = self.top_value[c, :n].cpu().numpy()
+        keep = np.isfinite(v)
+        return Examples(self.top_sample[c, :n].cpu().numpy()[keep],
+                        self._yx(self.top_pos[c, :n].cpu().numpy()[keep]), v[keep].astype(np.float32))
+
+    def histogram(self, channel: int, of: str = "positions") -> tuple[np.ndarray, np.ndarray]:
+        """(edges (bins + 1,) float64, counts (bins,) int64) of a channel's activations.
+
+        of : "positions" (every spatial position) or "maxima" (each sample's maximum)
+        """
+        c = self._channel(channel)
+        if of not in ("positions", "maxima"):
+            raise ValueError(f"of must be 'positions' or 'maxima', got {of!r}.")
+        h = getattr(self, of)
+        return h.edges(c), h.counts[c].cpu().numpy()
+
+    def quantile(self, channel: int, q: float, of: str = "maxima") -> float:
+        """The q-quantile of a channel's activations from the histogram (error <= one bin width)."""
+        edges, counts = self.histogram(channel, of)
+        if not 0.0 <= q <= 1.0:
+            raise ValueError(f"q must lie in [0, 1], got {q}.")
+        cum = np.concatenate([[0], np.cumsum(counts)])
+        if cum[-1] == 0:
+            raise ValueError("No data has been seen yet.")
+        return float(np.interp(q * cum[-1], cum, edges))
+
+    def sample_range(self, channel: int, qa: float, qb: float, n: int, seed: int = 0) -> Examples:
+        """Up to n samples whose maxima lie in the quantile range [qa, qb) (see module docstring)."""
+        c = self._channel(channel)
+        counts = self.maxima.counts[c].cpu().double()
+        total = float(counts.sum())
+        end = torch.cumsum(counts, 0)
+        start = end - counts
+        overlap = (end.clamp_max(qb * total) - start.clamp_min(qa * total)).clamp_min(0)
+        frac = torch.where(counts > 0, overlap / counts.clamp_min(1), torch.zeros_like(counts))
+        key = self.r_key[c].cpu()
+        involved = frac > 0
+        if not bool(involved.any()):
+            return Examples(np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+        limit = key[:, -1][involved].min()  # below it, every bin involved kept all its items
+        live = (key != _EMPTY) & (key < limit)
+        eligible = live & (_hash01(key, seed) < frac[:, None])
+        k_el = key[eligible]
+        order = torch.argsort(_hash01(k_el, seed + 1))[:n]  # a seeded choice among the eligible
+        pick = lambda t: t[c].cpu()[eligible][order].numpy()  # noqa: E731
+        vals, sids, pos = pick(self.r_value), pick(self.r_sample), pick(self.r_pos)
+        by_value = np.argsort(-vals, kind="stable")
+        return Examples(sids[by_value], self._yx(pos[by_value]), vals[by_value].astype(np.float32))
+
+    def samples(self, channel: int, n: int = 20, n_top: int | None = None,
+                ranges=DEFAULT_RANGES, n_random: int | None = None, seed: int = 0,
+                layer: str = "") -> UnitSamples:
+        """Top samples, then up to n per quantile range, then a plain random sample."""
+        n = _check_count(n, "n")
+        groups = {"top": self.top(channel, n if n_top is None else n_top)}
+        names = {}
+        for i, (qa, qb) in enumerate(_check_ranges(ranges)):
+            name = _range_name(qa, qb)
+            groups[name] = self.sample_range(channel, qa, qb, n, seed + 7919 * (i + 1))
+            names[name] = (qa, qb)
+        groups["random"] = self.sample_range(channel, 0.0, 1.0, n if n_random is None else _check_count(n_random, "n_random"), seed)
+        return UnitSamples(layer, int(channel), groups, names, "stats")
+
+
+# ----------------------------------------------------------------------------- on demand, any unit
+
+
+def _layer_name(cache: ActivationCache, layer: str | None) -> str:
+    if layer is None:
+        if len(cache.layers) != 1:
+            raise ValueError(f"This cache has layers {list(cache.layers)}; pass layer=... to say which.")
+        return next(iter(cache.layers))
+    if layer not in cache.layers:
+        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
+    return layer
+
+
+def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:
+    """Each cached row's value of the unit (a channel index or a direction), float32 (n_rows,)."""
+    la = cache.layers[layer]
+    if isinstance(unit, (int, np.integer)) and not isinstance(unit, bool):
+        if not 0 <= unit < la.n_channels:
+            raise ValueError(f"channel {unit} is out of range: layer {layer!r} has channels 0..{la.n_channels - 1}.")
+        return la.acts[:, int(unit)].float()
+    if isinstance(unit, bool) or not isinstance(unit, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"unit must be a channel index (int) or a direction (array of shape "
+                        f"({la.n_channels},)), got {type(unit).__name__}.")
+    d = torch.as_tensor(np.asarray(unit) if not isinstance(unit, torch.Tensor) else unit).float()
+    if d.ndim != 1 or d.shape[0] != la.n_channels:
+        raise ValueError(f"A direction for layer {layer!r} must have shape ({la.n_channels},), got {tuple(d.shape)}.")
+    if not bool(torch.isfinite(d).all()):
+        raise ValueError("The direction contains NaN or infinite values.")
+    return la.acts.float() @ d.to(la.acts.device)
+
+
+def _rows_samples(cache, layer, unit, n, n_top, ranges, n_random, seed) -> UnitSamples:
+    """Exact groups from the cached rows: each sample's best cached row, ranked."""
+    la = cache.layers[layer]
+    scores = _scores(cache, layer, unit)
+    best = torch.full((cache.n_samples,), -math.inf, device=scores.device)
+    best = best.scatter_reduce(0, la.sample_id, scores, reduce="amax")
+    hit = scores == best[la.sample_id]
+    first = torch.full((cache.n_samples,), la.n_rows, device=scores.device, dtype=torch.long)
+    first = first.scatter_reduce(0, la.sample_id[hit], torch.arange(la.n_rows, device=scores.device)[hit], reduce="amin")
+    present = first < la.n_rows
+    rows = first[present].cpu().numpy()
+    vals = best[present].cpu().numpy().astype(np.float32)
+    sids = torch.nonzero(present).flatten().cpu().numpy()
+    yx = la.yx.cpu().numpy()[rows]
+    order = np.lexsort((sids, -vals))  # strongest first, ties by sample id
+    asc = order[::-1]
+    m = len(order)
+
+    def ex(idx):
+        idx = idx[np.argsort(-vals[idx], kind="stable")]
+        return Examples(sids[idx], yx[idx].reshape(-1, 2), vals[idx])
+
+    rng = np.random.default_rng(seed)
+    groups = {"top": ex(order[: (n if n_top is None else n_top)])}
+    names = {}
+    for qa, qb in _check_ranges(ranges):
+        lo, hi = int(math.floor(qa * m)), max(int(math.ceil(qb * m)), int(math.floor(qa * m)) + 1)
+        pool = asc[lo:min(hi, m)]
+        groups[_range_name(qa, qb)] = ex(rng.permutation(pool)[:n])
+        names[_range_name(qa, qb)] = (qa, qb)
+    groups["random"] = ex(rng.permutation(asc)[: (n if n_random is None else n_random)])
+    unit_id = int(unit) if isinstance(unit, (int, np.integer)) else np.asarray(torch.as_tensor(unit).cpu())
+    return UnitSamples(layer, unit_id, groups, names, "rows")
+
+
+def unit_samples(
+    cache: ActivationCache,
+    unit: int | np.ndarray | torch.Tensor,
+    layer: str | None = None,
+    n: int = 20,
+    n_top: int | None = None,
+    ranges: Sequence[tuple[float, float]] = DEFAULT_RANGES,
+    n_random: int | None = None,
+    seed: int = 0,
+    source: str = "auto",
+) -> UnitSamples:
+    """Top samples, quantile-range samples and a random sample of a channel or a direction.
+
+    unit : a channel index, or a direction, array of shape (n_channels,) (e.g. an atlas cell's
+        mean activation; its value at a row is the dot product)
+    n : samples per quantile range (and the default for n_top and n_random)
+    ranges : quantile ranges (qa, qb), default the neuron-explainer viewer's
+    source : "stats" (a channel's streamed statistics, over every position), "rows" (exact,
+        from the cached rows only) or "auto" (stats when the layer has them and unit is a channel)
+    Returns a UnitSamples whose groups are "top", one per range, then "random"; each example is
+    a sample at its strongest position.
+    """
+    name = _layer_name(cache, layer)
+    n = _check_count(n, "n")
+    if n_top is not None:
+        n_top = _check_count(n_top, "n_top")
+    if n_random is not None:
+        n_random = _check_count(n_random, "n_random")
+    if source not in ("auto", "stats", "rows"):
+        raise ValueError(f"source must be 'auto', 'stats' or 'rows', got {source!r}.")
+    is_channel = isinstance(unit, (int, np.integer)) and not isinstance(unit, bool)
+    stats = getattr(cache, "stats", {}).get(name)
+    if source == "stats" or (source == "auto" and is_channel and stats is not None):
+        if stats is None:
+            raise ValueError(f"Layer {name!r} has no streamed statistics; capture with stats=True, "
+                             "or pass source='rows'.")
+        if not is_channel:
+            raise ValueError("Streamed statistics are per channel; for a direction use source='rows' (or 'auto').")
+        return stats.samples(unit, n, n_top, ranges, n_random, seed, layer=name)
+    return _rows_samples(cache, name, unit, n, n_top, ranges, n_random, seed)
+
+
+# ----------------------------------------------------------------------------- during a capture
+
+
+def stats_from_shards(pieces: Sequence[dict[str, torch.Tensor]], layers: dict[str, dict],
+                      device: torch.device | str) -> dict[str, ChannelStats]:
+    """Merge the per-shard statistics stored under ``{layer}/stats/`` of each shard piece.
+
+    layers : the manifest's per-layer facts; a layer has statistics when it lists a "stats" config
+    """
+    out = {}
+    for name, info in layers.items():
+        cfg = info.get("stats")
+        if cfg is None:
+            continue
+        prefix = f"{name}/stats/"
+        parts = [ChannelStats.from_tensors(p, prefix, cfg, tuple(info["hw"]), device)
+                 for p in pieces if prefix + "top_value" in p]
+        if not parts:
+            raise ValueError(f"The manifest says layer {name!r} has statistics, but no shard holds "
+                             "them; the store is damaged. Capture again with stats=...")
+        total = parts[0]
+        for part in parts[1:]:
+            total = total.merge(part)
+        out[name] = total
+    return out
+
+
+class StatsRecorder:
+    """Feeds each layer's full output to ChannelStats during capture, one partial per shard.
+
+    Partials are kept per shard (shards start at multiples of ``shard_samples``) and written into
+    the shard file, so a resumed capture starts from the stored partials of the shards it reuses;
+    since merging is exact and order-free, the result equals an uninterrupted capture's.
+    """
+
+    def __init__(self, config: dict, shard_samples: int):
+        self.config, self.shard_samples = dict(config), shard_samples
+        self.resume_at = 0
+        self.parts: dict[int, dict[str, ChannelStats]] = {}  # shard start -> layer -> partial
+        self.total: dict[str, ChannelStats] = {}
+
+    def feed(self, name: str, out: torch.Tensor, start: int) -> None:
+        """The output (B, C, H, W) or (B, C) of layer ``name`` for samples start .. start + B - 1."""
+        n = int(out.shape[0])
+        lo = max(start, self.resume_at)  # samples before the resume point are in reused shards
+        while lo < start + n:
+            shard = lo // self.shard_samples * self.shard_samples
+            hi = min(start + n, shard + self.shard_samples)
+            layers = self.parts.setdefault(shard, {})
+            part = layers.get(name)
+            if part is None:
+                hw = (int(out.shape[2]), int(out.shape[3])) if out.ndim == 4 else (1, 1)
+                part = layers[name] = ChannelStats(int(out.shape[1]), hw, device=out.device, **self.config)
+            part.update(out[lo - start : hi - start], lo)
+            lo = hi
+
+    def add(self, name: str, part: ChannelStats) -> None:
+        self.total[name] = part if name not in self.total else self.total[name].merge(part)
+
+    def close_shard(self, start: int) -> dict[str, torch.Tensor]:
+        """Merge the partials of the shard starting at ``start``; return them as shard tensors."""
+        tensors = {}
+        for name, part in self.parts.pop(start, {}).items():
+            self.add(name, part)
+            tensors.update(part.to_tensors(f"{name}/stats/"))
+        return tensors
