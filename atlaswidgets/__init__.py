@@ -31,6 +31,10 @@ _LAZY = {
     "AtlasWidget": "atlaswidgets.widgets.atlas",
     "ExamplePanel": "atlaswidgets.widgets.examples",
     "ComparisonWidget": "atlaswidgets.widgets.compare",
+    "patch_attack": "atlaswidgets.experiments.patch",
+    "patch_from_cell": "atlaswidgets.experiments.patch",
+    "PatchTable": "atlaswidgets.experiments.patch",
+    "cell_ranking": "atlaswidgets.experiments.patch",
     "available_pairs": "atlaswidgets.widgets.compare",
     "image_folder": "atlaswidgets.zoo.folder",
     "ImageFolder": "atlaswidgets.zoo.folder",
@@ -41,16 +45,39 @@ _LAZY = {
     "context_share": "atlaswidgets.cache.regions",
     "overlaps_context": "atlaswidgets.cache.regions",
     "attribute": "atlaswidgets.attribution",
+    # feature visualisation (issue #5)
+    # not "render": that is the name of the subpackage, which shadows it once imported
+    "feature_vis": "atlaswidgets.render.fv:render",
+    "Rendered": "atlaswidgets.render.fv",
+    "render_icons": "atlaswidgets.render.icons",
+    "cell_icons": "atlaswidgets.render.icons",
+    "Icons": "atlaswidgets.render.icons",
+    "whitening": "atlaswidgets.render.objectives",
+    # per-unit statistics and explanations (issue #6)
+    "ChannelStats": "atlaswidgets.cache.topk",
+    "UnitSamples": "atlaswidgets.cache.topk",
+    "unit_samples": "atlaswidgets.cache.topk",
+    "score_explanation": "atlaswidgets.explain",
+    "find_units": "atlaswidgets.explain",
+    "rf_overlap": "atlaswidgets.explain",
+    "explain_unit": "atlaswidgets.explain",
+    "ExplanationScore": "atlaswidgets.explain",
 }
 
-__all__ = sorted(_LAZY) + ["__version__"]
+# public name -> module exported whole: aw.objectives.channel(...)
+_MODULES = {"objectives": "atlaswidgets.render.objectives"}
+
+__all__ = sorted([*_LAZY, *_MODULES]) + ["__version__"]
 
 
 def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
+    if name in _MODULES:
+        value = importlib.import_module(_MODULES[name])
+    elif name in _LAZY:
+        module, _, attr = _LAZY[name].partition(":")  # "module:attr" exports attr under another name
+        value = getattr(importlib.import_module(module), attr or name)
+    else:
         raise AttributeError(f"module 'atlaswidgets' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
