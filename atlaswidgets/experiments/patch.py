@@ -5,9 +5,8 @@ a model from frying pan to wok, then pasted a noodles patch in a corner of fryin
 prediction flipped to wok for 44.9% of them with the best corner and size per image ("dynamic"),
 25.6% at one fixed placement ("static"), against 18.3% / 4.6% for a random-noise patch.
 ``patch_attack`` runs that experiment for any model, images and patches, always with the
-random-noise control, and returns a ``PatchTable``. ``patch_from_cell`` turns an atlas cell into a
-patch (the centre of the receptive field of the cell's top dataset example), so that discovery ->
-attack is one step.
+random-noise control, and returns a ``PatchTable``. ``atlaswidgets.experiments.cells`` turns an
+atlas cell into a patch, so that discovery -> attack is one step.
 
 A placement is a (corner, size) pair: the patch is resized (antialiased) to ``size`` x ``size``
 pixels and pasted with its corner on the image's corner.
@@ -26,11 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution import _class_id, _name, _resolve
-from ..cache.cache import ActivationCache
 from ..cache.capture import _devices
 from ..cache.data import logits_of
 
-__all__ = ["patch_attack", "patch_from_cell", "cell_ranking", "PatchTable", "paste", "CORNERS", "NOISE"]
+__all__ = ["patch_attack", "PatchTable", "paste", "CORNERS", "NOISE"]
 
 CORNERS = ("top left", "top right", "bottom left", "bottom right")
 NOISE = "random noise"  # name of the control row
@@ -552,118 +550,3 @@ def _counted(preds: torch.Tensor, lab, src, tgt, classes) -> np.ndarray:
                          "model classifies correctly (e.g. images[model(images).argmax(1) == "
                          "source]).")
     return np.flatnonzero(keep).astype(np.int64)
-
-
-# ----------------------------------------------------------------------------- patches from atlases
-
-
-def patch_from_cell(atlas, cache: ActivationCache, cell: int | None = None, *,
-                    size: int | None = None, rank: int = 0, crop: float = 0.5) -> torch.Tensor:
-    """A patch from an atlas cell: the centre of the receptive field of the cell's top example.
-
-    (Feature-visualisation icons will replace the crop once they exist.) Members of the cell are
-    ranked, best sample first, one row per sample:
-    - ComparisonAtlas: by attribution difference ``atlas.diff``, most toward ``atlas.a`` first;
-    - Atlas: by alignment with the cell's mean activation (``atlas.examples``).
-
-    Parameters
-    ----------
-    atlas : Atlas or ComparisonAtlas built from ``cache``
-    cache : the ActivationCache the atlas was built from, with images (``keep_images=True``)
-    cell : a visible cell id (``atlas.cells.ids``); None on a ComparisonAtlas picks the cell
-        with the largest ``mean_diff`` (the one pushing hardest toward ``a``)
-    size : side of the patch in pixels; default the crop's side in display pixels
-    rank : 0 for the top example, 1 for the next sample, ...
-    crop : float in (0, 1], the side of the cut as a share of the receptive field's, centred on
-        the position. A position's effective receptive field is concentrated at its centre, and
-        the whole field often holds the object the evidence sits next to: on the kitchen model
-        (block4, receptive field 46 px at 64 px), patches from the most wok-attributed cell's top
-        5 examples flipped 43-70% of test frying pans as whole-field cuts and 83-100% as half-field
-        cuts (noise: 10%)
-
-    Returns
-    -------
-    float32 tensor, shape (3, size, size), RGB in [0, 1] (the cache's display images). For a model
-    that takes normalised input, normalise the patch like the images before ``patch_attack``.
-    """
-    from ..layout.atlas import Atlas
-    from ..render.crops import _windows, crop_rows, display_images
-
-    if not isinstance(atlas, Atlas):
-        raise TypeError(f"atlas must be an Atlas or ComparisonAtlas (aw.build_atlas / "
-                        f"aw.compare_atlas), got {type(atlas).__name__}.")
-    if not isinstance(cache, ActivationCache):
-        raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
-    _check_match(atlas, cache)
-    images = display_images(cache)  # a clear error for a cache without images
-    _check_int(rank, "rank", 0)
-    ranked = cell_ranking(atlas, cell)
-    if rank >= len(ranked):
-        raise ValueError(f"The cell has {len(ranked)} distinct example image(s), so rank must be "
-                         f"< {len(ranked)}; got {rank}.")
-    row = int(ranked[rank])
-    la = cache[atlas.layer]
-    if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop <= 1:
-        raise ValueError(f"crop must be a number in (0, 1], got {crop!r}.")
-    if size is None:
-        _, _, ch, cw = _windows(cache, la, images.shape[-2:], la.yx.cpu()[[row]], fraction=crop)
-        size = max(ch, cw)
-    else:
-        _check_int(size, "size", 1)
-    cut = crop_rows(cache, atlas.layer, np.array([row]), size=int(size), fraction=crop)[0]
-    return cut.float() / 255.0
-
-
-def cell_ranking(atlas, cell: int | None = None) -> np.ndarray:
-    """The members of an atlas cell in the order ``patch_from_cell``'s ``rank`` counts them.
-
-    One row per sample (its best row), best sample first: by attribution difference toward
-    ``atlas.a`` on a ComparisonAtlas, by alignment with the cell's mean activation on an Atlas.
-    cell : a visible cell id; None on a ComparisonAtlas: the cell with the largest ``mean_diff``
-    Returns int64 array of row indices of the atlas's layer, shape (k,).
-    """
-    from ..layout.compare import ComparisonAtlas
-
-    comparison = isinstance(atlas, ComparisonAtlas)
-    ids = atlas.cells.ids
-    if cell is None:
-        if not comparison:
-            raise ValueError("cell=None picks the most a-attributed cell of a ComparisonAtlas; "
-                             "for a plain Atlas pass a cell id from atlas.cells.ids.")
-        cell = int(ids[int(np.argmax(atlas.mean_diff))])
-    if isinstance(cell, bool) or not isinstance(cell, (int, np.integer)):
-        raise TypeError(f"cell must be an int cell id (see atlas.cells.ids), got {cell!r}.")
-    if int(cell) not in set(ids.tolist()):
-        n = atlas.cells.n
-        raise ValueError(f"Cell {cell} is not a visible cell of this {n}x{n} atlas (hidden or out "
-                         f"of range); pick one of atlas.cells.ids ({len(ids)} cells, "
-                         f"{ids[:8].tolist()}...).")
-    if not comparison:
-        return atlas.examples([int(cell)], k=int(atlas.cells.count.max())).rows
-    if atlas.acts is None:
-        raise ValueError("This atlas has no activations attached; build it with aw.compare_atlas().")
-    rows = atlas.rows_of([int(cell)])
-    order = rows[np.argsort(-atlas.diff[rows], kind="stable")]
-    # the best row of each sample, best samples first
-    _, first = np.unique(atlas.acts.sample_id.cpu().numpy()[order], return_index=True)
-    return order[np.sort(first)].astype(np.int64)
-
-
-def _check_match(atlas, cache: ActivationCache) -> None:
-    """The atlas must have been built from this cache: same layer, rows and activations."""
-    hint = "pass the cache the atlas was built from (or rebuild the atlas from this cache)."
-    if atlas.layer not in cache.layers:
-        raise ValueError(f"The atlas shows layer {atlas.layer!r}, which this cache does not have "
-                         f"({list(cache.layers)}); {hint}")
-    la = cache[atlas.layer]
-    if la.n_rows != len(atlas.xy):
-        raise ValueError(f"The atlas has {len(atlas.xy)} rows of layer {atlas.layer!r} but the "
-                         f"cache has {la.n_rows}; {hint}")
-    ref = atlas.acts
-    if ref is not None and ref is not la:
-        same = (ref.acts.shape == la.acts.shape and torch.equal(ref.sample_id.cpu(), la.sample_id.cpu())
-                and torch.equal(ref.yx.cpu(), la.yx.cpu())
-                and torch.equal(ref.acts.cpu(), la.acts.cpu()))
-        if not same:
-            raise ValueError(f"The cache's rows of layer {atlas.layer!r} differ from the atlas's; "
-                             f"{hint}")

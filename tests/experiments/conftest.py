@@ -108,7 +108,8 @@ def noodles_cell(kitchen_comparison):
 @pytest.fixture(scope="session")
 def kitchen_attack(kitchen_net, kitchen_pans, kitchen_comparison, noodles_cell):
     """One attack of the noodles patch and the noodles-cell patch on the test frying pans."""
-    from atlaswidgets.experiments.patch import patch_attack, patch_from_cell
+    from atlaswidgets.experiments.cells import patch_from_cell
+    from atlaswidgets.experiments.patch import patch_attack
     from atlaswidgets.zoo import kitchen
 
     cache, data, comp = kitchen_comparison

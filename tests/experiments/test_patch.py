@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 import atlaswidgets as aw
-from atlaswidgets.experiments.patch import (CORNERS, NOISE, PatchTable, cell_ranking, patch_attack,
-                                            patch_from_cell)
+from atlaswidgets.experiments.cells import cell_ranking, patch_from_cell
+from atlaswidgets.experiments.patch import CORNERS, NOISE, PatchTable, patch_attack
 from tests.experiments.conftest import TINY_CLASSES
 from tests.layout._synthetic import clustered_cache
 
