@@ -24,7 +24,8 @@ import numpy as np
 import torch
 
 from .cache.cache import ActivationCache
-from .cache.topk import DEFAULT_RANGES, UnitSamples, _layer_name, unit_samples
+from .cache.topk import DEFAULT_RANGES, UnitSamples
+from .cache.units import _layer_name, unit_samples
 
 __all__ = ["ExplanationScore", "score_explanation", "find_units", "rf_overlap", "explain_unit",
            "describe"]

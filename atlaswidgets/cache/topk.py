@@ -34,8 +34,8 @@ of the eligible ones, of which up to ``n`` are drawn with the query's seed. So a
 uniform over the range, up to the partly covered bins at its two edges, where values up to one
 bin width beyond the exact quantile can enter. It can hold fewer than ``n`` items when the range
 is narrow or one bin dominates it (raise ``reservoir``). The plain random sample is the range
-``[0, 1]``. :func:`unit_samples` on a direction (or with ``source="rows"``) computes the same
-groups exactly from the cached rows instead.
+``[0, 1]``. ``atlaswidgets.cache.units.unit_samples`` on a direction (or with ``source="rows"``) computes the
+same groups exactly from the cached rows instead.
 """
 
 from __future__ import annotations
@@ -47,12 +47,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from .cache import ActivationCache
 from .sampling import _splitmix64, _splitmix64_int
 
 __all__ = [
     "DEFAULT_RANGES", "STATS_DEFAULTS", "ChannelStats", "Examples", "UnitSamples",
-    "stats_config", "unit_samples",
+    "stats_config",
 ]
 
 # the neuron-explainer viewer's quantile ranges of a unit's activations, top down
@@ -558,114 +557,6 @@ class ChannelStats:
             names[name] = (qa, qb)
         groups["random"] = self.sample_range(channel, 0.0, 1.0, n if n_random is None else _check_count(n_random, "n_random"), seed)
         return UnitSamples(layer, int(channel), groups, names, "stats")
-
-
-# ----------------------------------------------------------------------------- on demand, any unit
-
-
-def _layer_name(cache: ActivationCache, layer: str | None) -> str:
-    if layer is None:
-        if len(cache.layers) != 1:
-            raise ValueError(f"This cache has layers {list(cache.layers)}; pass layer=... to say which.")
-        return next(iter(cache.layers))
-    if layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
-    return layer
-
-
-def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:
-    """Each cached row's value of the unit (a channel index or a direction), float32 (n_rows,)."""
-    la = cache.layers[layer]
-    if isinstance(unit, (int, np.integer)) and not isinstance(unit, bool):
-        if not 0 <= unit < la.n_channels:
-            raise ValueError(f"channel {unit} is out of range: layer {layer!r} has channels 0..{la.n_channels - 1}.")
-        return la.acts[:, int(unit)].float()
-    if isinstance(unit, bool) or not isinstance(unit, (torch.Tensor, np.ndarray, list, tuple)):
-        raise TypeError(f"unit must be a channel index (int) or a direction (array of shape "
-                        f"({la.n_channels},)), got {type(unit).__name__}.")
-    d = torch.as_tensor(np.asarray(unit) if not isinstance(unit, torch.Tensor) else unit).float()
-    if d.ndim != 1 or d.shape[0] != la.n_channels:
-        raise ValueError(f"A direction for layer {layer!r} must have shape ({la.n_channels},), got {tuple(d.shape)}.")
-    if not bool(torch.isfinite(d).all()):
-        raise ValueError("The direction contains NaN or infinite values.")
-    return la.acts.float() @ d.to(la.acts.device)
-
-
-def _rows_samples(cache, layer, unit, n, n_top, ranges, n_random, seed) -> UnitSamples:
-    """Exact groups from the cached rows: each sample's best cached row, ranked."""
-    la = cache.layers[layer]
-    scores = _scores(cache, layer, unit)
-    best = torch.full((cache.n_samples,), -math.inf, device=scores.device)
-    best = best.scatter_reduce(0, la.sample_id, scores, reduce="amax")
-    hit = scores == best[la.sample_id]
-    first = torch.full((cache.n_samples,), la.n_rows, device=scores.device, dtype=torch.long)
-    first = first.scatter_reduce(0, la.sample_id[hit], torch.arange(la.n_rows, device=scores.device)[hit], reduce="amin")
-    present = first < la.n_rows
-    rows = first[present].cpu().numpy()
-    vals = best[present].cpu().numpy().astype(np.float32)
-    sids = torch.nonzero(present).flatten().cpu().numpy()
-    yx = la.yx.cpu().numpy()[rows]
-    order = np.lexsort((sids, -vals))  # strongest first, ties by sample id
-    asc = order[::-1]
-    m = len(order)
-
-    def ex(idx):
-        idx = idx[np.argsort(-vals[idx], kind="stable")]
-        return Examples(sids[idx], yx[idx].reshape(-1, 2), vals[idx])
-
-    rng = np.random.default_rng(seed)
-    groups = {"top": ex(order[: (n if n_top is None else n_top)])}
-    names = {}
-    for qa, qb in _check_ranges(ranges):
-        lo, hi = int(math.floor(qa * m)), max(int(math.ceil(qb * m)), int(math.floor(qa * m)) + 1)
-        pool = asc[lo:min(hi, m)]
-        groups[_range_name(qa, qb)] = ex(rng.permutation(pool)[:n])
-        names[_range_name(qa, qb)] = (qa, qb)
-    groups["random"] = ex(rng.permutation(asc)[: (n if n_random is None else n_random)])
-    unit_id = int(unit) if isinstance(unit, (int, np.integer)) else np.asarray(torch.as_tensor(unit).cpu())
-    return UnitSamples(layer, unit_id, groups, names, "rows")
-
-
-def unit_samples(
-    cache: ActivationCache,
-    unit: int | np.ndarray | torch.Tensor,
-    layer: str | None = None,
-    n: int = 20,
-    n_top: int | None = None,
-    ranges: Sequence[tuple[float, float]] = DEFAULT_RANGES,
-    n_random: int | None = None,
-    seed: int = 0,
-    source: str = "auto",
-) -> UnitSamples:
-    """Top samples, quantile-range samples and a random sample of a channel or a direction.
-
-    unit : a channel index, or a direction, array of shape (n_channels,) (e.g. an atlas cell's
-        mean activation; its value at a row is the dot product)
-    n : samples per quantile range (and the default for n_top and n_random)
-    ranges : quantile ranges (qa, qb), default the neuron-explainer viewer's
-    source : "stats" (a channel's streamed statistics, over every position), "rows" (exact,
-        from the cached rows only) or "auto" (stats when the layer has them and unit is a channel)
-    Returns a UnitSamples whose groups are "top", one per range, then "random"; each example is
-    a sample at its strongest position.
-    """
-    name = _layer_name(cache, layer)
-    n = _check_count(n, "n")
-    if n_top is not None:
-        n_top = _check_count(n_top, "n_top")
-    if n_random is not None:
-        n_random = _check_count(n_random, "n_random")
-    if source not in ("auto", "stats", "rows"):
-        raise ValueError(f"source must be 'auto', 'stats' or 'rows', got {source!r}.")
-    is_channel = isinstance(unit, (int, np.integer)) and not isinstance(unit, bool)
-    stats = getattr(cache, "stats", {}).get(name)
-    if source == "stats" or (source == "auto" and is_channel and stats is not None):
-        if stats is None:
-            raise ValueError(f"Layer {name!r} has no streamed statistics; capture with stats=True, "
-                             "or pass source='rows'.")
-        if not is_channel:
-            raise ValueError("Streamed statistics are per channel; for a direction use source='rows' (or 'auto').")
-        return stats.samples(unit, n, n_top, ranges, n_random, seed, layer=name)
-    return _rows_samples(cache, name, unit, n, n_top, ranges, n_random, seed)
 
 
 # ----------------------------------------------------------------------------- during a capture

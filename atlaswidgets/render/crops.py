@@ -132,7 +132,9 @@ def sprite_sheet(icons, cols: int | None = None) -> tuple[bytes, int]:
     # (rows, cols, s, s, 4) -> (rows, s, cols, s, 4) is the sheet's pixel order
     sheet[:] = tiles.reshape(n_rows, cols, s, s, 4).transpose(0, 2, 1, 3, 4).reshape(sheet.shape)
     buf = io.BytesIO()
-    Image.fromarray(sheet, mode="RGBA").save(buf, format="PNG", compress_level=6)
+    # level 1, not PIL's 6: a 42-thumbnail sheet encodes in ~45 ms instead of ~130 ms, and the
+    # sheet goes to a page on the same machine, where the extra bytes cost less than the wait
+    Image.fromarray(sheet, mode="RGBA").save(buf, format="PNG", compress_level=1)
     return buf.getvalue(), cols
 
 

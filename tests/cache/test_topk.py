@@ -8,7 +8,8 @@ import torch
 
 from atlaswidgets.cache.capture import capture
 from atlaswidgets.cache.store import load_cache
-from atlaswidgets.cache.topk import ChannelStats, stats_config, unit_samples
+from atlaswidgets.cache.topk import ChannelStats, stats_config
+from atlaswidgets.cache.units import unit_samples
 
 from .conftest import N_SAMPLES, layer_output
 
