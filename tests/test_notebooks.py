@@ -79,6 +79,7 @@ print("FACTS" + _json.dumps({
     "pairs": compare_widget.pairs,
     "noodles": _rows["kitchen noodles"],
     "cell": _rows["from atlas cell"],
+    "icon": _rows["icon of the cell"],
     "noise": _rows["random noise"],
     "patch_shape": list(atlas_patch.shape),
     "class_atlas_cls": wok_atlas.cls,
@@ -99,7 +100,7 @@ def test_pan_vs_wok(tmp_path, artifacts):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
     assert not errors
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 4  # atlas+panel, 2 image rows, class atlas
+    assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 5  # atlas+panel, 3 image rows, class atlas
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("kitchen noodles" in h and "random noise" in h for h in html)  # the table
@@ -114,6 +115,7 @@ def test_pan_vs_wok(tmp_path, artifacts):
     assert noodles["dynamic_rate"] >= 0.30
     assert noise["dynamic_rate"] < noodles["dynamic_rate"] / 3
     assert cell["dynamic_flips"] >= 2 * noise["dynamic_flips"]
+    assert facts["icon"]["dynamic_flips"] >= 2 * noise["dynamic_flips"]
     assert facts["patch_shape"] == [3, 24, 24]
     # the class atlas of wok (top-1 among all 6 classes) holds mostly positions of wok images,
     # and they see noodles far more often than positions overall
