@@ -35,6 +35,7 @@ class Atlas:
     top_class_share : float32 array, shape (m,), the share of members with that label
     classes : class names indexed by label, or None
     acts : the cache's LayerActs of ``layer`` (a reference, not a copy), for queries
+    min_count : the fewest rows a visible cell holds (cells with fewer were hidden)
     """
 
     layer: str
@@ -46,6 +47,7 @@ class Atlas:
     top_class_share: np.ndarray
     classes: list[str] | None = None
     acts: LayerActs | None = field(default=None)
+    min_count: int = 3
 
     def __repr__(self) -> str:
         n = self.cells.n
@@ -58,6 +60,24 @@ class Atlas:
     def top_class_names(self) -> list[str]:
         """Name of each cell's most common class ("?" where unknown)."""
         return [_class_name(int(c), self.classes) for c in self.top_class]
+
+    def regrid(self, cache: ActivationCache, grid_size: int) -> "Atlas":
+        """The same layout binned into a ``grid_size`` x ``grid_size`` grid: no new UMAP run.
+
+        Keeps ``xy``, ``min_count`` and the icon size. With ``grid_size = 2 * cells.n`` every cell
+        (r, c) of the new grid lies inside cell (r // 2, c // 2) of this one, because both grids
+        normalise the layout by the same minimum and maximum; a zoomed-in atlas uses that.
+
+        cache : the ActivationCache this atlas was built from (for the icons and class counts)
+        Returns a new Atlas. Raises ValueError when no cell of the new grid holds ``min_count`` rows.
+        """
+        if type(self) is not Atlas:
+            raise TypeError(
+                f"regrid re-bins a plain Atlas; a {type(self).__name__} has its own builder "
+                "(compare_atlas(..., y=atlas.y, grid_size=...) for a comparison atlas)."
+            )
+        return build_atlas(cache, self.layer, grid_size=grid_size, min_count=self.min_count,
+                           icon_size=int(self.icons.shape[-1]), xy=self.xy)
 
     def rows_of(self, cell_ids) -> np.ndarray:
         """Row indices of all members of the given cells (by id); see ``Cells.rows_of``."""
@@ -213,6 +233,7 @@ def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=N
     return dict(
         layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical,
         top_class=top_class, top_class_share=share, classes=cache.classes, acts=la,
+        min_count=int(min_count),
     )
 
 

@@ -6,6 +6,12 @@
 // View mapping (CSS pixels, relative to the canvas's top-left corner): cell (row, col) covers
 //   x = offsetX + col * scale,  y = offsetY + row * scale,  scale wide and high.
 // The root element publishes it as data-view="scale,offsetX,offsetY" so a test can click a cell.
+//
+// Zoom levels: level k bins the same layout into n * 2^k cells per side, so the grid's extent on
+// screen (n * scale) and the offsets stay put when the level changes: the same region of the plane
+// stays under the pointer. Zooming in past ZOOM_IN (the grid drawn that many times its home size
+// per level) asks Python for the next level through the `level` trait; zooming out past ZOOM_OUT
+// asks for the previous one. Python answers with the level's cells and sprite, and `cells_level`.
 // All text is set with textContent; nothing here parses HTML.
 
 const PAD = 8; // CSS px between the grid and the canvas edge at the home view
@@ -15,6 +21,10 @@ const COMPARE_SELECT_COLOR = "#e0007a";
 const HOVER_COLOR = "#ffffff";
 const EDGE_COLOR = "rgba(20, 20, 20, 0.85)";
 const CLICK_SLOP = 4; // CSS px a pointer may move and still count as a click
+// log2 of the zoom (grid extent over its home extent) at which the next level is asked for, and
+// below which the previous one is: the gap keeps a zoom near one threshold from flipping levels
+const ZOOM_IN = 0.7;
+const ZOOM_OUT = -0.5;
 // Diverging scale, blue (-1, class b) through light grey (0) to orange (+1, class a): the two ends
 // stay apart for the common colour-vision deficiencies (after ColorBrewer's PuOr / RdBu ends).
 const DIVERGING = [[33, 102, 172], [236, 236, 236], [230, 97, 1]];
@@ -61,6 +71,9 @@ function render({ model, el: host }) {
   swapButton.type = "button";
   swapButton.textContent = "Swap sides";
   swapButton.hidden = true;
+  const iconsButton = el("button", "aw-atlas-icons", bar);
+  iconsButton.type = "button";
+  iconsButton.hidden = true;
   const clearButton = el("button", "aw-atlas-clear", bar);
   clearButton.type = "button";
   clearButton.textContent = "Clear";
@@ -105,6 +118,9 @@ function render({ model, el: host }) {
   let hover = -1; // position k of the hovered cell
   let drag = null; // {mode: "pan" | "lasso", x0, y0, x, y, ox, oy, moved, additive, path}
   let frame = 0;
+  let shownLevel = null; // level of the cells drawn (cells_level when they arrived)
+  let busy = ""; // "level" or "icons" while the page waits for Python's answer
+  let cellsQueued = false;
 
   function cssSize() {
     return model.get("size");
@@ -133,10 +149,14 @@ function render({ model, el: host }) {
       root.dataset.cellValues = Array.from(cells.value, (v) => v.toFixed(3)).join(",");
       parts.push(`${model.get("right_label")} vs ${model.get("left_label")}`);
     }
+    const level = model.get("cells_level");
+    root.dataset.level = String(level);
+    if (model.get("n_levels") > 1) parts.push(`level ${level}`);
     parts.push(`${n}×${n} grid`);
     parts.push(`${ids.length.toLocaleString("en-US")} cells`);
     parts.push(`${positions.toLocaleString("en-US")} positions`);
     title.textContent = parts.join(" · ");
+    title.title = title.textContent; // the bar may cut it short
     canvas.setAttribute(
       "aria-label", `${compare ? "Class-comparison atlas" : "Activation atlas"}: ${title.textContent}`);
   }
@@ -181,6 +201,70 @@ function render({ model, el: host }) {
     model.save_changes();
   }
 
+  function setBusy(what) {
+    busy = what;
+    if (what) root.dataset.busy = what;
+    else delete root.dataset.busy;
+    loadSelection();
+  }
+
+  function loadIconsButton() {
+    const fv = model.get("sprite_icons") === "feature-vis";
+    iconsButton.hidden = !model.get("can_feature_vis");
+    iconsButton.textContent = fv ? "Show examples" : "Show feature vis";
+    iconsButton.title = fv
+      ? "Draw each cell's most typical dataset example"
+      : "Draw a feature visualisation of each cell's mean activation";
+    iconsButton.setAttribute("aria-pressed", fv ? "true" : "false");
+    iconsButton.disabled = busy !== "";
+  }
+
+  function askIcons() {
+    if (busy) return;
+    const next = model.get("sprite_icons") === "feature-vis" ? "examples" : "feature-vis";
+    setBusy("icons");
+    loadIconsButton();
+    model.set("icons", next);
+    model.save_changes();
+  }
+
+  // the icons Python sends, or its refusal (it sets `icons` back to what the sprite holds)
+  function onIconsAnswer() {
+    if (busy === "icons" && model.get("icons") === model.get("sprite_icons")) setBusy("");
+    loadIconsButton();
+  }
+
+  // log2 of how far the grid is zoomed in from its home view (0 at home, 1 at twice the size)
+  function zoomLog2() {
+    if (!cells) return 0;
+    return Math.log2((view.scale * cells.n) / (cssSize() - 2 * PAD));
+  }
+
+  function askLevel(next) {
+    if (busy || !cells || next === shownLevel) return;
+    setBusy("level");
+    loadIconsButton();
+    model.set("level", next);
+    model.save_changes();
+  }
+
+  // after a zoom: is another level due? Only the person's zoom asks, so a level Python set stays
+  function maybeChangeLevel() {
+    if (busy || shownLevel === null) return;
+    const z = zoomLog2();
+    const last = model.get("n_levels") - 1;
+    if (z >= shownLevel + ZOOM_IN && shownLevel < last) askLevel(shownLevel + 1);
+    else if (z < shownLevel + ZOOM_OUT && shownLevel > 0) askLevel(shownLevel - 1);
+  }
+
+  // Python refused a level (it sets `level` back to the one shown)
+  function onLevelAnswer() {
+    if (busy === "level" && model.get("level") === model.get("cells_level")) {
+      setBusy("");
+      loadIconsButton();
+    }
+  }
+
   function homeView() {
     const n = cells ? cells.n : 1;
     const scale = (cssSize() - 2 * PAD) / n;
@@ -195,9 +279,11 @@ function render({ model, el: host }) {
     selected = new Set((model.get("selected") || []).map(Number));
     root.dataset.selected = [...selected].sort((a, b) => a - b).join(",");
     if (status.dataset.switching) return; // keep "Switching…" until the new pair arrives
-    status.textContent = selected.size
-      ? `${selected.size} selected`
-      : "";
+    status.textContent = busy === "icons"
+      ? "Rendering icons…"
+      : busy === "level"
+        ? "Loading level…"
+        : selected.size ? `${selected.size} selected` : "";
     clearButton.disabled = selected.size === 0;
   }
 
@@ -226,6 +312,8 @@ function render({ model, el: host }) {
     if (spriteUrl) URL.revokeObjectURL(spriteUrl);
     spriteUrl = url;
     sprite = img;
+    root.dataset.icons = model.get("sprite_icons");
+    loadIconsButton();
     root.dataset.ready = "1";
     requestDraw();
   }
@@ -248,6 +336,9 @@ function render({ model, el: host }) {
     canvas.style.height = `${size}px`;
     stage.style.width = `${size}px`;
     stage.style.height = `${size}px`;
+    // the widget is exactly as wide as its canvas (plus the stage's border): a longer status or
+    // title must not widen it, or JupyterLab reflows the outputs beside it and the grid jumps
+    root.style.width = `${size + 2}px`;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, size, size);
     if (!cells) return;
@@ -502,6 +593,7 @@ function render({ model, el: host }) {
     hover = k;
     showTooltip(k, p.x, p.y);
     requestDraw();
+    maybeChangeLevel();
   }
 
   function onKeyDown(event) {
@@ -517,10 +609,35 @@ function render({ model, el: host }) {
     requestDraw();
   }
 
-  // ---- wiring ----------------------------------------------------------------------------
-  const onCells = () => {
-    loadCells();
+  function onResetButton() {
     resetView();
+    if (shownLevel > 0) askLevel(0); // home is the whole atlas at its coarsest
+  }
+
+  // ---- wiring ----------------------------------------------------------------------------
+  // One message from Python changes several cell traits; redraw once, after all of them.
+  const onCells = () => {
+    if (cellsQueued) return;
+    cellsQueued = true;
+    queueMicrotask(() => {
+      cellsQueued = false;
+      const before = cells ? cells.n : 0;
+      loadCells();
+      const level = model.get("cells_level");
+      if (before && shownLevel !== null && level !== shownLevel) {
+        // a zoom level: same layout, finer or coarser grid, same extent on screen
+        view.scale *= before / cells.n;
+        publishView();
+        hover = -1;
+        showTooltip(-1);
+        requestDraw();
+      } else {
+        resetView();
+      }
+      shownLevel = level;
+      if (busy === "level") setBusy("");
+      loadIconsButton();
+    });
   };
   const onSelected = () => {
     loadSelection();
@@ -532,7 +649,8 @@ function render({ model, el: host }) {
   const onSize = () => {
     resetView();
   };
-  const cellTraits = ["grid_size", "cell_ids", "cell_ij", "cell_count", "cell_share", "cell_class"];
+  const cellTraits = [
+    "grid_size", "cell_ids", "cell_ij", "cell_count", "cell_share", "cell_class", "cells_level"];
   if (compare) cellTraits.push("cell_value", "cell_diff", "cell_attr_a", "cell_attr_b");
   const pairTraits = compare ? ["pair", "pairs", "left_label", "right_label"] : [];
   for (const t of cellTraits) model.on(`change:${t}`, onCells);
@@ -540,6 +658,10 @@ function render({ model, el: host }) {
   model.on("change:selected", onSelected);
   model.on("change:sprite", onSprite);
   model.on("change:size", onSize);
+  model.on("change:sprite_icons", onIconsAnswer);
+  model.on("change:icons", onIconsAnswer);
+  model.on("change:can_feature_vis", loadIconsButton);
+  model.on("change:level", onLevelAnswer);
   canvas.addEventListener("pointerdown", onPointerDown);
   canvas.addEventListener("pointermove", onPointerMove);
   canvas.addEventListener("pointerup", onPointerUp);
@@ -548,7 +670,8 @@ function render({ model, el: host }) {
   canvas.addEventListener("wheel", onWheel, { passive: false });
   canvas.addEventListener("keydown", onKeyDown);
   window.addEventListener("resize", requestDraw); // browser zoom changes devicePixelRatio
-  resetButton.addEventListener("click", resetView);
+  resetButton.addEventListener("click", onResetButton);
+  iconsButton.addEventListener("click", askIcons);
   clearButton.addEventListener("click", () => setSelection([]));
   pairSelect.addEventListener("change", () => {
     const next = (model.get("pairs") || [])[Number(pairSelect.value)];
@@ -560,9 +683,11 @@ function render({ model, el: host }) {
   });
 
   loadCells();
+  shownLevel = model.get("cells_level");
   loadPair();
   loadSelection();
   resetView();
+  loadIconsButton();
   loadSprite();
 
   return () => {
@@ -571,6 +696,10 @@ function render({ model, el: host }) {
     model.off("change:selected", onSelected);
     model.off("change:sprite", onSprite);
     model.off("change:size", onSize);
+    model.off("change:sprite_icons", onIconsAnswer);
+    model.off("change:icons", onIconsAnswer);
+    model.off("change:can_feature_vis", loadIconsButton);
+    model.off("change:level", onLevelAnswer);
     window.removeEventListener("resize", requestDraw);
     if (frame) cancelAnimationFrame(frame);
     if (spriteUrl) URL.revokeObjectURL(spriteUrl);

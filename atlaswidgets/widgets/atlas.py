@@ -1,17 +1,43 @@
 """AtlasWidget: the icons of an atlas on a canvas, with zoom, pan, hover and selection.
 
-The widget is only state. Python fills the data traits once from an ``Atlas``; the page draws the
-icons and reports what the person selected through ``selected`` (visible cell ids, synced both ways).
+The widget is only state. Python fills the data traits from an ``Atlas``; the page draws the icons
+and reports what the person selected through ``selected`` (visible cell ids, synced both ways).
 
 In the page, cell (row, col) covers the canvas rectangle (CSS pixels from its top-left corner)
 ``x = offsetX + col * scale``, ``y = offsetY + row * scale``, ``scale`` wide and high, where
 ``scale,offsetX,offsetY`` is the root element's ``data-view`` attribute. A browser test clicks a
 cell at ``(offsetX + (col + 0.5) * scale, offsetY + (row + 0.5) * scale)``.
 
+Zoom levels. Level 0 is the atlas as built (n x n cells); level k bins the same layout (same xy,
+no new UMAP run, same ``min_count``) into ``n * 2**k`` cells per side, so fine cell (r, c) lies
+inside coarse cell (r >> k, c >> k). When the person zooms in far enough (a cell drawn more than
+about 1.6 times its size at the home view), the page asks for the next level by setting ``level``;
+Python answers with that level's cells and sprite in one message, and the page keeps the same
+region of the plane under the pointer (the grid's extent ``n * scale`` and the offsets do not
+change). Zooming back out asks for the coarser level. Levels need the cache (the icons of a new
+grid are crops of its images); without one the widget has a single level.
+
+Cell ids always belong to the level shown: ``selected`` holds ids ``row * n_k + col`` of
+``widget.atlas`` (the Atlas of ``widget.level``; ``widget.atlas_at(k)`` gives any level's). A
+level switch carries the selection over: zooming in selects the visible children of the selected
+cells, zooming out their parents. ``link()`` hands the level's atlas to linked panels (the
+``atlas_version`` bump), so an ExamplePanel shows the examples of fine cells once zoomed in.
+
+Icons. Each level has dataset-example icons (crops of each cell's most typical member) and, with a
+``model``, feature-visualisation icons (``render.icons.cell_icons`` of the cells' mean
+activations), rendered on first use per level, with a progress bar in Python, and kept. The page's
+toggle (or ``use_icons``) switches between them; ``set_icons(level, icons)`` supplies them
+precomputed.
+
 DOM hooks for tests: root ``.aw-atlas`` with ``data-n-cells``, ``data-grid-size``, ``data-selected``
 (comma-separated sorted ids, "" when none), ``data-view``, ``data-hover`` (id of the cell under the
-pointer, absent otherwise) and ``data-ready="1"`` once the icons have decoded and been drawn;
-``canvas.aw-atlas-canvas``, ``.aw-atlas-tooltip``, ``button.aw-atlas-reset``, ``button.aw-atlas-clear``.
+pointer, absent otherwise), ``data-level`` (level of the cells drawn), ``data-icons`` ("examples"
+or "feature-vis": the icons drawn) and ``data-ready="1"`` once the icons have decoded and been
+drawn (removed while new ones decode); ``data-busy`` ("level" or "icons") while the page waits for
+Python. ``canvas.aw-atlas-canvas``, ``.aw-atlas-tooltip``, ``.aw-atlas-status`` (shows
+"Rendering icons…" and "Loading level…"), ``button.aw-atlas-reset``,
+``button.aw-atlas-clear`` and ``button.aw-atlas-icons`` (the icon toggle, ``aria-pressed="true"``
+while feature-vis icons are drawn; hidden when the widget has no feature-vis icons to offer).
 Escape clears the selection while the pointer is over the atlas (moving away gives focus back to
 JupyterLab, where Escape means command mode).
 """
@@ -19,28 +45,40 @@ JupyterLab, where Escape means command mode).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anywidget
 import numpy as np
+import torch
 import traitlets
+from torch import nn
 
 from ..cache.cache import ActivationCache
 from ..layout.atlas import Atlas, _class_name, build_atlas
 from ..render.crops import sprite_sheet
 from ._common import CellIds, esm, from_buffer, to_buffer
 
-__all__ = ["AtlasWidget"]
+__all__ = ["AtlasWidget", "ICON_KINDS"]
+
+ICON_KINDS = ("examples", "feature-vis")
 
 
 class AtlasWidget(anywidget.AnyWidget):
-    """An activation atlas in the notebook: one icon per visible grid cell.
+    """An activation atlas in the notebook: one icon per visible grid cell, at several zoom levels.
 
     Parameters
     ----------
-    atlas : Atlas from ``build_atlas``
-    cache : the ActivationCache the atlas was built from, optional; used to check that the two
-        match and for class names when the atlas has none
+    atlas : Atlas from ``build_atlas`` (level 0)
+    cache : the ActivationCache the atlas was built from, optional; checked against the atlas,
+        gives class names when the atlas has none, and is needed for zoom levels above 0 and for
+        the whitening of feature-vis icons
     size : side of the square canvas in CSS pixels
+    model : torch.nn.Module whose ``named_modules()`` hold the atlas's layer, optional; enables
+        feature-vis icons (and the page's toggle)
+    icons : "examples" (dataset crops) or "feature-vis", the icons shown first
+    levels : int >= 1, how many zoom levels (level k has ``n * 2**k`` cells per side)
+    fv_options : keyword arguments for ``cell_icons``/``render_icons`` (``steps``, ``store``,
+        ``normalize``, ``chunk``, ``seed``, ...); ``size`` defaults to the cache's input side
 
     Scroll to zoom, drag to pan, hover for a tooltip, click to select a cell, shift/ctrl-click to
     toggle one, shift-drag to draw a lasso that adds the cells
@@ -50,7 +88,8 @@ class AtlasWidget(anywidget.AnyWidget):
     _esm = esm("atlas.js")
     _css = Path(__file__).parent / "atlas.css"
 
-    # Data: one entry per visible cell, in the order of atlas.cells.ids; arrays as little-endian bytes
+    # Data: one entry per visible cell of the level shown, in the order of atlas.cells.ids;
+    # arrays as little-endian bytes
     layer = traitlets.Unicode("").tag(sync=True)
     grid_size = traitlets.Int(1).tag(sync=True)
     n_cells = traitlets.Int(0).tag(sync=True)
@@ -64,13 +103,39 @@ class AtlasWidget(anywidget.AnyWidget):
     sprite_cols = traitlets.Int(1).tag(sync=True)
     icon_size = traitlets.Int(48).tag(sync=True)
 
-    # Selection: ids (row * grid_size + col) of visible cells, sorted
+    # Levels: `level` is the one asked for (the page sets it on zoom); `cells_level` the one whose
+    # cells the data traits hold now
+    level = traitlets.Int(0).tag(sync=True)
+    cells_level = traitlets.Int(0).tag(sync=True)
+    n_levels = traitlets.Int(1).tag(sync=True)
+
+    # Icons: `icons` is the set asked for (the page's toggle sets it); `sprite_icons` the set in
+    # `sprite` now; `can_feature_vis` shows the toggle
+    icons = traitlets.Unicode("examples").tag(sync=True)
+    sprite_icons = traitlets.Unicode("examples").tag(sync=True)
+    can_feature_vis = traitlets.Bool(False).tag(sync=True)
+
+    # Selection: ids (row * grid_size + col) of visible cells of the level shown, sorted
     selected = CellIds().tag(sync=True)
 
     # View
     size = traitlets.Int(500).tag(sync=True)
 
-    def __init__(self, atlas: Atlas, cache: ActivationCache | None = None, size: int = 500, **kwargs):
+    # Python-only: bumped whenever the widget starts showing another atlas (a zoom level, a
+    # comparison widget's new pair), so link() can hand the new atlas to linked panels
+    atlas_version = traitlets.Int(0)
+
+    def __init__(
+        self,
+        atlas: Atlas,
+        cache: ActivationCache | None = None,
+        size: int = 500,
+        model: nn.Module | None = None,
+        icons: str = "examples",
+        levels: int = 2,
+        fv_options: dict[str, Any] | None = None,
+        **kwargs,
+    ):
         if not isinstance(atlas, Atlas):
             raise TypeError(
                 f"AtlasWidget needs an Atlas (from aw.build_atlas), got {type(atlas).__name__}; "
@@ -80,25 +145,107 @@ class AtlasWidget(anywidget.AnyWidget):
             _check_cache(atlas, cache)
         if isinstance(size, bool) or not isinstance(size, int) or not 120 <= size <= 4000:
             raise ValueError(f"size must be an int of CSS pixels in [120, 4000], got {size!r}.")
+        if model is not None and not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module (or None), got {type(model).__name__}.")
+        _check_kind(icons)
+        if icons == "feature-vis" and model is None:
+            raise ValueError(_NO_MODEL.format(level=0))
+        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 6:
+            raise ValueError(f"levels must be an int in [1, 6] (level k has n * 2**k cells per side), "
+                             f"got {levels!r}.")
+        if fv_options is not None and not isinstance(fv_options, dict):
+            raise TypeError(f"fv_options must be a dict of cell_icons keywords, got "
+                            f"{type(fv_options).__name__}.")
         self._atlas = atlas
-        classes = atlas.classes if atlas.classes is not None else (cache.classes if cache else None)
-        super().__init__(**_atlas_traits(atlas, classes), size=size, **kwargs)
+        self._cache = cache
+        self._model = model
+        self._fv_options = dict(fv_options or {})
+        self._levels: dict[int, Atlas] = {0: atlas}
+        self._levels_asked = levels
+        self._icon_sets: dict[tuple[int, str], torch.Tensor] = {}
+        self._quiet = True  # the observers below ignore the traits __init__ sets
+        self._classes = atlas.classes if atlas.classes is not None else (cache.classes if cache else None)
+        first = self._icons_of(atlas, 0, icons)
+        traits = {**_atlas_traits(atlas, self._classes, first), **kwargs}
+        super().__init__(
+            size=size, level=0, cells_level=0, n_levels=self._max_levels(levels), icons=icons,
+            sprite_icons=icons, can_feature_vis=model is not None, **traits,
+        )
+        self._quiet = False
 
     @classmethod
     def from_cache(
-        cls, cache: ActivationCache, layer: str | None = None, size: int = 500, **build_kwargs
+        cls, cache: ActivationCache, layer: str | None = None, size: int = 500,
+        model: nn.Module | None = None, icons: str = "examples", levels: int = 2,
+        fv_options: dict[str, Any] | None = None, **build_kwargs,
     ) -> "AtlasWidget":
         """Build the atlas of ``layer`` (see ``build_atlas`` for the keywords) and show it."""
-        return cls(build_atlas(cache, layer, **build_kwargs), cache, size=size)
+        return cls(build_atlas(cache, layer, **build_kwargs), cache, size=size, model=model,
+                   icons=icons, levels=levels, fv_options=fv_options)
 
     @property
     def atlas(self) -> Atlas:
-        """The Atlas this widget shows."""
+        """The Atlas of the level shown; ``selected`` holds ids of its cells."""
         return self._atlas
 
-    # Python-only: bumped whenever the widget starts showing another atlas (a comparison widget's
-    # new pair), so link() can hand the new atlas to linked panels
-    atlas_version = traitlets.Int(0)
+    def atlas_at(self, level: int) -> Atlas:
+        """The Atlas of zoom ``level`` (built on first use: the level-0 layout re-binned into
+        ``n * 2**level`` cells per side, no new UMAP run)."""
+        level = self._checked_level(level)
+        if level not in self._levels:
+            base = self._levels[0]
+            try:
+                self._levels[level] = self._regrid(base, base.cells.n * 2 ** level)
+            except ValueError:
+                # too fine for this data: stop the page from asking for it again
+                self.n_levels = min(self.n_levels, level)
+                raise
+        return self._levels[level]
+
+    def use_icons(self, kind: str) -> None:
+        """Show "examples" (dataset crops) or "feature-vis" icons, at this level and the others.
+
+        Feature-vis icons of a level are rendered on first use (a progress bar shows here) and
+        kept; they need the ``model`` given to the widget, or ``set_icons`` for that level.
+        """
+        _check_kind(kind)
+        self.icons = kind
+
+    def set_icons(self, level: int, icons) -> None:
+        """Use precomputed feature-vis icons for ``level``.
+
+        icons : uint8 tensor or array, shape (m, 3, s, s), one icon per visible cell of that level
+            in the order of ``atlas_at(level).cells.ids`` (``cell_icons(...).icons`` is made so)
+        """
+        atlas = self.atlas_at(level)
+        if isinstance(icons, np.ndarray):
+            icons = torch.from_numpy(icons)
+        if not isinstance(icons, torch.Tensor):
+            raise TypeError(f"icons must be a uint8 tensor or array of shape (m, 3, s, s), got "
+                            f"{type(icons).__name__}.")
+        m = len(atlas.cells.ids)
+        if icons.ndim != 4 or icons.shape[0] != m or icons.shape[1] != 3 or icons.shape[2] != icons.shape[3]:
+            raise ValueError(
+                f"icons for level {level} must have shape ({m}, 3, s, s): one square RGB icon per "
+                f"visible cell of its {atlas.cells.n}x{atlas.cells.n} grid; got {tuple(icons.shape)}."
+            )
+        if icons.dtype != torch.uint8:
+            raise TypeError(f"icons must be uint8 (0..255), got {icons.dtype}; scale and cast first.")
+        if icons.shape[-1] < 4:
+            raise ValueError(f"icons must be at least 4 pixels wide, got {icons.shape[-1]}.")
+        self._icon_sets[(int(level), "feature-vis")] = icons.detach().cpu().contiguous()
+        self.can_feature_vis = True
+        if self.cells_level == level and self.sprite_icons == "feature-vis":
+            self._send_icons(self._atlas, level, "feature-vis")
+
+    def icons_at(self, level: int | None = None, kind: str | None = None) -> torch.Tensor:
+        """The icons of ``level`` (default: the one shown) of ``kind`` (default: the one asked for):
+        uint8 tensor, shape (m, 3, s, s), in the order of ``atlas_at(level).cells.ids``. Renders
+        feature-vis icons when they are not there yet."""
+        level = self.cells_level if level is None else level
+        kind = self.icons if kind is None else kind
+        _check_kind(kind)
+        return self._icons_of(self.atlas_at(level), level, kind)
 
     def selected_rows(self) -> np.ndarray:
         """Row indices of the layer that fall in the selected cells, int64 shape (k,)."""
@@ -114,6 +261,8 @@ class AtlasWidget(anywidget.AnyWidget):
             "share": from_buffer(self.cell_share, "float32", (m,)),
         }
 
+    # ---- validation and observers ------------------------------------------------------------
+
     @traitlets.validate("selected")
     def _valid_selection(self, proposal):
         value = proposal["value"]
@@ -126,11 +275,180 @@ class AtlasWidget(anywidget.AnyWidget):
             raise ValueError(f"grid_size must be >= 1, got {proposal['value']}.")
         return proposal["value"]
 
+    @traitlets.validate("icons")
+    def _valid_icons(self, proposal):
+        _check_kind(proposal["value"])
+        return proposal["value"]
 
-def _atlas_traits(atlas: Atlas, classes) -> dict:
-    """The data traits of an atlas, as AtlasWidget sends them (see the trait comments)."""
+    @traitlets.validate("level")
+    def _valid_level(self, proposal):
+        if not getattr(self, "_quiet", True):
+            self._checked_level(proposal["value"])
+        return proposal["value"]
+
+    @traitlets.observe("level")
+    def _on_level(self, change):
+        if self._quiet or change["new"] == self.cells_level:
+            return
+        self._switch(lambda: self._show_level(change["new"]), "level", change["old"])
+
+    @traitlets.observe("icons")
+    def _on_icons(self, change):
+        if self._quiet or change["new"] == self.sprite_icons:
+            return
+        self._switch(lambda: self._send_icons(self._atlas, self.cells_level, change["new"]), "icons",
+                     change["old"])
+
+    def _switch(self, do, name: str, old) -> None:
+        """Run a switch the page or Python asked for; on failure tell the page what it still
+        shows (so its toggle and status recover), then report the error."""
+        try:
+            do()
+        except (ValueError, TypeError, RuntimeError):
+            self._quiet = True
+            try:
+                setattr(self, name, old)
+            finally:
+                self._quiet = False
+            raise
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _checked_level(self, level) -> int:
+        if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
+            raise TypeError(f"level must be an int, got {type(level).__name__}.")
+        if not 0 <= level < self.n_levels:
+            why = ("" if self._cache is not None else
+                   "; zoom levels need the cache: AtlasWidget(atlas, cache)")
+            raise ValueError(f"level must be in [0, {self.n_levels - 1}], got {level}{why}.")
+        return int(level)
+
+    def _max_levels(self, levels: int) -> int:
+        """Levels this widget can show: 1 without a cache or for an atlas it cannot re-bin."""
+        return levels if self._cache is not None and self._can_regrid(self._atlas) else 1
+
+    def _can_regrid(self, atlas: Atlas) -> bool:
+        return type(atlas) is Atlas
+
+    def _regrid(self, base: Atlas, grid_size: int) -> Atlas:
+        return base.regrid(self._cache, grid_size)
+
+    def _extra_traits(self, atlas: Atlas) -> dict[str, Any]:
+        """Traits a subclass sends with every atlas (the comparison's cell values)."""
+        return {}
+
+    def _icons_of(self, atlas: Atlas, level: int, kind: str) -> torch.Tensor:
+        """Icons of ``atlas`` (the atlas of ``level``); feature-vis ones rendered and kept on first use."""
+        if kind == "examples":
+            return atlas.icons
+        key = (int(level), kind)
+        if key not in self._icon_sets:
+            self._icon_sets[key] = self._render(atlas, level)
+        return self._icon_sets[key]
+
+    def _render(self, atlas: Atlas, level: int) -> torch.Tensor:
+        """Feature-vis icons of ``atlas``'s cells, uint8 (m, 3, s, s), with a progress bar."""
+        if self._model is None:
+            raise ValueError(_NO_MODEL.format(level=level))
+        from ..render.icons import cell_icons
+
+        options = dict(self._fv_options)
+        if "size" not in options:
+            h, w = self._cache.input_hw if self._cache is not None else (0, 0)
+            if h < 8 or h != w:
+                raise ValueError(
+                    "Feature-vis icons need the model's input size; pass "
+                    "fv_options={'size': <pixels>} (the cache gives no square input size).")
+            options["size"] = int(h)
+        result = cell_icons(self._model, atlas, self._cache, **options)
+        # one icon per cell: the first variant when several were asked for
+        return result.icons[:: result.per_direction].contiguous()
+
+    def _show_level(self, level: int) -> None:
+        atlas = self.atlas_at(level)
+        icons = self._icons_of(atlas, level, self.icons)  # may render: before anything changes
+        carried = _carry_selection(self._atlas, atlas, self.selected)
+        with self.hold_sync():
+            self.selected = []  # checked against the old cells, so it must go before them
+            self._atlas = atlas
+            self._set_traits(atlas, level, self.icons, icons)
+        self.atlas_version += 1  # linked panels switch to this level's atlas (see link())
+        self.selected = carried
+
+    def _send_icons(self, atlas: Atlas, level: int, kind: str) -> None:
+        """Send ``kind`` icons of the level shown (a toggle: the cells stay)."""
+        icons = self._icons_of(atlas, level, kind)
+        sheet, cols = sprite_sheet(icons)
+        with self.hold_sync():
+            self.sprite = sheet
+            self.sprite_cols = cols
+            self.icon_size = int(icons.shape[-1])
+            self.sprite_icons = kind
+
+    def _set_traits(self, atlas: Atlas, level: int, kind: str, icons: torch.Tensor) -> None:
+        values = {**_atlas_traits(atlas, self._classes, icons), **self._extra_traits(atlas),
+                  "cells_level": level, "sprite_icons": kind}
+        self._quiet = True
+        try:
+            for name, value in values.items():
+                setattr(self, name, value)
+            self.level = level
+        finally:
+            self._quiet = False
+
+    def _replace_base(self, new: Atlas) -> None:
+        """Show another level-0 atlas (a comparison's new pair): levels and icons start afresh."""
+        kind = self.icons
+        icons = self._render(new, 0) if kind == "feature-vis" else new.icons  # before any change
+        with self.hold_sync():
+            self.selected = []  # checked against the old cells, so it must go before them
+            self._atlas = new
+            self._levels = {0: new}
+            self._icon_sets = {(0, kind): icons} if kind == "feature-vis" else {}
+            self.n_levels = self._max_levels(self._levels_asked)
+            self._set_traits(new, 0, kind, icons)
+        self.atlas_version += 1  # linked panels switch to the new atlas (see link())
+
+
+_NO_MODEL = (
+    "Feature-vis icons of level {level} need a model: AtlasWidget(atlas, cache, model=model), or "
+    "give them precomputed with widget.set_icons({level}, icons)."
+)
+
+
+def _check_kind(kind) -> None:
+    if kind not in ICON_KINDS:
+        raise ValueError(f"icons must be one of {list(ICON_KINDS)}, got {kind!r}.")
+
+
+def _carry_selection(old: Atlas, new: Atlas, selected: list[int]) -> list[int]:
+    """The cells of ``new`` that cover the selected cells of ``old``, two grids of one layout whose
+    sides differ by a power of two: the visible children when zooming in, the parents when out."""
+    if not selected:
+        return []
+    n_old, n_new = old.cells.n, new.cells.n
+    ids = np.asarray(selected, dtype=np.int64)
+    row, col = ids // n_old, ids % n_old
+    if n_new >= n_old:
+        f = n_new // n_old
+        sub = np.arange(f)
+        rows = (row[:, None, None] * f + sub[None, :, None]).repeat(f, 2)
+        cols = (col[:, None, None] * f + sub[None, None, :]).repeat(f, 1)
+        wanted = (rows * n_new + cols).ravel()
+    else:
+        f = n_old // n_new
+        wanted = (row // f) * n_new + col // f
+    return sorted(set(np.intersect1d(wanted, new.cells.ids).tolist()))
+
+
+def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None) -> dict:
+    """The data traits of an atlas, as AtlasWidget sends them (see the trait comments).
+
+    icons : uint8 tensor (m, 3, s, s) to draw; default the atlas's own dataset-example icons
+    """
     cells = atlas.cells
-    sprite, cols = sprite_sheet(atlas.icons)
+    icons = atlas.icons if icons is None else icons
+    sprite, cols = sprite_sheet(icons)
     return dict(
         layer=atlas.layer,
         grid_size=cells.n,
@@ -143,7 +461,7 @@ def _atlas_traits(atlas: Atlas, classes) -> dict:
         cell_class=[_class_name(int(c), classes) for c in atlas.top_class],
         sprite=sprite,
         sprite_cols=cols,
-        icon_size=int(atlas.icons.shape[-1]),
+        icon_size=int(icons.shape[-1]),
     )
 
 
@@ -160,4 +478,3 @@ def _check_cache(atlas: Atlas, cache: ActivationCache) -> None:
             f"The atlas has {len(atlas.xy)} rows but the cache's layer {atlas.layer!r} has "
             f"{cache[atlas.layer].n_rows}; pass the cache the atlas was built from."
         )
-

@@ -10,6 +10,11 @@ Picking another pair is one call, ``widget.show_pair(a, b)``, or the page's pair
 cache's layer holds attributions for more than one pair; either recomputes the comparison on the
 same 1-D embedding (no new UMAP run), sends every trait again and clears the selection.
 
+Zoom levels and icon sets are AtlasWidget's (``model=``, ``icons=``, ``levels=``, ``use_icons``,
+``set_icons``): level k re-bins the same x and y into ``n * 2**k`` cells per side with
+``compare_atlas(..., y=atlas.y, grid_size=...)``; a new pair starts again at level 0 with the
+icon set asked for.
+
 DOM hooks for tests, besides AtlasWidget's (``.aw-atlas`` with ``data-selected``, ``data-view``,
 ``data-hover``, ``data-ready``): the root has ``data-mode="compare"``, ``data-pair`` (``a``, tab,
 ``b``) and ``data-cell-values`` (comma-separated colour values in [-1, 1], 3 decimals, in the order
@@ -33,7 +38,7 @@ from ..attribution import _name
 from ..cache.cache import ActivationCache
 from ..layout.compare import ComparisonAtlas, compare_atlas
 from ._common import from_buffer, to_buffer
-from .atlas import AtlasWidget, _atlas_traits, _check_cache
+from .atlas import AtlasWidget, _check_cache
 
 __all__ = ["ComparisonWidget"]
 
@@ -98,14 +103,20 @@ class ComparisonWidget(AtlasWidget):
         b,
         layer: str | None = None,
         size: int = 500,
+        model=None,
+        icons: str = "examples",
+        levels: int = 2,
+        fv_options: dict[str, Any] | None = None,
         **compare_kwargs,
     ) -> "ComparisonWidget":
         """Compare class ``a`` (right) with ``b`` (left) on ``layer`` and show it.
 
         ``compare_kwargs`` go to ``compare_atlas`` (grid_size, min_count, seed, n_neighbors,
         icon_size, y) and are kept for ``show_pair``, except ``y``, which is the embedding itself.
+        ``model``, ``icons``, ``levels`` and ``fv_options`` are AtlasWidget's.
         """
-        widget = cls(compare_atlas(cache, a, b, layer, **compare_kwargs), cache, size=size)
+        widget = cls(compare_atlas(cache, a, b, layer, **compare_kwargs), cache, size=size,
+                     model=model, icons=icons, levels=levels, fv_options=fv_options)
         widget._compare_kwargs.update({k: v for k, v in compare_kwargs.items() if k != "y"})
         return widget
 
@@ -156,18 +167,24 @@ class ComparisonWidget(AtlasWidget):
     # ---- internals -------------------------------------------------------------------------
 
     def _show(self, new: ComparisonAtlas) -> None:
-        classes = new.classes if new.classes is not None else self._cache.classes
-        with self.hold_sync():
-            self.selected = []  # checked against the old cells, so it must go before them
-            self._atlas = new
-            self._switching = True
-            try:
-                for name, value in {**_atlas_traits(new, classes),
-                                    **_comparison_traits(new, self._cache)}.items():
-                    setattr(self, name, value)
-            finally:
-                self._switching = False
-        self.atlas_version += 1  # linked panels switch to the new atlas (see link())
+        self._switching = True  # the pair trait changes with the rest: not a request from the page
+        try:
+            self._replace_base(new)  # level 0 of the new pair, selection cleared, panels follow
+        finally:
+            self._switching = False
+
+    def _can_regrid(self, atlas) -> bool:
+        return isinstance(atlas, ComparisonAtlas)
+
+    def _regrid(self, base: ComparisonAtlas, grid_size: int) -> ComparisonAtlas:
+        # a zoom level: the same x and 1-D embedding y, binned finer (no UMAP run)
+        settings = {**self._compare_kwargs, "grid_size": grid_size, "min_count": base.min_count}
+        settings.pop("y", None)
+        settings.pop("layer", None)
+        return compare_atlas(self._cache, base.a, base.b, base.layer, y=base.y, **settings)
+
+    def _extra_traits(self, atlas: ComparisonAtlas) -> dict[str, Any]:
+        return _comparison_traits(atlas, self._cache)
 
     @traitlets.validate("pair")
     def _valid_pair(self, proposal):
