@@ -68,7 +68,7 @@ _LAZY = {
 }
 
 # public name -> module exported whole: aw.objectives.channel(...)
-_MODULES = {"objectives": "atlaswidgets.render.objectives"}
+_MODULES = {"objectives": "atlaswidgets.render.objectives", "audit": "atlaswidgets.experiments.audit"}
 
 __all__ = sorted([*_LAZY, *_MODULES]) + ["__version__"]
 

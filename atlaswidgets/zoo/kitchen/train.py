@@ -58,13 +58,19 @@ def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
 
 
 def train(n_train: int = 10_000, epochs: int = 6, seed: int = 0, batch_size: int = 64,
-          lr: float = 3e-3, n_val: int = 1000, size: int = 64, log=print):
+          lr: float = 3e-3, n_val: int = 1000, size: int = 64, log=print, *,
+          data: tuple | None = None, init: dict | None = None):
     """Train a fresh KitchenNet; return (model in eval mode, history).
 
     n_train : training images, generated with ``dataset(n_train, seed)``
     epochs : passes over them; the learning rate follows one cosine cycle with a short warm-up
     n_val : validation images from seed ``seed + VAL_OFFSET`` (0 to skip validation)
     log : called with one line per epoch (``None`` for silence)
+    data : optional ``(x_train, y_train, x_val, y_val)`` made by the caller instead of the
+        kitchen world's (the planted-flaw worlds of ``experiments.audit``): x uint8 tensors,
+        shape (n, 3, size, size), y int64 (n,); x_val/y_val may be None. n_train, n_val and
+        size then come from them.
+    init : optional state dict to start from (fine-tuning) instead of a random initialisation
     history : list of per-epoch dicts (epoch, loss, train_acc, val_acc, seconds)
     """
     for name, value, low in (("n_train", n_train, 1), ("epochs", epochs, 1),
@@ -74,12 +80,18 @@ def train(n_train: int = 10_000, epochs: int = 6, seed: int = 0, batch_size: int
             raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
     torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
-    x_train, y_train = _images(seed, n_train, size)
-    x_val, y_val = _images(seed + VAL_OFFSET, n_val, size) if n_val else (None, None)
+    if data is None:
+        x_train, y_train = _images(seed, n_train, size)
+        x_val, y_val = _images(seed + VAL_OFFSET, n_val, size) if n_val else (None, None)
+    else:
+        x_train, y_train, x_val, y_val = data
+        n_train, n_val = len(x_train), (0 if x_val is None else len(x_val))
     if log:
         log(f"generated {n_train} + {n_val} images in {time.perf_counter() - t0:.1f} s")
     torch.manual_seed(seed)
     net = KitchenNet(len(CLASSES))
+    if init is not None:
+        net.load_state_dict(init)
     opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=5e-4)
     steps_per_epoch = -(-n_train // batch_size)
     total = epochs * steps_per_epoch

@@ -328,13 +328,19 @@ def _sample_context(rng: np.random.Generator, name: str, cook: dict) -> dict:
     return obj
 
 
-def sample_scene(rng: np.random.Generator) -> dict:
-    """All the numbers of one scene: class label, background, cookware, context objects, light."""
+def sample_scene(rng: np.random.Generator, rates: dict | None = None) -> dict:
+    """All the numbers of one scene: class label, background, cookware, context objects, light.
+
+    rates : P(context | class) per context name, like ``CONTEXT_RATES`` (the default); another
+        table re-wires the world's correlations (the planted flaws of ``experiments.audit``)
+        while drawing the same random numbers, so every other part of the scene is unchanged.
+    """
+    rates = CONTEXT_RATES if rates is None else rates
     label = int(rng.integers(len(CLASSES)))
     scene = {"label": label, "background": _sample_background(rng)}
     cook = _sample_cookware(rng, label)
     scene["cookware"] = cook
-    present = [name for name in _ORDER if rng.random() < CONTEXT_RATES[name][label]]
+    present = [name for name in _ORDER if rng.random() < rates[name][label]]
     scene["objects"] = [_sample_context(rng, name, cook) for name in present]
     scene["light"] = {"brightness": float(rng.uniform(0.75, 1.15)),
                       "gradient": float(rng.uniform(0.0, 0.5)),
