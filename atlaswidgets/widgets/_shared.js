@@ -23,6 +23,23 @@ function toBlobPart(value) {
   return new Uint8Array(value);
 }
 
+// Decode a PNG sprite sheet synced from Python. Returns {img, url} (img null for no bytes), or
+// null when it does not decode (logged). The caller revokes url once the image is replaced.
+async function decodeSprite(bytes, what) {
+  if (!bytes || bytes.byteLength === 0) return { img: null, url: null };
+  const url = URL.createObjectURL(new Blob([toBlobPart(bytes)], { type: "image/png" }));
+  const img = new Image();
+  img.src = url;
+  try {
+    await img.decode();
+  } catch (err) {
+    URL.revokeObjectURL(url);
+    console.error(`atlaswidgets: ${what} did not decode`, err);
+    return null;
+  }
+  return { img, url };
+}
+
 function el(tag, className, parent) {
   const node = document.createElement(tag);
   if (className) node.className = className;

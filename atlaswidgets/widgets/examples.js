@@ -38,20 +38,9 @@ function render({ model, el: host }) {
   async function update() {
     const my = ++token;
     const s = snapshot();
-    let img = null;
-    let url = null;
-    if (s.n > 0 && s.sprite && s.sprite.byteLength > 0) {
-      url = URL.createObjectURL(new Blob([toBlobPart(s.sprite)], { type: "image/png" }));
-      img = new Image();
-      img.src = url;
-      try {
-        await img.decode();
-      } catch (err) {
-        URL.revokeObjectURL(url);
-        console.error("atlaswidgets: the example sprite sheet did not decode", err);
-        return;
-      }
-    }
+    const decoded = await decodeSprite(s.n > 0 ? s.sprite : null, "the example sprite sheet");
+    if (decoded === null) return;
+    const { img, url } = decoded;
     if (my !== token) {
       if (url) URL.revokeObjectURL(url); // a newer page of examples arrived meanwhile
       return;

@@ -58,3 +58,19 @@ def run_code(page, code: str, timeout_ms: int = 60_000) -> str:
         "(el) => /\\[\\d+\\]/.test(el.textContent)", arg=prompt.element_handle(), timeout=timeout_ms
     )
     return "\n".join(cell.locator(".jp-OutputArea-output").all_inner_texts())
+
+
+def scratch_notebook(cells: list[str]) -> dict:
+    """An nbformat-4 notebook (as JSON-able dict) of code cells, for a test to write into lab.root."""
+    return {
+        "cells": [
+            {"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
+             "outputs": [], "source": src}
+            for i, src in enumerate(cells)
+        ],
+        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
+                                    "name": "python3"},
+                     "language_info": {"name": "python"}},
+        "nbformat": 4,
+        "nbformat_minor": 5,
+    }

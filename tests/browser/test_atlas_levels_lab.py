@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code
+from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -33,22 +33,6 @@ panel = aw.ExamplePanel(atlas, cache, k=6, thumb_size=64)
 aw.link(widget, panel)
 aw.show(widget, panel)""",
 ]
-
-
-def _notebook() -> dict:
-    cells = [
-        {"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
-         "outputs": [], "source": src}
-        for i, src in enumerate(CELLS)
-    ]
-    return {
-        "cells": cells,
-        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                    "name": "python3"},
-                     "language_info": {"name": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
 
 
 def _view(page) -> tuple[float, float, float]:
@@ -89,7 +73,7 @@ def _shot(page, root, path) -> None:
 
 
 def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
-    (lab.root / NOTEBOOK).write_text(json.dumps(_notebook()))
+    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
     open_notebook(page, lab.notebook_url(NOTEBOOK))
     run_all(page, timeout_ms=180_000)
     root = page.locator(".aw-atlas")

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code
+from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -34,22 +34,6 @@ viewer""",
 ]
 
 
-def _notebook() -> dict:
-    cells = [
-        {"cell_type": "code", "execution_count": None, "id": f"cell{i}", "metadata": {},
-         "outputs": [], "source": src}
-        for i, src in enumerate(CELLS)
-    ]
-    return {
-        "cells": cells,
-        "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
-                                    "name": "python3"},
-                     "language_info": {"name": "python"}},
-        "nbformat": 4,
-        "nbformat_minor": 5,
-    }
-
-
 STATE = ("print(json.dumps({'unit': viewer.unit, 'groups': viewer.groups, 'n': viewer.n_examples, "
          "'related': viewer.related_channels, 'classes': viewer.classes_up + viewer.classes_down}))")
 
@@ -63,7 +47,7 @@ def _wait_unit(page, unit: str) -> None:
 
 
 def test_neuron_viewer_in_lab(lab, page, artifacts):
-    (lab.root / NOTEBOOK).write_text(json.dumps(_notebook()))
+    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
     open_notebook(page, lab.notebook_url(NOTEBOOK))
     run_all(page, timeout_ms=180_000)
     _wait_unit(page, "channel:84")
