@@ -16,7 +16,9 @@ WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 # Appended to the notebook in memory: prints what the notebook computed, for the asserts below.
 FACTS = """
 import json as _json
+import resource as _resource
 print("FACTS" + _json.dumps({
+    "peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
     "accuracy": accuracy,
     "rows": int(acts.n_rows),
     "cells": int(len(atlas.cells.ids)),
@@ -39,6 +41,7 @@ def _run(name: str, tmp_path, extra: str) -> tuple[nbformat.NotebookNode, dict, 
     seconds = time.perf_counter() - start
     out = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
     facts = json.loads(out.split("FACTS", 1)[1])
+    assert facts["peak_rss_mb"] < 2048, "the demo notebooks must fit a Binder machine (2 GB)"
     return nb, facts, seconds
 
 
@@ -70,7 +73,9 @@ def test_quickstart(tmp_path, artifacts):
 PAN_VS_WOK_FACTS = """
 import json as _json
 _rows = {r["patch"]: r for r in table.rows}
+import resource as _resource
 print("FACTS" + _json.dumps({
+    "peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
     "share_wok_side": share_wok_side,
     "share_all": share_all,
     "selected": list(compare_widget.selected),
@@ -123,3 +128,64 @@ def test_pan_vs_wok(tmp_path, artifacts):
     assert facts["class_atlas_rows"] > 300 and facts["class_atlas_wok_share"] > 0.6
     assert facts["class_atlas_noodles"] >= 3 * facts["share_all"]
     assert facts["imagenet"] == ["frying pan", "wok"]
+
+
+NEURON_VIEWER_FACTS = """
+import json as _json
+from atlaswidgets.widgets.explorer import strongest_cells as _strongest
+_rows = explorer.atlas_widget.atlas.rows_of(noodle_cells)
+_mean = cache["block4"].acts[_rows].double().mean(0).numpy()
+explorer.viewer.show_channel(noodles_channel)
+import resource as _resource
+print("FACTS" + _json.dumps({
+    "peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "noodles_channel": int(noodles_channel),
+    "noodles_score": float(noodles_score),
+    "chopsticks_score": float(chopsticks.top_and_random),
+    "viewer_unit": viewer.unit,
+    "top_group_noodles": float(np.mean([has_noodles(data.annotations[s])
+                                        for s in viewer.samples.groups["top"].sample_id])),
+    "noodle_cells": [int(c) for c in noodle_cells],
+    "strongest": _strongest(explorer.atlas_widget.atlas, noodles_channel, 4),
+    "comparison_strongest": _strongest(explorer.comparison_widget.atlas, noodles_channel, 4),
+    "comparison_selected": list(explorer.comparison_widget.selected),
+    "atlas_selected_after": list(explorer.atlas_widget.selected),
+    "panel_selected": list(explorer.atlas_panel.selected),
+    "direction_error": float(np.abs(direction - _mean).max()),
+    "direction_top_noodles": direction_top_noodles,
+    "related": related,
+    "noodles_top5": [int(r.unit) for r in ranked],
+    "share_cells": share_cells,
+    "share_all": share_all,
+    "viewer_unit_after": explorer.viewer.unit,
+}))
+"""
+
+
+@pytest.mark.slow
+def test_neuron_viewer_notebook(tmp_path, artifacts):
+    nb, facts, seconds = _run("03_neuron_viewer.ipynb", tmp_path, NEURON_VIEWER_FACTS)
+    (artifacts / "neuron-viewer-facts.json").write_text(json.dumps(dict(facts, seconds=seconds), indent=1))
+    print(f"03_neuron_viewer executed in {seconds:.1f} s")
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 2  # the viewer and the Explorer
+
+    # explanation scoring finds a noodles channel, well above the control object
+    assert facts["noodles_score"] >= 0.5
+    assert facts["chopsticks_score"] < facts["noodles_score"] - 0.2
+    assert facts["viewer_unit"] == {"kind": "channel", "layer": "block4", "channel": facts["noodles_channel"]}
+    assert facts["top_group_noodles"] >= 0.8  # its top examples do show noodles
+    # the Explorer's views agree: the channel selected its strongest cells in both atlases, the
+    # panel followed, and selecting those cells sent their members' mean to the viewer
+    assert facts["noodle_cells"] == facts["strongest"] == facts["panel_selected"]
+    assert facts["comparison_selected"] == facts["comparison_strongest"]
+    assert facts["atlas_selected_after"] == facts["strongest"]
+    assert facts["direction_error"] < 1e-4
+    assert facts["direction_top_noodles"] >= 0.8
+    # the direction's most correlated channels include channels that "noodles" explains well
+    assert set(facts["related"]) & set(facts["noodles_top5"])
+    assert facts["viewer_unit_after"]["channel"] == facts["noodles_channel"]
+    # and those cells see noodles far more often than positions overall
+    assert facts["share_cells"] >= 2 * facts["share_all"]
