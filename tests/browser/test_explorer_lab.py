@@ -1,0 +1,123 @@
+"""The Explorer in a real JupyterLab: an atlas click drives the viewer, a channel drives the atlas,
+and a hostile class name stays text in every widget."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+NOTEBOOK = "explorer_lab.ipynb"
+XSS = "<img src=x onerror=window.__awPwned=1>"
+
+# A small kitchen cache with statistics, "baking tray" renamed to hostile markup, and a cheap PCA
+# layout (no UMAP run); no model, so the viewer draws boxes instead of maps and renders no icon.
+CELLS = [
+    f"""import json, torch
+import atlaswidgets as aw
+from atlaswidgets.zoo import kitchen
+
+XSS = {XSS!r}
+classes = [XSS if c == "baking tray" else c for c in kitchen.CLASSES]
+model = kitchen.model()
+data = kitchen.dataset(240, seed=1)
+cache = aw.capture(model, data, "block4", per_image=4, stats=True, classes=classes, progress=False)
+acts = cache["block4"].acts.float()
+centred = acts - acts.mean(0)
+xy = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T).numpy()""",
+    """explorer = aw.Explorer(cache, "block4", xy=xy, grid_size=8, comparison=False, k=4,
+                       size=380, viewer_options=dict(n=3))
+explorer""",
+]
+
+ROOT_JS = "document.querySelector('.aw-atlas')"
+
+
+def _wait_viewer(page, unit: str) -> None:
+    page.wait_for_selector(f".aw-neuron[data-unit='{unit}']", timeout=30_000)
+    page.wait_for_function("() => !document.querySelector('.aw-neuron').dataset.pending", timeout=30_000)
+
+
+def test_explorer_in_lab(lab, page, artifacts):
+    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
+    open_notebook(page, lab.notebook_url(NOTEBOOK))
+    run_all(page, timeout_ms=180_000)
+    atlas = page.locator(".aw-atlas")
+    atlas.wait_for(timeout=60_000)
+    page.wait_for_selector(".aw-atlas[data-ready='1']", timeout=30_000)
+    page.wait_for_selector(".aw-neuron", timeout=30_000)
+
+    # 1. A click on the busiest cell shows that cell's mean direction in the viewer.
+    info = json.loads(run_code(page, (
+        "a = explorer.atlas_widget.atlas; _k = int(a.cells.count.argmax()); "
+        "print(json.dumps({'id': int(a.cells.ids[_k]), 'ij': a.cells.ij[_k].tolist()}))"
+    )))
+    canvas = atlas.locator(".aw-atlas-canvas")
+    canvas.scroll_into_view_if_needed()
+    scale, ox, oy = (float(v) for v in atlas.get_attribute("data-view").split(","))
+    box = canvas.bounding_box()
+    row, col = info["ij"]
+    page.mouse.click(box["x"] + ox + (col + 0.5) * scale, box["y"] + oy + (row + 0.5) * scale)
+    page.wait_for_function(f"(id) => {ROOT_JS}.dataset.selected === String(id)", arg=info["id"],
+                           timeout=10_000)
+    _wait_viewer(page, "direction")
+    py = json.loads(run_code(page, (
+        "import numpy as np; _d = aw.selection_direction(explorer.atlas_widget.atlas, [%d]); "
+        "print(json.dumps({'source': explorer.source, 'unit': explorer.viewer.unit, "
+        "'same': bool(np.allclose(explorer.direction, _d)), "
+        "'top': explorer.viewer.samples.groups['top'].sample_id.tolist()}))" % info["id"]
+    )))
+    assert py["source"] == "atlas" and py["same"] and py["unit"]["kind"] == "direction"
+    assert str(info["id"]) in py["unit"]["label"]
+    top = page.locator(".aw-neuron [data-group='top'][data-sample-id]")
+    assert [int(e.get_attribute("data-sample-id")) for e in top.all()] == py["top"]
+
+    # 2. A channel typed into the viewer selects, in the atlas, the cells where it is strongest.
+    channel_box = page.locator(".aw-neuron-channel")
+    channel_box.fill("84")
+    channel_box.press("Enter")
+    _wait_viewer(page, "channel:84")
+    strongest = json.loads(run_code(page, (
+        "print(json.dumps(sorted(aw.strongest_cells(explorer.atlas_widget.atlas, 84, n=4))))"
+    )))
+    page.wait_for_function(f"(s) => {ROOT_JS}.dataset.selected === s",
+                           arg=",".join(map(str, strongest)), timeout=10_000)
+    state = json.loads(run_code(page, (
+        "print(json.dumps([explorer.viewer.unit, explorer.atlas_widget.selected, "
+        "explorer.atlas_panel.selected]))"
+    )))
+    assert state == [{"kind": "channel", "layer": "block4", "channel": 84}, strongest, strongest]
+
+    # 3. The hostile class name is text in the atlas tooltip, the panel and the viewer.
+    tray = json.loads(run_code(page, (
+        "_names = explorer.atlas_widget.atlas.top_class_names; "
+        "_ids = [int(i) for i, n in zip(explorer.atlas_widget.atlas.cells.ids, _names) if n == XSS]; "
+        "explorer.show_cells(_ids[:1]); print(json.dumps(_ids[:1]))"
+    )))
+    assert tray, "expected a cell whose most common class is the renamed baking tray"
+    page.wait_for_function(
+        "(id) => document.querySelector('.aw-examples-header')?.dataset.cells === String(id)",
+        arg=tray[0], timeout=20_000)
+    _wait_viewer(page, "direction")
+    labels = [e.text_content() for e in page.locator(".aw-example-label").all()]
+    assert XSS in labels
+    viewer_labels = page.locator(".aw-neuron").text_content()
+    assert XSS in viewer_labels
+    # hover the tray cell: the tooltip names the class as text
+    row, col = json.loads(run_code(page, (
+        "print(json.dumps(explorer.atlas_widget.atlas.cells.ij["
+        "list(explorer.atlas_widget.atlas.cells.ids).index(%d)].tolist()))" % tray[0])))
+    canvas.scroll_into_view_if_needed()
+    scale, ox, oy = (float(v) for v in atlas.get_attribute("data-view").split(","))
+    box = canvas.bounding_box()
+    page.mouse.move(box["x"] + ox + (col + 0.5) * scale, box["y"] + oy + (row + 0.5) * scale)
+    page.wait_for_function(f"(id) => {ROOT_JS}.dataset.hover === String(id)", arg=tray[0], timeout=5_000)
+    assert XSS in atlas.locator(".aw-atlas-tooltip-class").text_content()
+    assert page.evaluate("() => document.querySelectorAll('img[src=\"x\"]').length") == 0
+    assert page.evaluate("() => window.__awPwned") is None
+    dismiss_news(page)
+    page.locator(".jp-OutputArea-output", has=atlas).screenshot(path=str(artifacts / "explorer-lab.png"))
