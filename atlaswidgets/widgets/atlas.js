@@ -295,16 +295,9 @@ function render({ model, el: host }) {
       sprite = null;
       return;
     }
-    const url = URL.createObjectURL(new Blob([toBlobPart(bytes)], { type: "image/png" }));
-    const img = new Image();
-    img.src = url;
-    try {
-      await img.decode();
-    } catch (err) {
-      URL.revokeObjectURL(url);
-      console.error("atlaswidgets: the icon sprite sheet did not decode", err);
-      return;
-    }
+    const decoded = await decodeSprite(bytes, "the icon sprite sheet");
+    if (decoded === null) return;
+    const { img, url } = decoded;
     if (token !== spriteToken) {
       URL.revokeObjectURL(url); // a newer sheet arrived while this one decoded
       return;

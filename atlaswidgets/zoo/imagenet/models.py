@@ -23,7 +23,7 @@ Normalisation, and how it was chosen:
 from __future__ import annotations
 
 import difflib
-import pickle
+import pickle  # only for the exception type that torch.load(weights_only=True) raises
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Sequence
