@@ -46,7 +46,8 @@ from .cache import ActivationCache
 from .data import batches, check_batch, display_uint8, logits_of, sample_digests
 from .hooks import LayerSpec, hooks, resolve_layers
 from .sampling import LIST_HINT, Sampler, receptive_field
-from .topk import ChannelStats, StatsRecorder, stats_config, stats_from_shards
+from .stats_capture import StatsRecorder, stats_from_shards
+from .topk import ChannelStats, stats_config
 
 __all__ = ["resolve_layers", "hooks", "capture"]
 

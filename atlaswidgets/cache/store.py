@@ -233,7 +233,7 @@ def load_cache(
     dev = _default_device(device)
     cache = assemble(pieces, manifest, dev)
     if any("stats" in info for info in manifest["layers"].values()):
-        from .topk import stats_from_shards
+        from .stats_capture import stats_from_shards
 
         cache.stats = stats_from_shards(pieces, manifest["layers"], dev)
     return cache
