@@ -7,31 +7,14 @@ a green run without browser tests would hide that the widgets were never clicked
 
 from __future__ import annotations
 
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from ..conftest import ROOT, in_ci
-
-CHROMIUM = os.environ.get("ATLASWIDGETS_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
-TOKEN = "atlaswidgets-browser-test"
+from .lab import CHROMIUM, CHROMIUM_ARGS, TOKEN, start_lab, stop_lab
 
 
 def _require_browser() -> None:
@@ -47,12 +30,6 @@ def _require_browser() -> None:
         if in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -72,37 +49,13 @@ def lab(tmp_path_factory, artifacts) -> Lab:
     root = tmp_path_factory.mktemp("lab")
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
         shutil.copy(nb, root / nb.name)
-    port = _free_port()
     log = artifacts / "jupyterlab.log"
-    cmd = [
-        sys.executable, "-m", "jupyter", "lab", "--no-browser",
-        f"--port={port}", "--ip=127.0.0.1",
-        f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
-        # no update checks or news pop-ups: the machine has no internet and the page must be quiet
-        "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-    ]
-    if hasattr(os, "getuid") and os.getuid() == 0:
-        cmd.append("--allow-root")
-    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{url}/api/status?token={TOKEN}", timeout=2)
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                pytest.fail(f"JupyterLab did not start; see {log}:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-    yield Lab(url=url, root=root, log=log)
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
+        proc, url = start_lab(root, log)
+    except RuntimeError as err:
+        pytest.fail(str(err))
+    yield Lab(url=url, root=root, log=log)
+    stop_lab(proc)
 
 
 @pytest.fixture(scope="session")
