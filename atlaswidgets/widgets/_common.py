@@ -13,13 +13,16 @@ __all__ = ["CellIds", "esm", "to_buffer", "from_buffer"]
 _HERE = Path(__file__).parent
 
 
-def esm(name: str) -> str:
-    """A widget's ES module: _shared.js followed by the widget's own file.
+def esm(*names: str) -> str:
+    """A widget's ES module: _shared.js followed by ``names`` (files beside this one), in order.
 
     anywidget evaluates each module on its own, so a relative import of a sibling file cannot
-    resolve; prepending the shared helpers keeps one copy of them in the source tree.
+    resolve; concatenating keeps one copy of the shared helpers in the source tree and lets a
+    widget's front end be split into files of a readable size. Only the last file may export.
     """
-    return (_HERE / "_shared.js").read_text() + "\n" + (_HERE / name).read_text()
+    if not names:
+        raise ValueError("esm needs at least one file name, e.g. esm('atlas.js').")
+    return "\n".join((_HERE / n).read_text() for n in ("_shared.js", *names))
 
 # dtypes a widget sends; the browser reads them with DataView getters, little-endian
 _WIRE = {"float32": "<f4", "uint32": "<u4", "int32": "<i4"}

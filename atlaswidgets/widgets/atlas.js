@@ -1,7 +1,6 @@
-// AtlasWidget and ComparisonWidget front end: one icon per grid cell on a 2D canvas; zoom, pan,
-// hover, click and lasso selection. ComparisonWidget sets mode = "compare": each cell then gets a
-// frame coloured on a diverging scale by its value in [-1, 1] (b's side blue, a's side orange),
-// a legend names the two classes, and a menu switches between the pairs the cache can show.
+// AtlasWidget front end: one icon per grid cell on a 2D canvas; zoom, pan, hover, click and lasso
+// selection. ComparisonWidget (mode "compare") and DiffWidget (mode "diff") add a score per cell,
+// drawn as a coloured frame with a legend: atlas_scored.js, which Python puts before this file.
 //
 // View mapping (CSS pixels, relative to the canvas's top-left corner): cell (row, col) covers
 //   x = offsetX + col * scale,  y = offsetY + row * scale,  scale wide and high.
@@ -16,61 +15,23 @@
 
 const PAD = 8; // CSS px between the grid and the canvas edge at the home view
 const SELECT_COLOR = "#ff7a00";
-// in comparison mode orange already means "toward a", so the selection is drawn in magenta
-const COMPARE_SELECT_COLOR = "#e0007a";
+// cells marked from Python (`highlighted`: where the viewer's channel is strongest), dashed
+const HIGHLIGHT_COLOR = "#00b8d9";
 const HOVER_COLOR = "#ffffff";
 const EDGE_COLOR = "rgba(20, 20, 20, 0.85)";
-const CLICK_SLOP = 4; // CSS px a pointer may move and still count as a click
 // log2 of the zoom (grid extent over its home extent) at which the next level is asked for, and
 // below which the previous one is: the gap keeps a zoom near one threshold from flipping levels
 const ZOOM_IN = 0.7;
 const ZOOM_OUT = -0.5;
-// Diverging scale, blue (-1, class b) through light grey (0) to orange (+1, class a): the two ends
-// stay apart for the common colour-vision deficiencies (after ColorBrewer's PuOr / RdBu ends).
-const DIVERGING = [[33, 102, 172], [236, 236, 236], [230, 97, 1]];
-
-function divergingColor(v) {
-  const t = Math.max(-1, Math.min(1, Number.isFinite(v) ? v : 0));
-  const [from, to] = t < 0 ? [DIVERGING[1], DIVERGING[0]] : [DIVERGING[1], DIVERGING[2]];
-  const f = Math.abs(t);
-  const c = from.map((x, i) => Math.round(x + (to[i] - x) * f));
-  return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
-}
-
-// Even-odd ray casting: is (x, y) inside the polygon [{x, y}, ...]?
-function insidePolygon(x, y, poly) {
-  let inside = false;
-  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
-    const a = poly[i], b = poly[j];
-    if ((a.y > y) !== (b.y > y) && x < ((b.x - a.x) * (y - a.y)) / (b.y - a.y) + a.x) {
-      inside = !inside;
-    }
-  }
-  return inside;
-}
-
-function signed(v, digits) {
-  return `${v > 0 ? "+" : v < 0 ? "−" : ""}${Math.abs(v).toFixed(digits)}`;
-}
 
 function render({ model, el: host }) {
   // ---- DOM -------------------------------------------------------------------------------
-  const compare = model.get("mode") === "compare";
   const root = el("div", "aw-atlas", host);
-  root.dataset.mode = compare ? "compare" : "atlas";
   // keys pressed on the atlas (Escape) are ours, not JupyterLab's notebook shortcuts
   root.dataset.lmSuppressShortcuts = "true";
   const bar = el("div", "aw-atlas-bar", root);
   const title = el("span", "aw-atlas-title", bar);
   const status = el("span", "aw-atlas-status", bar);
-  // comparison mode: a menu of the pairs the cache can show, and a swap of the two sides
-  const pairSelect = el("select", "aw-atlas-pair", compare ? bar : null);
-  pairSelect.title = "Compare another pair of classes";
-  pairSelect.hidden = true;
-  const swapButton = el("button", "aw-atlas-swap", compare ? bar : null);
-  swapButton.type = "button";
-  swapButton.textContent = "Swap sides";
-  swapButton.hidden = true;
   const iconsButton = el("button", "aw-atlas-icons", bar);
   iconsButton.type = "button";
   iconsButton.hidden = true;
@@ -90,27 +51,21 @@ function render({ model, el: host }) {
   const tipTitle = el("div", "aw-atlas-tooltip-title", tooltip);
   const tipClass = el("div", "aw-atlas-tooltip-class", tooltip);
   const tipCount = el("div", "aw-atlas-tooltip-count", tooltip);
-  const tipDiff = el("div", "aw-atlas-tooltip-diff", compare ? tooltip : null);
-  const tipAttr = el("div", "aw-atlas-tooltip-attr", compare ? tooltip : null);
-  // legend: b's name, the colour bar with 0 in the middle, a's name
-  const legend = el("div", "aw-atlas-legend", compare ? root : null);
-  const legendLeft = el("span", "aw-legend-left", legend);
-  const legendScale = el("span", "aw-legend-scale", legend);
-  const legendBar = el("span", "aw-legend-bar", legendScale);
-  legendBar.style.background = `linear-gradient(to right, ${divergingColor(-1)}, ${divergingColor(0)}, ${divergingColor(1)})`;
-  const legendTicks = el("span", "aw-legend-ticks", legendScale);
-  for (const t of ["−1", "0", "+1"]) el("span", "aw-legend-tick", legendTicks).textContent = t;
-  const legendRight = el("span", "aw-legend-right", legend);
   const help = el("div", "aw-atlas-help", root);
   help.textContent =
     "Scroll to zoom · drag to pan · click a cell to select · shift-click to add or remove · " +
     "shift-drag to lasso · Esc clears";
   help.title = "Esc clears the selection while the pointer is over the atlas";
   const ctx = canvas.getContext("2d");
+  // the scored-cell mode (comparison or diff: frames, legend, tooltip lines), null for a plain atlas
+  const mode = scoredMode(
+    model, { root, bar, before: iconsButton, tooltip, help, status, loadSelection });
+  root.dataset.mode = mode ? mode.name : "atlas";
 
   // ---- state -----------------------------------------------------------------------------
-  let cells = null; // {ids, ij, count, share, names, n, index: Map id -> k, value, diff, attrA, attrB}
+  let cells = null; // {ids, ij, count, share, names, n, index: Map id -> k, and the mode's scores}
   let selected = new Set();
+  let highlighted = new Set();
   let sprite = null; // HTMLImageElement, decoded
   let spriteUrl = null;
   let spriteToken = 0;
@@ -141,14 +96,7 @@ function render({ model, el: host }) {
     const positions = model.get("n_positions");
     const parts = [];
     if (model.get("layer")) parts.push(model.get("layer"));
-    if (compare) {
-      cells.value = readArray(model.get("cell_value"), "f32");
-      cells.diff = readArray(model.get("cell_diff"), "f32");
-      cells.attrA = readArray(model.get("cell_attr_a"), "f32");
-      cells.attrB = readArray(model.get("cell_attr_b"), "f32");
-      root.dataset.cellValues = Array.from(cells.value, (v) => v.toFixed(3)).join(",");
-      parts.push(`${model.get("right_label")} vs ${model.get("left_label")}`);
-    }
+    if (mode) mode.loadCells(cells, parts);
     const level = model.get("cells_level");
     root.dataset.level = String(level);
     if (model.get("n_levels") > 1) parts.push(`level ${level}`);
@@ -158,47 +106,7 @@ function render({ model, el: host }) {
     title.textContent = parts.join(" · ");
     title.title = title.textContent; // the bar may cut it short
     canvas.setAttribute(
-      "aria-label", `${compare ? "Class-comparison atlas" : "Activation atlas"}: ${title.textContent}`);
-  }
-
-  function loadPair() {
-    if (!compare) return;
-    const left = model.get("left_label");
-    const right = model.get("right_label");
-    legendLeft.textContent = left;
-    legendRight.textContent = right;
-    legendLeft.title = `Left: cells whose positions push the model toward ${left}`;
-    legendRight.title = `Right: cells whose positions push the model toward ${right}`;
-    const [a, b] = model.get("pair") || [];
-    root.dataset.pair = `${a ?? ""}\t${b ?? ""}`;
-    const pairs = model.get("pairs") || [];
-    pairSelect.replaceChildren();
-    let current = -1;
-    pairs.forEach(([pa, pb], i) => {
-      const option = el("option", "", pairSelect);
-      option.value = String(i);
-      option.textContent = `${pb} ← → ${pa}`; // read left to right, as on the canvas
-      if (pa === a && pb === b) current = i;
-    });
-    pairSelect.value = String(current);
-    pairSelect.hidden = pairs.length < 2;
-    swapButton.hidden = pairs.length === 0; // no cache on the Python side: it cannot recompute
-    pairSelect.disabled = false;
-    swapButton.disabled = false;
-    if (status.dataset.switching) {
-      delete status.dataset.switching;
-      loadSelection();
-    }
-  }
-
-  function askPair(next) {
-    // Python recomputes the comparison and answers with new traits (or the old pair if it refuses)
-    pairSelect.disabled = true;
-    swapButton.disabled = true;
-    status.dataset.switching = "1";
-    status.textContent = "Switching…";
-    model.set("pair", next);
-    model.save_changes();
+      "aria-label", `${mode ? mode.label : "Activation atlas"}: ${title.textContent}`);
   }
 
   function setBusy(what) {
@@ -278,12 +186,15 @@ function render({ model, el: host }) {
   function loadSelection() {
     selected = new Set((model.get("selected") || []).map(Number));
     root.dataset.selected = [...selected].sort((a, b) => a - b).join(",");
+    highlighted = new Set((model.get("highlighted") || []).map(Number));
+    root.dataset.highlighted = [...highlighted].sort((a, b) => a - b).join(",");
     if (status.dataset.switching) return; // keep "Switching…" until the new pair arrives
     status.textContent = busy === "icons"
       ? "Rendering icons…"
       : busy === "level"
         ? "Loading level…"
-        : selected.size ? `${selected.size} selected` : "";
+        : [selected.size ? `${selected.size} selected` : "",
+          highlighted.size ? `${highlighted.size} highlighted` : ""].filter(Boolean).join(" · ");
     clearButton.disabled = selected.size === 0;
   }
 
@@ -345,28 +256,18 @@ function render({ model, el: host }) {
     ctx.fillStyle = "rgba(128, 128, 128, 0.07)";
     ctx.fillRect(view.ox, view.oy, n * s, n * s);
 
-    if (compare) {
-      // x = 0, where the two classes balance: the grid's columns always cover [-1, 1]
-      ctx.strokeStyle = "rgba(128, 128, 128, 0.6)";
-      ctx.lineWidth = 1;
-      ctx.setLineDash([4, 4]);
-      ctx.beginPath();
-      ctx.moveTo(view.ox + (n / 2) * s, view.oy);
-      ctx.lineTo(view.ox + (n / 2) * s, view.oy + n * s);
-      ctx.stroke();
-      ctx.setLineDash([]);
-    }
+    if (mode) mode.drawUnder(ctx, view, n);
 
     ctx.imageSmoothingEnabled = true;
     ctx.imageSmoothingQuality = "high";
-    // in comparison mode the icon sits inside a frame of its cell's colour, so both stay readable
-    const border = compare ? Math.max(2, Math.min(8, s * 0.12)) : 0;
+    // with scores the icon sits inside a frame of its cell's colour, so both stay readable
+    const border = mode ? Math.max(2, Math.min(8, s * 0.12)) : 0;
     for (let k = 0; k < ids.length; k++) {
       const x = view.ox + ij[2 * k + 1] * s;
       const y = view.oy + ij[2 * k] * s;
       if (x > size || y > size || x + s < 0 || y + s < 0) continue; // off screen
-      if (compare) {
-        ctx.fillStyle = divergingColor(cells.value[k]);
+      if (mode) {
+        ctx.fillStyle = mode.frameColor(k);
         ctx.fillRect(x + gap / 2, y + gap / 2, s - gap, s - gap);
       }
       const inset = gap / 2 + border;
@@ -384,7 +285,10 @@ function render({ model, el: host }) {
 
     // outlines on top of every icon, so a neighbour never covers them
     const line = Math.max(1.5, Math.min(3, s * 0.08));
-    const selectColor = compare ? COMPARE_SELECT_COLOR : SELECT_COLOR;
+    const selectColor = mode ? mode.selectColor : SELECT_COLOR;
+    for (let k = 0; k < ids.length; k++) {
+      if (highlighted.has(ids[k]) && !selected.has(ids[k])) outline(k, HIGHLIGHT_COLOR, line, [4, 3]);
+    }
     for (let k = 0; k < ids.length; k++) {
       if (!selected.has(ids[k])) continue;
       outline(k, selectColor, line);
@@ -396,7 +300,7 @@ function render({ model, el: host }) {
       ctx.moveTo(drag.path[0].x, drag.path[0].y);
       for (const p of drag.path) ctx.lineTo(p.x, p.y);
       ctx.closePath();
-      ctx.fillStyle = compare ? "rgba(224, 0, 122, 0.12)" : "rgba(255, 122, 0, 0.12)";
+      ctx.fillStyle = mode ? mode.lassoFill : "rgba(255, 122, 0, 0.12)";
       ctx.fill();
       ctx.setLineDash([5, 4]);
       ctx.strokeStyle = selectColor;
@@ -406,7 +310,7 @@ function render({ model, el: host }) {
     }
   }
 
-  function outline(k, color, width) {
+  function outline(k, color, width, dash = []) {
     const s = view.scale;
     const x = view.ox + cells.ij[2 * k + 1] * s;
     const y = view.oy + cells.ij[2 * k] * s;
@@ -414,29 +318,14 @@ function render({ model, el: host }) {
     ctx.lineWidth = width + 2;
     ctx.strokeStyle = EDGE_COLOR;
     ctx.strokeRect(x + width / 2, y + width / 2, s - width, s - width);
+    ctx.setLineDash(dash);
     ctx.lineWidth = width;
     ctx.strokeStyle = color;
     ctx.strokeRect(x + width / 2, y + width / 2, s - width, s - width);
+    ctx.setLineDash([]);
   }
 
   // ---- interaction -----------------------------------------------------------------------
-  function pointer(event) {
-    const r = canvas.getBoundingClientRect();
-    // the canvas may be scaled by CSS transforms (notebook zoom); map to its CSS pixel space
-    const sx = r.width ? cssSize() / r.width : 1;
-    const sy = r.height ? cssSize() / r.height : 1;
-    return { x: (event.clientX - r.left) * sx, y: (event.clientY - r.top) * sy };
-  }
-
-  function cellAt(x, y) {
-    if (!cells) return -1;
-    const col = Math.floor((x - view.ox) / view.scale);
-    const row = Math.floor((y - view.oy) / view.scale);
-    if (row < 0 || col < 0 || row >= cells.n || col >= cells.n) return -1;
-    const k = cells.index.get(row * cells.n + col);
-    return k === undefined ? -1 : k;
-  }
-
   function setSelection(ids) {
     const sorted = [...new Set(ids)].sort((a, b) => a - b);
     model.set("selected", sorted);
@@ -460,17 +349,7 @@ function render({ model, el: host }) {
     tipTitle.textContent = `Cell ${id} · row ${row}, col ${col}`;
     tipClass.textContent = `${name}: ${Math.round(share * 100)}% of positions`;
     tipCount.textContent = `${count.toLocaleString("en-US")} position${count === 1 ? "" : "s"}`;
-    if (compare) {
-      const a = model.get("right_label");
-      const b = model.get("left_label");
-      tipDiff.textContent =
-        `mean ${a} − ${b}: ${signed(cells.diff[k], 3)} (${signed(cells.value[k], 2)} of scale)`;
-      const both = cells.attrA.length === cells.ids.length && cells.attrB.length === cells.ids.length;
-      tipAttr.hidden = !both;
-      tipAttr.textContent = both
-        ? `toward ${a}: ${signed(cells.attrA[k], 3)} · toward ${b}: ${signed(cells.attrB[k], 3)}`
-        : "";
-    }
+    if (mode) mode.tooltip(k);
     root.dataset.hover = String(id);
     tooltip.hidden = false;
     // keep the tooltip inside the stage, on the side of the cursor with room
@@ -481,119 +360,6 @@ function render({ model, el: host }) {
     const top = y + 14 + h > size ? Math.max(0, y - 14 - h) : y + 14;
     tooltip.style.left = `${left}px`;
     tooltip.style.top = `${top}px`;
-  }
-
-  function onPointerDown(event) {
-    if (event.button !== 0 || !cells) return;
-    canvas.focus({ preventScroll: true });
-    const p = pointer(event);
-    drag = {
-      mode: event.shiftKey ? "lasso" : "pan",
-      additive: event.shiftKey || event.ctrlKey || event.metaKey,
-      x0: p.x, y0: p.y, x: p.x, y: p.y, ox: view.ox, oy: view.oy, moved: false,
-      path: [p],
-    };
-    canvas.setPointerCapture(event.pointerId);
-    event.preventDefault();
-  }
-
-  function onPointerMove(event) {
-    const p = pointer(event);
-    if (drag) {
-      drag.x = p.x;
-      drag.y = p.y;
-      if (Math.hypot(p.x - drag.x0, p.y - drag.y0) > CLICK_SLOP) drag.moved = true;
-      if (drag.mode === "lasso") {
-        const last = drag.path[drag.path.length - 1];
-        if (Math.hypot(p.x - last.x, p.y - last.y) >= 2) drag.path.push(p); // skip jitter
-      }
-      if (drag.mode === "pan" && drag.moved) {
-        view.ox = drag.ox + (p.x - drag.x0);
-        view.oy = drag.oy + (p.y - drag.y0);
-        publishView();
-        canvas.classList.add("aw-panning");
-      }
-      showTooltip(-1);
-      hover = -1;
-      requestDraw();
-      return;
-    }
-    const k = cellAt(p.x, p.y);
-    if (k !== hover) {
-      hover = k;
-      requestDraw();
-    }
-    showTooltip(k, p.x, p.y);
-  }
-
-  function onPointerUp(event) {
-    if (!drag) return;
-    const d = drag;
-    drag = null;
-    canvas.classList.remove("aw-panning");
-    if (canvas.hasPointerCapture(event.pointerId)) canvas.releasePointerCapture(event.pointerId);
-    if (!d.moved) {
-      const k = cellAt(d.x0, d.y0);
-      if (k < 0) {
-        if (!d.additive) setSelection([]);
-      } else if (d.additive) {
-        const next = new Set(selected);
-        const id = cells.ids[k];
-        if (next.has(id)) next.delete(id);
-        else next.add(id);
-        setSelection([...next]);
-      } else {
-        setSelection([cells.ids[k]]);
-      }
-    } else if (d.mode === "lasso") {
-      const path = [...d.path, { x: d.x, y: d.y }]; // closed back to the start
-      const picked = new Set(selected); // a lasso adds to the selection
-      for (let k = 0; k < cells.ids.length; k++) {
-        const cx = view.ox + (cells.ij[2 * k + 1] + 0.5) * view.scale;
-        const cy = view.oy + (cells.ij[2 * k] + 0.5) * view.scale;
-        if (insidePolygon(cx, cy, path)) picked.add(cells.ids[k]);
-      }
-      setSelection([...picked]);
-    }
-    requestDraw();
-  }
-
-  function onPointerLeave() {
-    if (drag) return;
-    // Escape should clear the atlas only while the person points at it; elsewhere in JupyterLab
-    // it means "command mode", and a click on a cell's prompt does not take focus from us
-    if (document.activeElement === canvas) canvas.blur();
-    hover = -1;
-    showTooltip(-1);
-    requestDraw();
-  }
-
-  function onWheel(event) {
-    if (!cells) return;
-    event.preventDefault();
-    const p = pointer(event);
-    const home = homeView().scale;
-    const maxScale = cssSize() * 0.8; // one cell may fill most of the canvas
-    const factor = Math.exp(-event.deltaY * (event.deltaMode === 1 ? 0.05 : 0.0015));
-    const scale = Math.min(maxScale, Math.max(home * 0.5, view.scale * factor));
-    const f = scale / view.scale;
-    // zoom about the cursor: the point under it stays put
-    view.ox = p.x - (p.x - view.ox) * f;
-    view.oy = p.y - (p.y - view.oy) * f;
-    view.scale = scale;
-    publishView();
-    const k = cellAt(p.x, p.y);
-    hover = k;
-    showTooltip(k, p.x, p.y);
-    requestDraw();
-    maybeChangeLevel();
-  }
-
-  function onKeyDown(event) {
-    if (event.key === "Escape") {
-      setSelection([]);
-      event.stopPropagation(); // keep JupyterLab from leaving edit mode on our Escape
-    }
   }
 
   function resetView() {
@@ -644,40 +410,40 @@ function render({ model, el: host }) {
   };
   const cellTraits = [
     "grid_size", "cell_ids", "cell_ij", "cell_count", "cell_share", "cell_class", "cells_level"];
-  if (compare) cellTraits.push("cell_value", "cell_diff", "cell_attr_a", "cell_attr_b");
-  const pairTraits = compare ? ["pair", "pairs", "left_label", "right_label"] : [];
+  if (mode) cellTraits.push(...mode.cellTraits);
+  const labelTraits = mode ? mode.labelTraits : [];
+  const loadLabels = () => mode && mode.loadLabels();
   for (const t of cellTraits) model.on(`change:${t}`, onCells);
-  for (const t of pairTraits) model.on(`change:${t}`, loadPair);
+  for (const t of labelTraits) model.on(`change:${t}`, loadLabels);
   model.on("change:selected", onSelected);
+  model.on("change:highlighted", onSelected);
   model.on("change:sprite", onSprite);
   model.on("change:size", onSize);
   model.on("change:sprite_icons", onIconsAnswer);
   model.on("change:icons", onIconsAnswer);
   model.on("change:can_feature_vis", loadIconsButton);
   model.on("change:level", onLevelAnswer);
-  canvas.addEventListener("pointerdown", onPointerDown);
-  canvas.addEventListener("pointermove", onPointerMove);
-  canvas.addEventListener("pointerup", onPointerUp);
-  canvas.addEventListener("pointercancel", onPointerUp);
-  canvas.addEventListener("pointerleave", onPointerLeave);
-  canvas.addEventListener("wheel", onWheel, { passive: false });
-  canvas.addEventListener("keydown", onKeyDown);
+  // pointer and keyboard input (atlas_input.js) reads and sets this state through `state`
+  const state = {
+    get cells() { return cells; },
+    get view() { return view; },
+    get selected() { return selected; },
+    get hover() { return hover; },
+    set hover(k) { hover = k; },
+    get drag() { return drag; },
+    set drag(d) { drag = d; },
+  };
+  atlasInput(state, {
+    canvas, cssSize, homeView, publishView, requestDraw, showTooltip, setSelection, maybeChangeLevel,
+  });
   window.addEventListener("resize", requestDraw); // browser zoom changes devicePixelRatio
   resetButton.addEventListener("click", onResetButton);
   iconsButton.addEventListener("click", askIcons);
   clearButton.addEventListener("click", () => setSelection([]));
-  pairSelect.addEventListener("change", () => {
-    const next = (model.get("pairs") || [])[Number(pairSelect.value)];
-    if (next) askPair([...next]);
-  });
-  swapButton.addEventListener("click", () => {
-    const [a, b] = model.get("pair") || [];
-    if (a !== undefined && b !== undefined) askPair([b, a]);
-  });
 
   loadCells();
   shownLevel = model.get("cells_level");
-  loadPair();
+  loadLabels();
   loadSelection();
   resetView();
   loadIconsButton();
@@ -685,8 +451,9 @@ function render({ model, el: host }) {
 
   return () => {
     for (const t of cellTraits) model.off(`change:${t}`, onCells);
-    for (const t of pairTraits) model.off(`change:${t}`, loadPair);
+    for (const t of labelTraits) model.off(`change:${t}`, loadLabels);
     model.off("change:selected", onSelected);
+    model.off("change:highlighted", onSelected);
     model.off("change:sprite", onSprite);
     model.off("change:size", onSize);
     model.off("change:sprite_icons", onIconsAnswer);

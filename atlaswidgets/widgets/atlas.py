@@ -85,7 +85,8 @@ class AtlasWidget(anywidget.AnyWidget):
     whose centres fall inside it; Escape or a click on empty space clears.
     """
 
-    _esm = esm("atlas.js")
+    # the scored-cell modes (comparison, diff) and the pointer input are files of their own
+    _esm = esm("atlas_scored.js", "atlas_input.js", "atlas.js")
     _css = Path(__file__).parent / "atlas.css"
 
     # Data: one entry per visible cell of the level shown, in the order of atlas.cells.ids;
@@ -117,6 +118,9 @@ class AtlasWidget(anywidget.AnyWidget):
 
     # Selection: ids (row * grid_size + col) of visible cells of the level shown, sorted
     selected = CellIds().tag(sync=True)
+    # Highlight: cells marked without being selected (the Explorer's "where this channel is
+    # strongest"), drawn as a dashed outline; same ids as `selected`, and no panel follows it
+    highlighted = CellIds().tag(sync=True)
 
     # View
     size = traitlets.Int(500).tag(sync=True)
@@ -263,7 +267,7 @@ class AtlasWidget(anywidget.AnyWidget):
 
     # ---- validation and observers ------------------------------------------------------------
 
-    @traitlets.validate("selected")
+    @traitlets.validate("selected", "highlighted")
     def _valid_selection(self, proposal):
         value = proposal["value"]
         self._atlas.cells.index(value)  # raises ValueError naming ids that are not visible cells
@@ -368,10 +372,13 @@ class AtlasWidget(anywidget.AnyWidget):
         atlas = self.atlas_at(level)
         icons = self._icons_of(atlas, level, self.icons)  # may render: before anything changes
         carried = _carry_selection(self._atlas, atlas, self.selected)
+        lit = _carry_selection(self._atlas, atlas, self.highlighted)
         with self.hold_sync():
             self.selected = []  # checked against the old cells, so it must go before them
+            self.highlighted = []
             self._atlas = atlas
             self._set_traits(atlas, level, self.icons, icons)
+            self.highlighted = lit
         self.atlas_version += 1  # linked panels switch to this level's atlas (see link())
         self.selected = carried
 
@@ -402,6 +409,7 @@ class AtlasWidget(anywidget.AnyWidget):
         icons = self._render(new, 0) if kind == "feature-vis" else new.icons  # before any change
         with self.hold_sync():
             self.selected = []  # checked against the old cells, so it must go before them
+            self.highlighted = []
             self._atlas = new
             self._levels = {0: new}
             self._icon_sets = {(0, kind): icons} if kind == "feature-vis" else {}

@@ -8,12 +8,13 @@ NeuronViewer, both ways:
   mean activation of their member rows: its top, quantile-range and random examples, and the
   channels most correlated with it;
 - choosing a channel in the viewer (its number box, search, related-channel buttons, next/previous)
-  selects, in each atlas, the few cells whose members' mean activation of that channel is highest.
+  highlights, in each atlas, the few cells whose members' mean activation of that channel is
+  highest: a dashed outline (the widgets' ``highlighted`` trait), not a selection, so the example
+  panels keep showing what the user selected and no update cycle can start. Showing a direction
+  again (a new selection) clears the highlight, which always belongs to the viewer's channel.
 
-The second link sets the atlases' ``selected``, which fires the first link; a flag breaks that
-loop, so a channel shown in the viewer stays a channel. A zoom carries an atlas's selection to
-the finer (or coarser) cells: that is the same selection at another scale, so the viewer keeps
-what it shows.
+A zoom carries an atlas's selection and highlight to the finer (or coarser) cells: that is the
+same selection at another scale, so the viewer keeps what it shows.
 
 The selection logic lives in two plain functions, ``selection_direction`` and
 ``strongest_cells``, which take an Atlas and arrays and need no widget.
@@ -106,7 +107,7 @@ class Explorer(W.VBox):
     grid_size, compare_grid_size : cells per side of the atlases built here
     xy : float array (n_rows, 2), a precomputed atlas layout (skips UMAP)
     y : float array (n_rows,), a precomputed 1-D embedding for the comparison (skips UMAP)
-    k : examples per panel; highlight : how many cells a channel selects in each atlas
+    k : examples per panel; highlight : how many cells a channel highlights in each atlas
     size : side of each atlas canvas in CSS pixels
     viewer_options : keyword arguments for the NeuronViewer (``n``, ``icons``, ``thumb_size``, ...)
 
@@ -157,7 +158,6 @@ class Explorer(W.VBox):
         comparison = _pick_comparison(cache, layer, comparison, pair, compare_grid_size, seed, y)
 
         self._cache, self._layer, self._highlight = cache, layer, int(highlight)
-        self._quiet = False  # set while the Explorer itself selects cells (a channel's highlight)
         self._zooming: set[int] = set()  # ids of atlas widgets inside a level switch
         self.direction: np.ndarray | None = None
         self.source: str | None = None
@@ -211,20 +211,15 @@ class Explorer(W.VBox):
         return self.direction
 
     def highlight_channel(self, channel: int) -> dict[str, list[int]]:
-        """Select, in each atlas, the cells where ``channel`` is strongest (see ``strongest_cells``).
+        """Highlight, in each atlas, the cells where ``channel`` is strongest (``strongest_cells``).
 
-        The viewer is not asked to show a direction for them: it keeps the channel.
+        Selections, panels and the viewer stay as they are.
         Returns {"atlas": ids, "comparison": ids (when there is one)}.
         """
         picked = {}
-        self._quiet = True
-        try:
-            for which, w in self._named_widgets():
-                ids = strongest_cells(w.atlas, channel, self._highlight)
-                w.selected = ids
-                picked[which] = list(w.selected)
-        finally:
-            self._quiet = False
+        for which, w in self._named_widgets():
+            w.highlighted = strongest_cells(w.atlas, channel, self._highlight)
+            picked[which] = list(w.highlighted)
         return picked
 
     # ---- the links -------------------------------------------------------------------------
@@ -250,8 +245,6 @@ class Explorer(W.VBox):
 
     def _selection_handler(self, w: AtlasWidget):
         def handler(change: dict[str, Any]) -> None:
-            if self._quiet:
-                return  # the Explorer highlights a channel: the viewer keeps it
             if w.level != w.cells_level:
                 # a level switch clears the selection before it carries it to the new cells;
                 # the carried selection is the same one, so the viewer keeps what it shows
@@ -281,6 +274,8 @@ class Explorer(W.VBox):
             return
         self.viewer.error = ""
         self.direction, self.source = direction, which
+        for other in self._atlas_widgets():
+            other.highlighted = []  # the highlight was the channel's; the viewer now shows cells
 
     def _on_unit(self, change: dict[str, Any]) -> None:
         unit = change["new"]

@@ -1,5 +1,5 @@
-"""The Explorer in a real JupyterLab: an atlas click drives the viewer, a channel drives the atlas,
-and a hostile class name stays text in every widget."""
+"""The Explorer in a real JupyterLab: an atlas click drives the viewer, a channel highlights the
+atlas, and a hostile class name stays text in every widget."""
 
 from __future__ import annotations
 
@@ -76,7 +76,7 @@ def test_explorer_in_lab(lab, page, artifacts):
     top = page.locator(".aw-neuron [data-group='top'][data-sample-id]")
     assert [int(e.get_attribute("data-sample-id")) for e in top.all()] == py["top"]
 
-    # 2. A channel typed into the viewer selects, in the atlas, the cells where it is strongest.
+    # 2. A channel typed into the viewer highlights, in the atlas, the cells where it is strongest.
     channel_box = page.locator(".aw-neuron-channel")
     channel_box.fill("84")
     channel_box.press("Enter")
@@ -84,13 +84,20 @@ def test_explorer_in_lab(lab, page, artifacts):
     strongest = json.loads(run_code(page, (
         "print(json.dumps(sorted(aw.strongest_cells(explorer.atlas_widget.atlas, 84, n=4))))"
     )))
-    page.wait_for_function(f"(s) => {ROOT_JS}.dataset.selected === s",
+    page.wait_for_function(f"(s) => {ROOT_JS}.dataset.highlighted === s",
                            arg=",".join(map(str, strongest)), timeout=10_000)
+    # a highlight, not a selection: the clicked cell stays selected and its panel stays
+    assert atlas.get_attribute("data-selected") == str(info["id"])
+    assert "4 highlighted" in atlas.locator(".aw-atlas-status").text_content()
     state = json.loads(run_code(page, (
-        "print(json.dumps([explorer.viewer.unit, explorer.atlas_widget.selected, "
-        "explorer.atlas_panel.selected]))"
+        "print(json.dumps([explorer.viewer.unit, explorer.atlas_widget.highlighted, "
+        "explorer.atlas_widget.selected, explorer.atlas_panel.selected]))"
     )))
-    assert state == [{"kind": "channel", "layer": "block4", "channel": 84}, strongest, strongest]
+    assert state == [{"kind": "channel", "layer": "block4", "channel": 84}, strongest,
+                     [info["id"]], [info["id"]]]
+    dismiss_news(page)
+    atlas.scroll_into_view_if_needed()
+    atlas.screenshot(path=str(artifacts / "explorer-highlight.png"))
 
     # 3. The hostile class name is text in the atlas tooltip, the panel and the viewer.
     tray = json.loads(run_code(page, (

@@ -64,6 +64,28 @@ def test_selection_from_python(small):
     assert w.selected == sorted({int(ids[1]), int(ids[3])})  # a refused value changes nothing
 
 
+
+def test_highlight_is_checked_carried_and_apart_from_the_selection(small):
+    cache, atlas = small
+    w = AtlasWidget(atlas, cache, levels=2)
+    ids = [int(i) for i in atlas.cells.ids]
+    w.selected = [ids[0]]
+    w.highlighted = [ids[2], ids[1]]
+    assert w.highlighted == sorted(ids[1:3]) and w.selected == [ids[0]]
+    hidden = next(i for i in range(36) if i not in set(ids))
+    with pytest.raises(ValueError, match="not visible cells"):
+        w.highlighted = [hidden]
+    # zooming in highlights the visible children of the highlighted cells, and only them
+    w.level = 1
+    fine = w.atlas
+    n = atlas.cells.n
+    parents = {(c // (2 * n)) // 2 * n + (c % (2 * n)) // 2 for c in w.highlighted}
+    assert w.highlighted and parents == set(ids[1:3])
+    assert set(w.highlighted) <= set(int(i) for i in fine.cells.ids)
+    w.level = 0
+    assert w.highlighted == sorted(ids[1:3])
+
+
 def test_selection_from_the_page(small):
     # what ipywidgets does with a comm message from the browser after a click
     cache, atlas = small

@@ -85,7 +85,7 @@ def test_comparison_selection_drives_its_panel_and_the_viewer(world):
     np.testing.assert_allclose(ex.direction, _members_mean(cache, comparison, [cell]), rtol=1e-5, atol=1e-6)
 
 
-def test_a_channel_selects_the_cells_where_it_is_strongest(world):
+def test_a_channel_highlights_the_cells_where_it_is_strongest(world):
     _, cache, atlas, comparison = world
     ex = _explorer(world, highlight=3)
     col = cache["block4"].acts[:, 84].double().numpy()
@@ -93,25 +93,34 @@ def test_a_channel_selects_the_cells_where_it_is_strongest(world):
         means = np.array([col[a.cells.members(k)].mean() for k in range(len(a.cells.ids))])
         want = sorted(int(i) for i in a.cells.ids[np.argsort(-means)[:3]])
         assert strongest_cells(a, 84, 3) == want, which
+    picked = [int(atlas.cells.ids[0])]
+    ex.atlas_widget.selected = picked
+    shown = list(ex.atlas_panel.shown_cells)
     version = ex.viewer.version
     ex.viewer.send_state = lambda *a, **k: None  # no comm in tests; the page's message path below
     ex.viewer._on_page_msg(ex.viewer, {"kind": "channel", "channel": 84}, [])
     assert ex.viewer.error == ""
-    # the viewer drew the channel once and kept it: selecting the cells did not send a direction back
+    # the viewer drew the channel once and kept it
     assert ex.viewer.version == version + 1
     assert ex.viewer.unit == {"kind": "channel", "layer": "block4", "channel": 84}
-    assert ex.atlas_widget.selected == strongest_cells(atlas, 84, 3) == ex.atlas_panel.shown_cells
-    assert ex.comparison_widget.selected == strongest_cells(comparison, 84, 3)
+    assert ex.atlas_widget.highlighted == strongest_cells(atlas, 84, 3)
+    assert ex.comparison_widget.highlighted == strongest_cells(comparison, 84, 3)
+    # a highlight is not a selection: the user's selection and its panel stay
+    assert ex.atlas_widget.selected == picked and ex.atlas_panel.shown_cells == shown
     assert ex.direction is None
     # next() is a channel switch too
     ex.viewer.next()
-    assert ex.atlas_widget.selected == strongest_cells(atlas, 85, 3)
+    assert ex.atlas_widget.highlighted == strongest_cells(atlas, 85, 3)
     assert ex.viewer.unit["channel"] == 85 and ex.viewer.version == version + 2
+    # a new selection shows its direction and clears the channel's highlight everywhere
+    ex.atlas_widget.selected = [int(atlas.cells.ids[1])]
+    assert ex.viewer.unit["kind"] == "direction"
+    assert ex.atlas_widget.highlighted == [] and ex.comparison_widget.highlighted == []
 
 
 def test_no_update_cycles(world):
     """Count every change: one click gives one redraw and one panel update, and a channel gives one
-    redraw and one selection per atlas, however the two links chain."""
+    redraw and one highlight per atlas and no selection, however the two links chain."""
     _, _, atlas, comparison = world
     ex = _explorer(world)
     counts = {"unit": 0, "atlas": 0, "panel": 0, "comparison": 0}
@@ -125,11 +134,11 @@ def test_no_update_cycles(world):
         ex.atlas_widget.selected = [ids[i], ids[i + 1]]
     assert counts == {"unit": 3, "atlas": 3, "panel": 3, "comparison": 0}
     ex.viewer.show_channel(7)
-    assert counts == {"unit": 4, "atlas": 4, "panel": 4, "comparison": 1}
-    assert ex.viewer.unit["kind"] == "channel"
+    assert counts == {"unit": 4, "atlas": 3, "panel": 3, "comparison": 0}
+    assert ex.viewer.unit["kind"] == "channel" and ex.atlas_widget.highlighted
     # the same channel again: nothing moves
     ex.highlight_channel(7)
-    assert counts == {"unit": 4, "atlas": 4, "panel": 4, "comparison": 1}
+    assert counts == {"unit": 4, "atlas": 3, "panel": 3, "comparison": 0}
     # a click after a highlight shows a direction again
     ex.atlas_widget.selected = [ids[0]]
     assert ex.viewer.unit["kind"] == "direction" and counts["unit"] == 5
@@ -138,26 +147,28 @@ def test_no_update_cycles(world):
     assert counts["unit"] == 5 and ex.viewer.unit["kind"] == "direction"
 
 
-def test_a_zoom_carries_the_selection_without_redrawing_the_viewer(world):
+def test_a_zoom_carries_selection_and_highlight_without_redrawing_the_viewer(world):
     _, cache, atlas, _ = world
     ex = _explorer(world)
+    ex.atlas_widget.selected = [int(atlas.cells.ids[0])]
     ex.viewer.show_channel(84)
-    picked = list(ex.atlas_widget.selected)
+    picked = list(ex.atlas_widget.highlighted)
     version = ex.viewer.version
     ex.atlas_widget.level = 1  # the page zooms in
-    assert ex.atlas_widget.cells_level == 1 and ex.atlas_widget.selected  # the children are selected
+    # the children of the selected and of the highlighted cells
+    assert ex.atlas_widget.cells_level == 1 and ex.atlas_widget.selected and ex.atlas_widget.highlighted
+    assert ex.atlas_widget.highlighted != picked
     assert ex.atlas_panel.atlas is ex.atlas_widget.atlas
     assert ex.viewer.version == version and ex.viewer.unit["channel"] == 84
     # and a click at the new level still drives the viewer
     fine = ex.atlas_widget.atlas
-    cell = int(fine.cells.ids[0])
+    cell = next(int(c) for c in fine.cells.ids if int(c) not in ex.atlas_widget.selected)
     ex.atlas_widget.selected = [cell]
     assert ex.viewer.version == version + 1
     np.testing.assert_allclose(ex.direction, _members_mean(cache, fine, [cell]), rtol=1e-5, atol=1e-6)
-    # a channel picked while zoomed in selects cells of the level shown
+    # a channel picked while zoomed in highlights cells of the level shown
     ex.viewer.show_channel(84)
-    assert ex.atlas_widget.selected == strongest_cells(fine, 84, 4)
-    assert picked != ex.atlas_widget.selected or len(fine.cells.ids) == len(atlas.cells.ids)
+    assert ex.atlas_widget.highlighted == strongest_cells(fine, 84, 4)
 
 
 def test_show_cells_and_errors_in_the_viewer(world, monkeypatch):
@@ -167,9 +178,11 @@ def test_show_cells_and_errors_in_the_viewer(world, monkeypatch):
     d = ex.show_cells(ids)
     np.testing.assert_allclose(d, _members_mean(cache, atlas, ids), rtol=1e-5, atol=1e-6)
     ex.viewer.show_channel(3)
-    # the same cells again (highlight aside): their direction comes back
-    ex.atlas_widget.selected = ids
-    assert ex.viewer.unit["kind"] == "direction"
+    # the same cells again: their direction comes back (the selection did not change, so it is
+    # show_cells that resends it), and the channel's highlight goes
+    assert ex.atlas_widget.selected == sorted(ids) and ex.atlas_widget.highlighted
+    ex.show_cells(ids)
+    assert ex.viewer.unit["kind"] == "direction" and ex.atlas_widget.highlighted == []
     with pytest.raises(ValueError, match="selection is empty"):
         ex.show_cells([])
     with pytest.raises(ValueError, match="not visible cells"):
