@@ -41,9 +41,8 @@ print("FACTS" + _json.dumps({
     "chopsticks_channel": int(chopsticks_channel),
     "atlas_cells": [int(c) for c in atlas_cells],
     "strongest": _strongest(explorer.atlas_widget.atlas, chopsticks_channel, 4),
-    # the cells the page marks for the viewer's channel: a highlight (or, before the Explorer had
-    # one, the selection)
-    "marked": list(getattr(explorer.atlas_widget, "highlighted", None) or explorer.atlas_widget.selected),
+    # the cells the page marks (dashed) for the viewer's channel
+    "marked": list(explorer.atlas_widget.highlighted),
     "example_guess": example_guess,
     "example_correct": bool(example_result.correct),
     "example_wrong_guesses": example_result.wrong_guesses,
@@ -157,3 +156,59 @@ def test_auditing_game(tmp_path, artifacts):
             assert said not in t, (v, said)
             assert not any(_same_answer(d, answer) for d in _dicts(t)), (v, t[:200])
         assert said not in widget_state, v
+
+
+DIFF_FACTS = """
+import json as _json
+import resource as _resource
+print("FACTS" + _json.dumps({
+    "peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
+    "variant": VARIANT,
+    "names": list(d.names),
+    "summary": d.summary().rows,
+    "widget": type(widget).__name__,
+    "mode": widget.mode,
+    "selected": list(widget.selected),
+    "most_novel": [int(c) for c in most_novel],
+    "ranked": [int(c) for c in atlas.ranked_cells()[:5]],
+    "panel_selected": list(panel.selected),
+    "n_pictures": int(len(pictures)),
+    "shift_classes": shift.column("class"),
+    "answer": answer,
+    "enrichment": {n: float(aw.overlaps_context(d.cache_b, "block4", None, data.annotations, n,
+                                                min_overlap=0.5)[top_rows].mean()
+                            / max(aw.overlaps_context(d.cache_b, "block4", None, data.annotations, n,
+                                                      min_overlap=0.5).mean(), 1e-9))
+                   for n in decoys},
+    "cue": cue,
+}))
+"""
+
+
+@pytest.mark.slow
+def test_model_diffing(tmp_path, artifacts):
+    nb, facts, seconds = _run("05_model_diffing.ipynb", tmp_path, DIFF_FACTS)
+    print(f"05_model_diffing executed in {seconds:.1f} s, peak RSS {facts['peak_rss_mb']:.0f} MB")
+    (artifacts / "05_model_diffing.facts.json").write_text(json.dumps(facts, indent=1))
+    assert seconds < 300, "a workshop notebook must run in 5 minutes on 2 cores"
+    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
+    assert not errors
+    widgets = [o for c in nb.cells for o in c.get("outputs", []) if WIDGET_MIME in o.get("data", {})]
+    assert widgets, "the diff widget and its panel must be displayed"
+    assert facts["names"] == ["base", facts["variant"]]
+    (row,) = facts["summary"]
+    assert row["layer"] == "block4" and 0.5 < row["cka"] < 0.999  # alike, not the same
+    # the widget selected the five most novel cells, and the linked panel shows them
+    assert facts["widget"] == "DiffWidget" and facts["mode"] == "diff"
+    assert facts["most_novel"] == facts["ranked"] and sorted(facts["most_novel"]) == facts["selected"]
+    assert facts["panel_selected"] == facts["selected"] and facts["n_pictures"] == 10
+    # what the notebook teaches holds: the planted class moved most where the variant is new,
+    # and the planted cue fills the most novel cells more than any decoy of its kind does
+    assert facts["shift_classes"][0] == facts["answer"]["target"]
+    ratios = facts["enrichment"]
+    cue = facts["cue"]
+    assert ratios[cue] >= 2 and ratios[cue] == max(ratios.values())
+    text = "\n".join(_texts(nb))
+    assert f"class_shift ranks {facts['answer']['target']!r} first" in text
+    assert "<- planted" in text
+
