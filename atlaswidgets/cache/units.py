@@ -69,9 +69,10 @@ def unit_maxima(cache: ActivationCache, unit, layer: str | None = None) -> Examp
                     best[present].cpu().numpy().astype(np.float32))
 
 
-def _rows_samples(cache, layer, unit, n, n_top, ranges, n_random, seed) -> UnitSamples:
+def _rows_samples(cache, layer, unit, n, n_top, ranges, n_random, seed, maxima=None) -> UnitSamples:
     """Exact groups from the cached rows: each sample's best cached row, ranked."""
-    maxima = unit_maxima(cache, unit, layer)
+    if maxima is None:
+        maxima = unit_maxima(cache, unit, layer)
     sids, yx, vals = maxima.sample_id, maxima.yx, maxima.values
     order = np.lexsort((sids, -vals))  # strongest first, ties by sample id
     asc = order[::-1]
@@ -104,6 +105,7 @@ def unit_samples(
     n_random: int | None = None,
     seed: int = 0,
     source: str = "auto",
+    maxima: Examples | None = None,
 ) -> UnitSamples:
     """Top samples, quantile-range samples and a random sample of a channel or a direction.
 
@@ -113,6 +115,8 @@ def unit_samples(
     ranges : quantile ranges (qa, qb), default the neuron-explainer viewer's
     source : "stats" (a channel's streamed statistics, over every position), "rows" (exact,
         from the cached rows only) or "auto" (stats when the layer has them and unit is a channel)
+    maxima : ``unit_maxima(cache, unit, layer)`` when the caller has it already (a viewer that
+        also draws its histogram), so the rows are not scored twice; used only from the rows
     Returns a UnitSamples whose groups are "top", one per range, then "random"; each example is
     a sample at its strongest position.
     """
@@ -133,6 +137,6 @@ def unit_samples(
         if not is_channel:
             raise ValueError("Streamed statistics are per channel; for a direction use source='rows' (or 'auto').")
         return stats.samples(unit, n, n_top, ranges, n_random, seed, layer=name)
-    return _rows_samples(cache, name, unit, n, n_top, ranges, n_random, seed)
+    return _rows_samples(cache, name, unit, n, n_top, ranges, n_random, seed, maxima)
 
 

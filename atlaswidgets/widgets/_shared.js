@@ -23,11 +23,13 @@ function toBlobPart(value) {
   return new Uint8Array(value);
 }
 
-// Decode a PNG sprite sheet synced from Python. Returns {img, url} (img null for no bytes), or
-// null when it does not decode (logged). The caller revokes url once the image is replaced.
+// Decode a PNG or JPEG sprite sheet synced from Python. Returns {img, url} (img null for no
+// bytes), or null when it does not decode (logged). The caller revokes url once it is replaced.
 async function decodeSprite(bytes, what) {
   if (!bytes || bytes.byteLength === 0) return { img: null, url: null };
-  const url = URL.createObjectURL(new Blob([toBlobPart(bytes)], { type: "image/png" }));
+  const part = toBlobPart(bytes);
+  const type = part[0] === 0xff && part[1] === 0xd8 ? "image/jpeg" : "image/png"; // JPEG's magic
+  const url = URL.createObjectURL(new Blob([part], { type }));
   const img = new Image();
   img.src = url;
   try {

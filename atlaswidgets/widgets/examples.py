@@ -2,7 +2,7 @@
 
 Set ``selected`` (or ``link`` the panel to an AtlasWidget) and Python ranks the members of those
 cells by alignment with their mean activation (``Atlas.examples``), draws each example's whole image
-with the receptive field of its best position outlined, and sends the pictures as one PNG sprite
+with the receptive field of its best position outlined, and sends the pictures as one JPEG sprite
 sheet plus text captions.
 
 DOM hooks for tests: root ``.aw-examples`` with ``data-n-examples``; ``.aw-examples-header`` with
@@ -49,7 +49,7 @@ class ExamplePanel(anywidget.AnyWidget):
     shown_cells = traitlets.List(traitlets.Int()).tag(sync=True)  # the selection these examples are of
     n_positions = traitlets.Int(0).tag(sync=True)  # member rows of the shown cells
     n_examples = traitlets.Int(0).tag(sync=True)
-    sprite = traitlets.Bytes(b"").tag(sync=True)  # PNG; example i at (i % sprite_cols, i // sprite_cols)
+    sprite = traitlets.Bytes(b"").tag(sync=True)  # JPEG; example i at (i % sprite_cols, i // sprite_cols)
     sprite_cols = traitlets.Int(1).tag(sync=True)
     labels = traitlets.List(traitlets.Unicode()).tag(sync=True)  # class name of each example, as text
     values = traitlets.Bytes(b"").tag(sync=True)  # float32, shape (n_examples,)
@@ -145,7 +145,7 @@ class ExamplePanel(anywidget.AnyWidget):
         n_positions = len(self._atlas.rows_of(cells)) if cells else 0
         if len(ex):
             pics = boxed_images(self._cache, self._atlas.layer, ex.rows, size=self.thumb_size)
-            sprite, cols = sprite_sheet(pics)
+            sprite, cols = sprite_sheet(pics, fmt="jpeg")
             labels = self._cache.label_names(ex.sample_id)
         else:
             sprite, cols, labels = b"", 1, []

@@ -6,7 +6,7 @@ sample, as the neuron-explainer viewer does), each with its activation map when 
 hand; the distribution of the unit's per-sample maxima with the quantile ranges marked; the
 channels most correlated with it over the cache's rows; the classes it pushes up and down (mean
 single-class attribution); and its feature-visualisation icon. Python computes all of it; the page
-draws it from binary buffers and a PNG sprite sheet and reports clicks and key presses.
+draws it from binary buffers and a JPEG sprite sheet and reports clicks and key presses.
 
 The histogram is drawn by the page on a canvas from the counts Python sends, not with a plotly
 FigureWidget: one widget keeps ``link()``/``show()`` layouts simple, a unit switch stays one
@@ -88,7 +88,7 @@ class NeuronViewer(anywidget.AnyWidget):
     # Examples, all set together; arrays as little-endian bytes
     groups = traitlets.List(traitlets.Dict()).tag(sync=True)  # {"name", "title", "count"} in order
     n_examples = traitlets.Int(0).tag(sync=True)
-    sprite = traitlets.Bytes(b"").tag(sync=True)  # PNG; example i at (i % sprite_cols, i // sprite_cols)
+    sprite = traitlets.Bytes(b"").tag(sync=True)  # JPEG; example i at (i % sprite_cols, i // sprite_cols)
     sprite_cols = traitlets.Int(1).tag(sync=True)
     labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
     values = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_examples,)
@@ -400,13 +400,15 @@ class NeuronViewer(anywidget.AnyWidget):
         la = cache[layer]
         d = self._direction
         unit = self.channel if d is None else d
+        # a direction is scored over every cached row once, for the samples and the histogram
+        maxima = None if d is None else unit_maxima(cache, d, layer)
         samples = unit_samples(cache, unit, layer, n=self._n, n_top=self._n_top, seed=self._seed,
-                               source="auto")
+                               source="auto", maxima=maxima)
         ex = samples.all()
         s = self.thumb_size
         images = display_images(cache)
         pics = _resize(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
-        sprite, cols = sprite_sheet(pics) if pics is not None else (b"", 1)
+        sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
         maps, boxes = None, None
         if self._model is not None and len(ex):
             maps = _activation_maps(self._model, images, ex.sample_id, layer, unit, la.hw,
@@ -416,7 +418,7 @@ class NeuronViewer(anywidget.AnyWidget):
             h, w = images.shape[-2:]
             b = torch.stack([y0, x0, y0 + ch, x0 + cw], 1).double() * torch.tensor([s / h, s / w, s / h, s / w])
             boxes = b.round().long().clamp(0, s).numpy()
-        edges, counts, quantiles, marks, hist_note = self._distribution(unit)
+        edges, counts, quantiles, marks, hist_note = self._distribution(unit, maxima)
         related, up, down, related_note = self._related(unit)
         if d is None:
             unit_trait = {"kind": "channel", "layer": layer, "channel": int(self.channel)}
@@ -454,7 +456,7 @@ class NeuronViewer(anywidget.AnyWidget):
         self._samples = samples
         self._send_icon(unit)
 
-    def _distribution(self, unit):
+    def _distribution(self, unit, maxima=None):
         """Histogram of the unit's per-sample maxima, and the value at each quantile bound."""
         qs = sorted({q for r in DEFAULT_RANGES for q in r} - {0.0, 1.0})
         if isinstance(unit, int):
@@ -463,7 +465,9 @@ class NeuronViewer(anywidget.AnyWidget):
             marks = [stats.quantile(unit, q, of="maxima") for q in qs]
             return (edges, counts, qs, np.asarray(marks),
                     "per-sample maximum over every position (streamed during capture)")
-        best = unit_maxima(self._cache, unit, self.layer).values.astype(np.float64)
+        if maxima is None:
+            maxima = unit_maxima(self._cache, unit, self.layer)
+        best = maxima.values.astype(np.float64)
         bins = self._cache.stats[self.layer].bins
         counts, edges = np.histogram(best, bins=bins)
         return edges, counts, qs, np.quantile(best, qs), "per-sample maximum over the cached positions"
