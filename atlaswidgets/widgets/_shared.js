@@ -25,6 +25,8 @@ function toBlobPart(value) {
 
 // Decode a PNG or JPEG sprite sheet synced from Python. Returns {img, url} (img null for no
 // bytes), or null when it does not decode (logged). The caller revokes url once it is replaced.
+// (createImageBitmap was no faster here: in headless Chromium it took a 42-thumbnail JPEG sheet
+// about 50 ms to decode against about 40 ms for Image.decode.)
 async function decodeSprite(bytes, what) {
   if (!bytes || bytes.byteLength === 0) return { img: null, url: null };
   const part = toBlobPart(bytes);

@@ -210,7 +210,7 @@ function render({ model, el: host }) {
     if (decoded === null) return;
     const { img, url } = decoded;
     if (token !== spriteToken) {
-      URL.revokeObjectURL(url); // a newer sheet arrived while this one decoded
+      if (url) URL.revokeObjectURL(url); // a newer sheet arrived while this one decoded
       return;
     }
     if (spriteUrl) URL.revokeObjectURL(spriteUrl);

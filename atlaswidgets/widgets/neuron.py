@@ -160,7 +160,7 @@ class NeuronViewer(anywidget.AnyWidget):
         self._n, self._n_top, self._seed = int(n), None if n_top is None else int(n_top), int(seed)
         self._icons, self._icon_steps, self._n_related = bool(icons), int(icon_steps), int(n_related)
         self._icon_memo: dict[tuple, tuple[bytes, str]] = {}
-        self._moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (mean, second moment)
         self._pushes: dict[tuple, tuple[list[str], torch.Tensor]] = {}
         self._direction: np.ndarray | None = None
         self._label = ""
@@ -474,13 +474,24 @@ class NeuronViewer(anywidget.AnyWidget):
 
     def _related(self, unit):
         """Correlated channels over the cached rows; classes pushed most (channels only)."""
-        la = self._cache[self.layer]
-        acts = la.acts.float()
-        mean, std = self._moment(self.layer)
-        score = acts[:, unit] if isinstance(unit, int) else acts @ torch.as_tensor(unit, device=acts.device)
-        s_std = score.std(unbiased=False)
-        cov = (acts.T @ score) / len(score) - mean * score.mean()
-        corr = torch.where((std > 0) & (s_std > 0), cov / (std * s_std).clamp_min(1e-12), torch.zeros_like(cov))
+        mean, second = self._moment(self.layer)
+        # the unit's value at a row is acts @ v, so its covariance with every channel and its
+        # variance follow from the layer's mean and second moment: (C, C) work, not a pass over rows
+        if isinstance(unit, int):
+            v = torch.zeros_like(mean)
+            v[unit] = 1.0
+        else:
+            v = torch.as_tensor(np.asarray(unit), dtype=torch.float64, device=mean.device)
+        s_mean = mean @ v
+        cov = second @ v - mean * s_mean
+        s_power = v @ second @ v
+        s_std = (s_power - s_mean * s_mean).clamp_min(0).sqrt()
+        power = torch.diagonal(second)
+        std = (power - mean * mean).clamp_min(0).sqrt()
+        # a constant channel's variance comes out as rounding noise, not 0: call it constant
+        live = (std > 1e-6 * power.sqrt()) & (s_std > 1e-6 * s_power.sqrt())
+        corr = torch.where(live, cov / (std * s_std).clamp_min(1e-12), torch.zeros_like(cov))
+        corr = corr.float()
         if isinstance(unit, int):
             corr[unit] = -math.inf  # itself
         order = torch.argsort(corr, descending=True)[: self._n_related]
@@ -498,9 +509,10 @@ class NeuronViewer(anywidget.AnyWidget):
         return related, up, down, "mean attribution of this channel toward each class"
 
     def _moment(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's channel means (C,) and second moments E[x x^T] (C, C), float64."""
         if layer not in self._moments:  # the activations do not change; computed once per layer
-            acts = self._cache[layer].acts.float()
-            self._moments[layer] = (acts.mean(0), acts.std(0, unbiased=False))
+            acts = self._cache[layer].acts.double()
+            self._moments[layer] = (acts.mean(0), acts.T @ acts / len(acts))
         return self._moments[layer]
 
     def _class_means(self, layer: str) -> tuple[list[str], torch.Tensor]:

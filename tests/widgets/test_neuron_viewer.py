@@ -158,6 +158,15 @@ def test_related_channels_are_the_most_correlated(world):
     # clicking one shows it
     v._on_page_msg(v, {"kind": "channel", "channel": v.related_channels[0]["channel"]}, [])
     assert v.unit["channel"] == int(want[0])
+    # a direction's correlations (computed from the layer's moments) match a pass over the rows
+    d = np.random.default_rng(0).standard_normal(acts.shape[1])
+    v.show_direction(d.astype(np.float32), label="random direction")
+    score = acts @ d
+    corr_d = np.array([np.corrcoef(score, acts[:, c])[0, 1] if acts[:, c].std() > 0 else 0.0
+                       for c in range(acts.shape[1])])
+    want_d = np.argsort(-corr_d, kind="stable")[:5]
+    assert [r["channel"] for r in v.related_channels] == want_d.tolist()
+    np.testing.assert_allclose([r["corr"] for r in v.related_channels], corr_d[want_d], atol=1e-4)
 
 
 def test_classes_pushed_and_hostile_names_stay_text(world):
