@@ -24,7 +24,7 @@ demo: $(BIN)/.installed
 	$(BIN)/jupyter lab notebooks/01_quickstart.ipynb --no-browser --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG)
 
 test: $(BIN)/.installed
-	$(BIN)/python -m pytest -ra --durations=12
+	$(BIN)/python -m pytest -ra --durations=12 -n 2 --dist loadfile
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/capture.py

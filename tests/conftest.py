@@ -25,3 +25,14 @@ def artifacts() -> Path:
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+# The notebook files take longest, and pytest-xdist (``-n 2 --dist loadfile``, see the Makefile)
+# hands out whole files in collection order: collected first, they start at once on one worker
+# while the other works through the rest.
+_FIRST = ("test_notebooks.py", "test_workshop_notebooks.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    items.sort(key=lambda item: 0 if item.path.name in _FIRST else 1)  # stable within each group
+

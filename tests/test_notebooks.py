@@ -148,7 +148,8 @@ print("FACTS" + _json.dumps({
     "noodle_cells": [int(c) for c in noodle_cells],
     "strongest": _strongest(explorer.atlas_widget.atlas, noodles_channel, 4),
     "comparison_strongest": _strongest(explorer.comparison_widget.atlas, noodles_channel, 4),
-    "comparison_selected": list(explorer.comparison_widget.selected),
+    "comparison_highlighted": list(explorer.comparison_widget.highlighted),
+    "atlas_highlighted_after": list(explorer.atlas_widget.highlighted),
     "atlas_selected_after": list(explorer.atlas_widget.selected),
     "panel_selected": list(explorer.atlas_panel.selected),
     "direction_error": float(np.abs(direction - _mean).max()),
@@ -177,11 +178,12 @@ def test_neuron_viewer_notebook(tmp_path, artifacts):
     assert facts["chopsticks_score"] < facts["noodles_score"] - 0.2
     assert facts["viewer_unit"] == {"kind": "channel", "layer": "block4", "channel": facts["noodles_channel"]}
     assert facts["top_group_noodles"] >= 0.8  # its top examples do show noodles
-    # the Explorer's views agree: the channel selected its strongest cells in both atlases, the
-    # panel followed, and selecting those cells sent their members' mean to the viewer
-    assert facts["noodle_cells"] == facts["strongest"] == facts["panel_selected"]
-    assert facts["comparison_selected"] == facts["comparison_strongest"]
-    assert facts["atlas_selected_after"] == facts["strongest"]
+    # the Explorer's views agree: the channel highlighted its strongest cells in both atlases;
+    # selecting those cells (show_cells) sent their members' mean to the viewer, and the panel
+    # followed the selection; picking the channel again highlights them again and keeps it
+    assert facts["noodle_cells"] == facts["strongest"] == facts["atlas_highlighted_after"]
+    assert facts["comparison_highlighted"] == facts["comparison_strongest"]
+    assert facts["atlas_selected_after"] == facts["strongest"] == facts["panel_selected"]
     assert facts["direction_error"] < 1e-4
     assert facts["direction_top_noodles"] >= 0.8
     # the direction's most correlated channels include channels that "noodles" explains well

@@ -7,6 +7,7 @@ a green run without browser tests would hide that the widgets were never clicked
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,7 +50,8 @@ def lab(tmp_path_factory, artifacts) -> Lab:
     root = tmp_path_factory.mktemp("lab")
     for nb in (ROOT / "notebooks").glob("*.ipynb"):
         shutil.copy(nb, root / nb.name)
-    log = artifacts / "jupyterlab.log"
+    # one JupyterLab per pytest-xdist worker, each with its own log
+    log = artifacts / f"jupyterlab-{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.log"
     try:
         proc, url = start_lab(root, log)
     except RuntimeError as err:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -138,3 +139,20 @@ def scratch_notebook(cells: list[str]) -> dict:
         "nbformat": 4,
         "nbformat_minor": 5,
     }
+
+
+def run_scratch(page, lab, name: str, cells: list[str], timeout_ms: int = 180_000) -> None:
+    """Write a scratch notebook of ``cells`` into the lab's root, open it and run every cell."""
+    (lab.root / name).write_text(json.dumps(scratch_notebook(cells)))
+    open_notebook(page, lab.notebook_url(name))
+    run_all(page, timeout_ms=timeout_ms)
+
+
+def ready_widget(page, selector: str, ready: str = "[data-ready='1']"):
+    """Wait for the widget root at ``selector`` to appear and to reach ``ready`` (by default:
+    its icons decoded); return its locator."""
+    root = page.locator(selector)
+    root.wait_for(timeout=60_000)
+    page.wait_for_selector(selector + ready, timeout=30_000)
+    return root
+

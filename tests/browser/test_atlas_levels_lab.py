@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
+from .lab import dismiss_news, ready_widget, run_code, run_scratch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -73,13 +73,8 @@ def _shot(page, root, path) -> None:
 
 
 def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
-    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
-    open_notebook(page, lab.notebook_url(NOTEBOOK))
-    run_all(page, timeout_ms=180_000)
-    root = page.locator(".aw-atlas")
-    root.wait_for(timeout=60_000)
-    page.wait_for_selector(".aw-atlas[data-ready='1'][data-icons='examples'][data-level='0']",
-                           timeout=30_000)
+    run_scratch(page, lab, NOTEBOOK, CELLS)
+    root = ready_widget(page, ".aw-atlas", "[data-ready='1'][data-icons='examples'][data-level='0']")
     canvas = page.locator(".aw-atlas-canvas")
     toggle = page.locator("button.aw-atlas-icons")
     assert root.get_attribute("data-grid-size") == "8"

@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
+from .lab import dismiss_news, ready_widget, run_code, run_scratch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -68,12 +68,8 @@ def _legend(page) -> tuple[str, str]:
 
 def test_comparison_widget_in_lab(lab, page, artifacts):
     """Build notebook 02's comparison widget and panel in the page, then use them."""
-    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
-    open_notebook(page, lab.notebook_url(NOTEBOOK))
-    run_all(page, timeout_ms=180_000)
-    root = page.locator(COMPARE)
-    root.wait_for(timeout=60_000)
-    page.wait_for_selector(f"{COMPARE}[data-ready='1']", timeout=30_000)
+    run_scratch(page, lab, NOTEBOOK, CELLS)
+    root = ready_widget(page, COMPARE)
     canvas = root.locator(".aw-atlas-canvas")
     panel = page.locator(".aw-examples")
     canvas.scroll_into_view_if_needed()

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
+from .lab import dismiss_news, ready_widget, run_code, run_scratch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -68,12 +68,8 @@ def _settle(page, canvas) -> None:
 
 
 def test_diff_widget_in_lab(lab, page, artifacts):
-    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
-    open_notebook(page, lab.notebook_url(NOTEBOOK))
-    run_all(page, timeout_ms=180_000)
-    root = page.locator(DIFF)
-    root.wait_for(timeout=60_000)
-    page.wait_for_selector(f"{DIFF}[data-ready='1']", timeout=30_000)
+    run_scratch(page, lab, NOTEBOOK, CELLS)
+    root = ready_widget(page, DIFF)
     canvas = root.locator(".aw-atlas-canvas")
     canvas.scroll_into_view_if_needed()
 

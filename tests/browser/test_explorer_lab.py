@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
+from .lab import dismiss_news, ready_widget, run_code, run_scratch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -43,12 +43,8 @@ def _wait_viewer(page, unit: str) -> None:
 
 
 def test_explorer_in_lab(lab, page, artifacts):
-    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
-    open_notebook(page, lab.notebook_url(NOTEBOOK))
-    run_all(page, timeout_ms=180_000)
-    atlas = page.locator(".aw-atlas")
-    atlas.wait_for(timeout=60_000)
-    page.wait_for_selector(".aw-atlas[data-ready='1']", timeout=30_000)
+    run_scratch(page, lab, NOTEBOOK, CELLS)
+    atlas = ready_widget(page, ".aw-atlas")
     page.wait_for_selector(".aw-neuron", timeout=30_000)
 
     # 1. A click on the busiest cell shows that cell's mean direction in the viewer.

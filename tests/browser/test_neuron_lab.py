@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code, scratch_notebook
+from .lab import dismiss_news, run_code, run_scratch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -47,9 +47,7 @@ def _wait_unit(page, unit: str) -> None:
 
 
 def test_neuron_viewer_in_lab(lab, page, artifacts):
-    (lab.root / NOTEBOOK).write_text(json.dumps(scratch_notebook(CELLS)))
-    open_notebook(page, lab.notebook_url(NOTEBOOK))
-    run_all(page, timeout_ms=180_000)
+    run_scratch(page, lab, NOTEBOOK, CELLS)
     _wait_unit(page, "channel:84")
     root = page.locator(".aw-neuron")
 

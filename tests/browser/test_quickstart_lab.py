@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, run_all, run_code
+from .lab import dismiss_news, open_notebook, ready_widget, run_all, run_code
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -25,9 +25,7 @@ def _cell_point(page, canvas, row: int, col: int) -> tuple[float, float]:
 def test_quickstart_atlas_answers_clicks(lab, page, artifacts):
     open_notebook(page, lab.notebook_url("01_quickstart.ipynb"))
     run_all(page)
-    atlas = page.locator(".aw-atlas")
-    atlas.wait_for(timeout=60_000)
-    page.wait_for_selector(".aw-atlas[data-ready='1']", timeout=30_000)
+    atlas = ready_widget(page, ".aw-atlas")
     panel = page.locator(".aw-examples")
     canvas = page.locator(".aw-atlas-canvas")
     canvas.scroll_into_view_if_needed()
