@@ -25,7 +25,6 @@ DOM hooks for tests: root ``.aw-neuron`` with ``data-unit`` ("channel:84" or "di
 from __future__ import annotations
 
 import hashlib
-import math
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,12 +33,12 @@ import numpy as np
 import torch
 import traitlets
 
-from ..attribution import target_key
 from ..cache.cache import ActivationCache
-from ..cache.topk import DEFAULT_RANGES, UnitSamples
+from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ..render.crops import _resize, _windows, display_images, sprite_sheet
 from ._common import esm, from_buffer, to_buffer
+from .neuron_facts import UnitFacts, activation_maps, render_icon
 
 __all__ = ["NeuronViewer"]
 
@@ -160,8 +159,7 @@ class NeuronViewer(anywidget.AnyWidget):
         self._n, self._n_top, self._seed = int(n), None if n_top is None else int(n_top), int(seed)
         self._icons, self._icon_steps, self._n_related = bool(icons), int(icon_steps), int(n_related)
         self._icon_memo: dict[tuple, tuple[bytes, str]] = {}
-        self._moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (mean, second moment)
-        self._pushes: dict[tuple, tuple[list[str], torch.Tensor]] = {}
+        self._facts = UnitFacts(cache)  # histogram, correlated channels, classes pushed
         self._direction: np.ndarray | None = None
         self._label = ""
         self._samples: UnitSamples | None = None
@@ -262,7 +260,7 @@ class NeuronViewer(anywidget.AnyWidget):
             return []
         if not text:
             raise ValueError("Type a channel number or a class name.")
-        names, means = self._class_means(self.layer)
+        names, means = self._facts.class_means(self.layer)
         if not names:
             raise ValueError(f"No single-class attributions for layer {self.layer!r}, so channels "
                              f"cannot be ranked by class; compute them with aw.attribute(model, "
@@ -411,15 +409,15 @@ class NeuronViewer(anywidget.AnyWidget):
         sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
         maps, boxes = None, None
         if self._model is not None and len(ex):
-            maps = _activation_maps(self._model, images, ex.sample_id, layer, unit, la.hw,
+            maps = activation_maps(self._model, images, ex.sample_id, layer, unit, la.hw,
                                     cache.input_hw, self._normalize)
         elif len(ex):
             y0, x0, ch, cw = _windows(cache, la, images.shape[-2:], torch.as_tensor(ex.yx), shift=False)
             h, w = images.shape[-2:]
             b = torch.stack([y0, x0, y0 + ch, x0 + cw], 1).double() * torch.tensor([s / h, s / w, s / h, s / w])
             boxes = b.round().long().clamp(0, s).numpy()
-        edges, counts, quantiles, marks, hist_note = self._distribution(unit, maxima)
-        related, up, down, related_note = self._related(unit)
+        edges, counts, quantiles, marks, hist_note = self._facts.distribution(layer, unit, maxima)
+        related, up, down, related_note = self._facts.related(layer, unit, self._n_related)
         if d is None:
             unit_trait = {"kind": "channel", "layer": layer, "channel": int(self.channel)}
         else:
@@ -456,83 +454,6 @@ class NeuronViewer(anywidget.AnyWidget):
         self._samples = samples
         self._send_icon(unit)
 
-    def _distribution(self, unit, maxima=None):
-        """Histogram of the unit's per-sample maxima, and the value at each quantile bound."""
-        qs = sorted({q for r in DEFAULT_RANGES for q in r} - {0.0, 1.0})
-        if isinstance(unit, int):
-            stats = self._cache.stats[self.layer]
-            edges, counts = stats.histogram(unit, of="maxima")
-            marks = [stats.quantile(unit, q, of="maxima") for q in qs]
-            return (edges, counts, qs, np.asarray(marks),
-                    "per-sample maximum over every position (streamed during capture)")
-        if maxima is None:
-            maxima = unit_maxima(self._cache, unit, self.layer)
-        best = maxima.values.astype(np.float64)
-        bins = self._cache.stats[self.layer].bins
-        counts, edges = np.histogram(best, bins=bins)
-        return edges, counts, qs, np.quantile(best, qs), "per-sample maximum over the cached positions"
-
-    def _related(self, unit):
-        """Correlated channels over the cached rows; classes pushed most (channels only)."""
-        mean, second = self._moment(self.layer)
-        # the unit's value at a row is acts @ v, so its covariance with every channel and its
-        # variance follow from the layer's mean and second moment: (C, C) work, not a pass over rows
-        if isinstance(unit, int):
-            v = torch.zeros_like(mean)
-            v[unit] = 1.0
-        else:
-            v = torch.as_tensor(np.asarray(unit), dtype=torch.float64, device=mean.device)
-        s_mean = mean @ v
-        cov = second @ v - mean * s_mean
-        s_power = v @ second @ v
-        s_std = (s_power - s_mean * s_mean).clamp_min(0).sqrt()
-        power = torch.diagonal(second)
-        std = (power - mean * mean).clamp_min(0).sqrt()
-        # a constant channel's variance comes out as rounding noise, not 0: call it constant
-        live = (std > 1e-6 * power.sqrt()) & (s_std > 1e-6 * s_power.sqrt())
-        corr = torch.where(live, cov / (std * s_std).clamp_min(1e-12), torch.zeros_like(cov))
-        corr = corr.float()
-        if isinstance(unit, int):
-            corr[unit] = -math.inf  # itself
-        order = torch.argsort(corr, descending=True)[: self._n_related]
-        related = [{"channel": int(c), "corr": float(corr[c])} for c in order if math.isfinite(corr[c])]
-        names, means = self._class_means(self.layer)
-        if not isinstance(unit, int):
-            return related, [], [], "class attributions are per channel; pick a channel to see them"
-        if not names:
-            return related, [], [], (f"no single-class attributions for {self.layer!r}: compute them "
-                                     f"with aw.attribute(model, data, {self.layer!r}, 'class', cache=cache)")
-        col = means[:, unit]
-        up = [{"name": names[i], "value": float(col[i])} for i in torch.argsort(col, descending=True)
-              if col[i] > 0][: self._n_related]
-        down = [{"name": names[i], "value": float(col[i])} for i in torch.argsort(col) if col[i] < 0][: self._n_related]
-        return related, up, down, "mean attribution of this channel toward each class"
-
-    def _moment(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The layer's channel means (C,) and second moments E[x x^T] (C, C), float64."""
-        if layer not in self._moments:  # the activations do not change; computed once per layer
-            acts = self._cache[layer].acts.double()
-            self._moments[layer] = (acts.mean(0), acts.T @ acts / len(acts))
-        return self._moments[layer]
-
-    def _class_means(self, layer: str) -> tuple[list[str], torch.Tensor]:
-        """Class names with a single-class attribution, and each one's mean per channel, shape
-        (n_classes_found, n_channels)."""
-        la = self._cache[layer]
-        cache = self._cache
-        n_out = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else 0
-        keys = {}
-        for k in range(n_out):
-            key = target_key(k, cache.classes, n_out)
-            if key in la.attributions:
-                keys[key] = key
-        memo_key = (layer, tuple(keys))
-        if memo_key not in self._pushes:
-            rows = [la.attributions[k].float().mean(0) for k in keys]
-            means = torch.stack(rows) if rows else torch.zeros(0, la.n_channels)
-            self._pushes[memo_key] = (list(keys), means.cpu())
-        return self._pushes[memo_key]
-
     def _send_icon(self, unit) -> None:
         """The unit's feature-vis icon, after the examples: it takes about a second of CPU."""
         if isinstance(unit, int):
@@ -549,59 +470,10 @@ class NeuronViewer(anywidget.AnyWidget):
             return
         if key not in self._icon_memo:
             try:
-                self._icon_memo[key] = (_render_icon(self._model, self.layer, unit, self._cache.input_hw,
+                self._icon_memo[key] = (render_icon(self._model, self.layer, unit, self._cache.input_hw,
                                                      self._icon_steps, self._normalize), "feature visualisation")
             except (ValueError, TypeError, RuntimeError) as e:
                 self._icon_memo[key] = (b"", f"no icon: {e}")
         png, note = self._icon_memo[key]
         with self.hold_sync():
             self.icon, self.icon_unit, self.icon_note = png, name, note
-
-
-# ----------------------------------------------------------------------------- plain functions
-
-
-def _activation_maps(model, images, sample_id, layer, unit, hw, input_hw, normalize) -> np.ndarray:
-    """The unit's activation at every position of ``layer`` for some samples' display images.
-
-    images : uint8 (n_samples, 3, h, w); sample_id : int array (k,); unit : channel or direction
-    Returns float32 (k, grid_h, grid_w). The model runs once per distinct sample, in eval mode.
-    """
-    from ..render.fv import _model_device, forward_layers
-
-    ids, inverse = np.unique(np.asarray(sample_id, dtype=np.int64), return_inverse=True)
-    x = images[torch.as_tensor(ids)].float() / 255
-    if input_hw[0] > 0 and tuple(x.shape[-2:]) != tuple(input_hw):
-        x = torch.nn.functional.interpolate(x, size=tuple(input_hw), mode="bilinear", align_corners=False)
-    x = x.to(_model_device(model))
-    if normalize is not None:
-        x = normalize(x)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = forward_layers(model, (layer,), x)[layer].float()
-    finally:
-        model.train(was_training)
-    if out.ndim == 2:
-        out = out[:, :, None, None]
-    if tuple(out.shape[-2:]) != tuple(hw):
-        raise ValueError(f"The model's {layer!r} output has grid {tuple(out.shape[-2:])}, but the cache "
-                         f"says {tuple(hw)}; pass the model the cache was captured from.")
-    if isinstance(unit, int):
-        maps = out[:, unit]
-    else:
-        maps = torch.einsum("nchw,c->nhw", out, torch.as_tensor(unit, device=out.device, dtype=out.dtype))
-    return maps.cpu().numpy().astype(np.float32)[inverse]
-
-
-def _render_icon(model, layer, unit, input_hw, steps, normalize) -> bytes:
-    """PNG bytes of a feature visualisation of the unit at the model's input size."""
-    from ..render import objectives
-    from ..render.fv import render
-    from .display import to_png
-
-    size = int(min(input_hw)) if min(input_hw) >= 8 else 64
-    obj = objectives.channel(layer, unit) if isinstance(unit, int) else objectives.direction(layer, unit)
-    result = render(model, obj, size=size, steps=steps, normalize=normalize, seed=0)
-    return to_png(result.images[0])

@@ -1,0 +1,152 @@
+"""What the neuron viewer shows about a unit besides its examples: the distribution of its
+per-sample maxima, the channels most correlated with it, the classes it pushes up and down, its
+activation maps on given images, and its feature-vis icon. Plain computations on a cache (and a
+model), kept apart from the widget's traits and messages.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..attribution import target_key
+from ..cache.cache import ActivationCache
+from ..cache.topk import DEFAULT_RANGES
+from ..cache.units import unit_maxima
+
+__all__ = ["UnitFacts", "activation_maps", "render_icon"]
+
+
+class UnitFacts:
+    """Per-cache facts about units of its layers; the layer moments and class means they need
+    are computed once per layer (the cached activations do not change)."""
+
+    def __init__(self, cache: ActivationCache):
+        self._cache = cache
+        self._moments: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # layer -> (mean, second moment)
+        self._pushes: dict[tuple, tuple[list[str], torch.Tensor]] = {}
+
+    def distribution(self, layer: str, unit, maxima=None):
+        """Histogram of the unit's per-sample maxima, and the value at each quantile bound."""
+        qs = sorted({q for r in DEFAULT_RANGES for q in r} - {0.0, 1.0})
+        if isinstance(unit, int):
+            stats = self._cache.stats[layer]
+            edges, counts = stats.histogram(unit, of="maxima")
+            marks = [stats.quantile(unit, q, of="maxima") for q in qs]
+            return (edges, counts, qs, np.asarray(marks),
+                    "per-sample maximum over every position (streamed during capture)")
+        if maxima is None:
+            maxima = unit_maxima(self._cache, unit, layer)
+        best = maxima.values.astype(np.float64)
+        bins = self._cache.stats[layer].bins
+        counts, edges = np.histogram(best, bins=bins)
+        return edges, counts, qs, np.quantile(best, qs), "per-sample maximum over the cached positions"
+
+    def related(self, layer: str, unit, n: int):
+        """Correlated channels over the cached rows; classes pushed most (channels only)."""
+        mean, second = self._moment(layer)
+        # the unit's value at a row is acts @ v, so its covariance with every channel and its
+        # variance follow from the layer's mean and second moment: (C, C) work, not a pass over rows
+        if isinstance(unit, int):
+            v = torch.zeros_like(mean)
+            v[unit] = 1.0
+        else:
+            v = torch.as_tensor(np.asarray(unit), dtype=torch.float64, device=mean.device)
+        s_mean = mean @ v
+        cov = second @ v - mean * s_mean
+        s_power = v @ second @ v
+        s_std = (s_power - s_mean * s_mean).clamp_min(0).sqrt()
+        power = torch.diagonal(second)
+        std = (power - mean * mean).clamp_min(0).sqrt()
+        # a constant channel's variance comes out as rounding noise, not 0: call it constant
+        live = (std > 1e-6 * power.sqrt()) & (s_std > 1e-6 * s_power.sqrt())
+        corr = torch.where(live, cov / (std * s_std).clamp_min(1e-12), torch.zeros_like(cov))
+        corr = corr.float()
+        if isinstance(unit, int):
+            corr[unit] = -math.inf  # itself
+        order = torch.argsort(corr, descending=True)[:n]
+        related = [{"channel": int(c), "corr": float(corr[c])} for c in order if math.isfinite(corr[c])]
+        names, means = self.class_means(layer)
+        if not isinstance(unit, int):
+            return related, [], [], "class attributions are per channel; pick a channel to see them"
+        if not names:
+            return related, [], [], (f"no single-class attributions for {layer!r}: compute them "
+                                     f"with aw.attribute(model, data, {layer!r}, 'class', cache=cache)")
+        col = means[:, unit]
+        up = [{"name": names[i], "value": float(col[i])} for i in torch.argsort(col, descending=True)
+              if col[i] > 0][:n]
+        down = [{"name": names[i], "value": float(col[i])} for i in torch.argsort(col) if col[i] < 0][:n]
+        return related, up, down, "mean attribution of this channel toward each class"
+
+    def _moment(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The layer's channel means (C,) and second moments E[x x^T] (C, C), float64."""
+        if layer not in self._moments:  # the activations do not change; computed once per layer
+            acts = self._cache[layer].acts.double()
+            self._moments[layer] = (acts.mean(0), acts.T @ acts / len(acts))
+        return self._moments[layer]
+
+    def class_means(self, layer: str) -> tuple[list[str], torch.Tensor]:
+        """Class names with a single-class attribution, and each one's mean per channel, shape
+        (n_classes_found, n_channels)."""
+        la = self._cache[layer]
+        cache = self._cache
+        n_out = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else 0
+        keys = {}
+        for k in range(n_out):
+            key = target_key(k, cache.classes, n_out)
+            if key in la.attributions:
+                keys[key] = key
+        memo_key = (layer, tuple(keys))
+        if memo_key not in self._pushes:
+            rows = [la.attributions[k].float().mean(0) for k in keys]
+            means = torch.stack(rows) if rows else torch.zeros(0, la.n_channels)
+            self._pushes[memo_key] = (list(keys), means.cpu())
+        return self._pushes[memo_key]
+
+
+def activation_maps(model, images, sample_id, layer, unit, hw, input_hw, normalize) -> np.ndarray:
+    """The unit's activation at every position of ``layer`` for some samples' display images.
+
+    images : uint8 (n_samples, 3, h, w); sample_id : int array (k,); unit : channel or direction
+    Returns float32 (k, grid_h, grid_w). The model runs once per distinct sample, in eval mode.
+    """
+    from ..render.fv import _model_device, forward_layers
+
+    ids, inverse = np.unique(np.asarray(sample_id, dtype=np.int64), return_inverse=True)
+    x = images[torch.as_tensor(ids)].float() / 255
+    if input_hw[0] > 0 and tuple(x.shape[-2:]) != tuple(input_hw):
+        x = torch.nn.functional.interpolate(x, size=tuple(input_hw), mode="bilinear", align_corners=False)
+    x = x.to(_model_device(model))
+    if normalize is not None:
+        x = normalize(x)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            out = forward_layers(model, (layer,), x)[layer].float()
+    finally:
+        model.train(was_training)
+    if out.ndim == 2:
+        out = out[:, :, None, None]
+    if tuple(out.shape[-2:]) != tuple(hw):
+        raise ValueError(f"The model's {layer!r} output has grid {tuple(out.shape[-2:])}, but the cache "
+                         f"says {tuple(hw)}; pass the model the cache was captured from.")
+    if isinstance(unit, int):
+        maps = out[:, unit]
+    else:
+        maps = torch.einsum("nchw,c->nhw", out, torch.as_tensor(unit, device=out.device, dtype=out.dtype))
+    return maps.cpu().numpy().astype(np.float32)[inverse]
+
+
+def render_icon(model, layer, unit, input_hw, steps, normalize) -> bytes:
+    """PNG bytes of a feature visualisation of the unit at the model's input size."""
+    from ..render import objectives
+    from ..render.fv import render
+    from .display import to_png
+
+    size = int(min(input_hw)) if min(input_hw) >= 8 else 64
+    obj = objectives.channel(layer, unit) if isinstance(unit, int) else objectives.direction(layer, unit)
+    result = render(model, obj, size=size, steps=steps, normalize=normalize, seed=0)
+    return to_png(result.images[0])
