@@ -276,14 +276,7 @@ def _batch(model, x, kept, name, a, b, flat_ok) -> torch.Tensor:
                          "torch.no_grad() or detached inside the model?")
     score = logits[:, a] if b is None else logits[:, a] - logits[:, b]
     # samples are independent in eval mode, so the gradient of the sum is each sample's gradient
-    if kept["out"]._version == kept["version"]:
-        # untouched since the layer returned it: the direct gradient, no backward below the layer
-        (grad,) = torch.autograd.grad(score.sum(), kept["out"], allow_unused=True)
-    else:
-        # changed in place later (ReLU(inplace=True)): the tensor hook holds the gradient of the
-        # value the layer returned, reached by differentiating down to the input
-        torch.autograd.grad(score.sum(), x, allow_unused=True)
-        grad = kept.get("grad")
+    grad = layer_grad(score.sum(), kept, x)
     kept.pop("out", None)  # drop the graph
     if grad is None:
         raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient flows "
@@ -293,6 +286,19 @@ def _batch(model, x, kept, name, a, b, flat_ok) -> torch.Tensor:
                          "check the model's weights and inputs.")
     out = act * grad
     return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+
+
+def layer_grad(score: torch.Tensor, kept: dict, x: torch.Tensor, retain_graph: bool = False):
+    """Gradient of the scalar ``score`` at the layer's output as the layer returned it (``kept``
+    filled by ``_keep``), or None when the score does not depend on it."""
+    if kept["out"]._version == kept["version"]:
+        # untouched since the layer returned it: the direct gradient, no backward below the layer
+        (grad,) = torch.autograd.grad(score, kept["out"], retain_graph=retain_graph, allow_unused=True)
+        return grad
+    # changed in place later (ReLU(inplace=True)): the tensor hook holds the gradient of the
+    # value the layer returned, reached by differentiating down to the input
+    torch.autograd.grad(score, x, retain_graph=retain_graph, allow_unused=True)
+    return kept.get("grad")
 
 
 def _logits(out: Any, n: int) -> torch.Tensor:

@@ -93,3 +93,17 @@ def hooks(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Every submodule in eval mode inside the block; each one's own mode restored after (a model
+    may mix training and eval submodules, so ``model.train(was)`` would not restore it)."""
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield model
+    finally:
+        for m, mode in modes.items():
+            m.train(mode)
+

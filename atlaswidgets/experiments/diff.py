@@ -52,7 +52,7 @@ from torch import nn
 from ..cache.cache import ActivationCache
 from ..cache.capture import _model_classes, capture
 from ..cache.data import batches, check_batch
-from ..cache.hooks import LayerSpec, hooks, resolve_layers
+from ..cache.hooks import LayerSpec, eval_mode, hooks, resolve_layers
 from ..cache.sampling import LIST_HINT
 from .align import Alignment, align, linear_cka, novelty_of
 
@@ -349,11 +349,9 @@ def _class_totals(model: nn.Module, data: Any, layer: str, cache: ActivationCach
     parts: dict[int, list] = {c: [] for c in missing}
     kept: dict[str, Any] = {}
     ordered = bool((la.sample_id[1:] >= la.sample_id[:-1]).all())
-    modes = {m: m.training for m in model.modules()}
     seen = 0
     try:
-        model.eval()
-        with torch.enable_grad(), hooks(model, layer, lambda n, out: _keep(kept, out)):
+        with eval_mode(model), torch.enable_grad(), hooks(model, layer, lambda n, out: _keep(kept, out)):
             for i, (images, labels) in enumerate(batches(data, batch_size)[0] if missing else []):
                 x, _ = check_batch(images, labels, i)
                 kept.clear()
@@ -371,8 +369,6 @@ def _class_totals(model: nn.Module, data: Any, layer: str, cache: ActivationCach
                 seen += len(x)
     finally:
         kept.clear()  # drop the graph
-        for m, mode in modes.items():
-            m.train(mode)
     if missing and seen != cache.n_samples:
         raise ValueError(f"data has {seen} samples but the cache holds {cache.n_samples}; the "
                          "data changed since the models were captured.")
@@ -382,13 +378,10 @@ def _class_totals(model: nn.Module, data: Any, layer: str, cache: ActivationCach
 
 
 def _grad(score: torch.Tensor, kept: dict, x_in: torch.Tensor, layer: str) -> torch.Tensor:
-    """Gradient of ``score`` at the layer's output as the layer returned it (see
-    ``attribution._batch``: an in-place op after the layer is caught by the tensor hook)."""
-    if kept["out"]._version == kept["version"]:
-        (grad,) = torch.autograd.grad(score, kept["out"], retain_graph=True, allow_unused=True)
-    else:
-        torch.autograd.grad(score, x_in, retain_graph=True, allow_unused=True)
-        grad = kept.get("grad")
+    """Gradient of one class's ``score`` at the layer, keeping the graph for the next class."""
+    from ..attribution import layer_grad
+
+    grad = layer_grad(score, kept, x_in, retain_graph=True)
     if grad is None:
         raise ValueError(f"The class logits do not depend on layer {layer!r}; pick a layer "
                          "before the output.")
@@ -398,20 +391,15 @@ def _grad(score: torch.Tensor, kept: dict, x_in: torch.Tensor, layer: str) -> to
 def _probe(model: nn.Module, which: str, x: torch.Tensor, names: list[str]) -> dict[str, tuple]:
     """Shapes of the named layers' outputs on one input batch; a clear error when the model
     cannot take the input."""
-    modes = {m: m.training for m in model.modules()}
     dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
-        model.eval()
         shape = lambda n, out: tuple(getattr(out, "shape", ()))  # noqa: E731
-        with torch.no_grad(), hooks(model, names, shape) as rec:
+        with eval_mode(model), torch.no_grad(), hooks(model, names, shape) as rec:
             model(x.to(dev))
     except Exception as err:  # any failure here is the model refusing this input
         raise ValueError(f"Model {which} cannot run on the data's input size "
                          f"{tuple(x.shape[1:])}: {type(err).__name__}: {err}. Both models must take "
                          "the same inputs; resize the data to the size both expect.") from err
-    finally:
-        for m, mode in modes.items():
-            m.train(mode)
     return dict(rec)
 
 

@@ -107,3 +107,16 @@ def test_a_layer_that_does_not_run_is_refused(data):
 
     with pytest.raises(ValueError, match="'spare' did not run"):
         capture(Unused(), data[0], "spare", progress=False)
+
+
+def test_eval_mode_restores_each_submodules_own_mode_even_on_error():
+    from atlaswidgets.cache.hooks import eval_mode
+
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(), torch.nn.Linear(2, 2))
+    net.train()
+    net[1].eval()  # a mixed model: model.train(True) afterwards would wrongly wake the dropout
+    with pytest.raises(RuntimeError, match="inside"):
+        with eval_mode(net):
+            assert not any(m.training for m in net.modules())
+            raise RuntimeError("inside")
+    assert [m.training for m in net.modules()] == [True, True, False, True]
