@@ -185,18 +185,21 @@ def build_atlas(
     Atlas
     """
     name, la, acts = _checked_layer(cache, layer, grid_size)
-    if xy is None:
-        xy = umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
-    else:
-        xy = xy.detach().cpu().numpy() if isinstance(xy, torch.Tensor) else np.asarray(xy)
-        if xy.shape != (la.n_rows, 2):
-            raise ValueError(
-                f"xy must have shape ({la.n_rows}, 2), one point per row of layer {name!r}; "
-                f"got {xy.shape}."
-            )
-        xy = xy.astype(np.float32)
-
+    xy = _layout(name, la, acts, xy, seed, n_neighbors, min_dist)
     return Atlas(**_grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size))
+
+
+def _layout(name, la, acts, xy, seed, n_neighbors, min_dist) -> np.ndarray:
+    """The 2-D layout of a layer's rows: UMAP when ``xy`` is None, else ``xy`` checked."""
+    if xy is None:
+        return umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+    xy = xy.detach().cpu().numpy() if isinstance(xy, torch.Tensor) else np.asarray(xy)
+    if xy.shape != (la.n_rows, 2):
+        raise ValueError(
+            f"xy must have shape ({la.n_rows}, 2), one point per row of layer {name!r}; "
+            f"got {xy.shape}."
+        )
+    return xy.astype(np.float32)
 
 
 def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tuple[str, LayerActs, torch.Tensor]:

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cache.cache import ActivationCache
-from .atlas import Atlas, _checked_layer, _grid_parts
+from .atlas import Atlas, _checked_layer, _grid_parts, _layout
 from .compare import _cell_mean
-from .umap import umap_layout
 
 __all__ = ["DiffAtlas", "diff_atlas"]
 
@@ -89,11 +88,7 @@ def diff_atlas(
         raise ValueError("novelty must hold finite values in [0, 1].")
     if not (isinstance(names, (tuple, list)) and len(names) == 2):
         raise TypeError(f"names must be a pair (name of a, name of b), got {names!r}.")
-    if xy is None:
-        xy = umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
-    xy = np.asarray(xy, np.float32)
-    if xy.shape != (la.n_rows, 2):
-        raise ValueError(f"xy must have shape ({la.n_rows}, 2), got {xy.shape}.")
+    xy = _layout(name, la, acts, xy, seed, n_neighbors, min_dist)
     parts = _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size)
     mean = _cell_mean(nov, parts["cells"])
     return DiffAtlas(**parts, names=(str(names[0]), str(names[1])), novelty=nov,
