@@ -1,7 +1,8 @@
 """2-D layout of activation vectors with UMAP (umap-learn), seeded.
 
 umap-learn pulls in numba, whose import and first JIT compile take seconds, so it is imported inside
-the function rather than with the package.
+the function rather than with the package. The neighbour graph is computed exactly with torch for
+the sizes an atlas has (see ``neighbors.py``): pynndescent's compile alone cost more than that.
 """
 
 from __future__ import annotations
@@ -12,7 +13,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from .neighbors import EXACT_METRICS, exact_neighbors
+
 __all__ = ["umap_layout"]
+
+# "auto" searches neighbours exactly up to this many rows on CPU (about 13 s for 50k rows of 64
+# channels on 2 cores; the time grows with the square); beyond it umap-learn's pynndescent is faster
+EXACT_MAX_ROWS_CPU = 50_000
+NEIGHBORS = ("auto", "exact", "nndescent")
 
 
 def umap_layout(
@@ -22,6 +30,7 @@ def umap_layout(
     metric: str = "cosine",
     seed: int | None = 0,
     n_components: int = 2,
+    neighbors: str = "auto",
     **umap_kwargs: Any,
 ) -> np.ndarray:
     """Place activation vectors in 2-D (or ``n_components``-D) so that alike vectors sit close together.
@@ -34,6 +43,10 @@ def umap_layout(
     seed : int, the same seed gives the same layout (umap-learn then runs single-threaded);
         None lets umap-learn use all cores, at the cost of run-to-run differences
     n_components : int >= 1, dimensions of the embedding; 1 gives the comparison atlas its y axis
+    neighbors : how the k-nearest-neighbour graph is found. "exact": chunked matrix products with
+        torch, on the tensor's device (cosine and euclidean only); "nndescent": umap-learn's own
+        approximate search; "auto": exact for cosine/euclidean on CUDA tensors or up to
+        50,000 rows, else nndescent
     **umap_kwargs : passed on to ``umap.UMAP`` (e.g. ``n_epochs``, ``init``)
 
     Returns
@@ -43,6 +56,22 @@ def umap_layout(
     x = _validate(acts, n_neighbors)
     if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
         raise ValueError(f"n_components must be an int >= 1 (2 for an atlas), got {n_components!r}.")
+    if neighbors not in NEIGHBORS:
+        raise ValueError(f"neighbors must be one of {NEIGHBORS}, got {neighbors!r}.")
+    if neighbors == "exact" and metric not in EXACT_METRICS:
+        raise ValueError(
+            f'neighbors="exact" supports the metrics {EXACT_METRICS}, got {metric!r}; use '
+            'neighbors="nndescent" for other metrics.'
+        )
+    on_cuda = isinstance(acts, torch.Tensor) and acts.is_cuda
+    # umap-learn refuses precomputed neighbours together with unique=True
+    exact = "precomputed_knn" not in umap_kwargs and not umap_kwargs.get("unique") and (
+        neighbors == "exact"
+        or (neighbors == "auto" and metric in EXACT_METRICS and (on_cuda or len(x) <= EXACT_MAX_ROWS_CPU))
+    )
+    if exact:
+        idx, dist = exact_neighbors(acts if on_cuda else x, n_neighbors, metric)
+        umap_kwargs["precomputed_knn"] = (idx, dist, None)
     try:
         import umap
     except ImportError as err:
@@ -62,6 +91,8 @@ def umap_layout(
     with warnings.catch_warnings():
         # a seeded run is single-threaded on purpose; umap-learn warns about exactly that
         warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+        # without pynndescent's index umap-learn cannot .transform new data; we never ask it to
+        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
         xy = reducer.fit_transform(x)
     xy = np.asarray(xy, dtype=np.float32)
     if not np.isfinite(xy).all():

@@ -59,3 +59,16 @@ def test_one_component_for_the_comparison_atlas(blobs):
     assert (cluster[d.argmin(1)] == cluster).mean() > 0.9
     with pytest.raises(ValueError, match="n_components must be an int >= 1"):
         umap_layout(x, n_components=0)
+
+
+def test_exact_and_nndescent_neighbours_both_keep_clusters(blobs):
+    x, cluster = blobs
+    for neighbors in ("exact", "nndescent"):
+        a = umap_layout(x, n_neighbors=10, seed=3, neighbors=neighbors)
+        d = ((a[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(d, np.inf)
+        assert (cluster[d.argmin(1)] == cluster).mean() > 0.95, neighbors
+    with pytest.raises(ValueError, match="neighbors must be one of"):
+        umap_layout(x, neighbors="fast")
+    with pytest.raises(ValueError, match='use neighbors="nndescent"'):
+        umap_layout(x, neighbors="exact", metric="manhattan")
