@@ -11,6 +11,15 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under `make test` two pytest-xdist workers share the 2 cores. With torch's default of one
+    # OpenMP thread per core in each worker, and in each notebook kernel a worker starts (they
+    # inherit the environment), busy-waiting threads oversubscribe the cores; one thread each
+    # keeps both cores busy without that.
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -30,7 +39,7 @@ def in_ci() -> bool:
 # The notebook files take longest, and pytest-xdist (``-n 2 --dist loadfile``, see the Makefile)
 # hands out whole files in collection order: collected first, they start at once on one worker
 # while the other works through the rest.
-_FIRST = ("test_notebooks.py", "test_workshop_notebooks.py")
+_FIRST = ("test_notebook_pan_vs_wok.py", "test_notebooks.py", "test_workshop_notebooks.py")
 
 
 def pytest_collection_modifyitems(config, items):
