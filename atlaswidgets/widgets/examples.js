@@ -1,4 +1,4 @@
-// ExamplePanel front end: a header and a grid of example pictures cut from one PNG sprite sheet.
+// ExamplePanel front end: a header and a grid of example pictures cut from one sprite sheet.
 // Python sends a whole page of examples in one message; the page swaps it in once the sheet has
 // decoded, so the header and the pictures always belong to the same selection.
 // All text is set with textContent; nothing here parses HTML.
@@ -45,12 +45,12 @@ function render({ model, el: host }) {
       if (url) URL.revokeObjectURL(url); // a newer page of examples arrived meanwhile
       return;
     }
-    show(s, img);
+    show(s, img ? decoded : null);
     if (currentUrl) URL.revokeObjectURL(currentUrl);
     currentUrl = url;
   }
 
-  function show(s, img) {
+  function show(s, sheet) {
     header.dataset.cells = s.cells.join(",");
     root.dataset.nExamples = String(s.n);
     if (s.cells.length === 0) {
@@ -64,7 +64,6 @@ function render({ model, el: host }) {
       headerNote.textContent = `top ${s.n} example${s.n === 1 ? "" : "s"} · outline: what the position sees`;
       root.classList.remove("aw-empty");
     }
-    const dpr = window.devicePixelRatio || 1;
     const items = [];
     for (let i = 0; i < s.n; i++) {
       const fig = el("figure", "aw-example");
@@ -75,19 +74,7 @@ function render({ model, el: host }) {
       const x = s.yx[2 * i + 1];
       const where = y < 0 ? "whole image" : `position (${y}, ${x})`;
       fig.title = `sample ${s.samples[i]} · row ${s.rows[i]} · ${where}`;
-      const canvas = el("canvas", "aw-example-img", fig);
-      canvas.width = Math.round(s.thumb * dpr);
-      canvas.height = Math.round(s.thumb * dpr);
-      canvas.style.width = `${s.thumb}px`;
-      canvas.style.height = `${s.thumb}px`;
-      if (img) {
-        const ctx = canvas.getContext("2d");
-        ctx.imageSmoothingEnabled = true;
-        ctx.imageSmoothingQuality = "high";
-        const sx = (i % s.cols) * s.thumb;
-        const sy = Math.floor(i / s.cols) * s.thumb;
-        ctx.drawImage(img, sx, sy, s.thumb, s.thumb, 0, 0, canvas.width, canvas.height);
-      }
+      spriteTile("aw-example-img", sheet, i, s.cols, s.thumb, fig);
       const cap = el("figcaption", "aw-example-caption", fig);
       const label = el("span", "aw-example-label", cap);
       label.textContent = s.labels[i] ?? "?";

@@ -150,7 +150,7 @@ function render({ model, el: host }) {
       if (url) URL.revokeObjectURL(url); // a newer unit arrived meanwhile
       return;
     }
-    shown = { ...s, img };
+    shown = { ...s, sheet: img ? decoded : null };
     drawAll();
     if (currentUrl) URL.revokeObjectURL(currentUrl);
     currentUrl = url;
@@ -338,40 +338,47 @@ function render({ model, el: host }) {
     ctx.fillText("samples (log) by per-sample max", W / 2, H - pad.b + 10);
   }
 
-  function drawMap(ctx, s, i, size) {
+  // Every example's activation map in one small PNG, map i at the column and row of picture i in
+  // the sprite sheet, so that one background per picture, positioned as the picture's own, lays it
+  // over the picture (blocky: one square per position of the layer).
+  function mapSheet(s) {
     const cells = s.gh * s.gw;
-    if (!cells || s.maps.length < (i + 1) * cells) return;
-    const off = document.createElement("canvas");
-    off.width = s.gw;
-    off.height = s.gh;
-    const octx = off.getContext("2d");
-    const data = octx.createImageData(s.gw, s.gh);
-    for (let k = 0; k < cells; k++) {
-      const t = s.maps[i * cells + k] / s.mapMax;
-      const [r, g, b] = rampColor(t);
-      data.data[4 * k] = r;
-      data.data[4 * k + 1] = g;
-      data.data[4 * k + 2] = b;
-      data.data[4 * k + 3] = t > 0 ? Math.round(255 * Math.min(0.8, 0.15 + 0.65 * t)) : 0;
+    if (!cells || s.n === 0 || s.maps.length < s.n * cells) return null;
+    const rows = Math.ceil(s.n / s.cols);
+    const canvas = document.createElement("canvas"); // never in the page: no layer of its own
+    canvas.width = s.cols * s.gw;
+    canvas.height = rows * s.gh;
+    const ctx = canvas.getContext("2d");
+    const data = ctx.createImageData(canvas.width, canvas.height);
+    for (let i = 0; i < s.n; i++) {
+      const ox = (i % s.cols) * s.gw;
+      const oy = Math.floor(i / s.cols) * s.gh;
+      for (let k = 0; k < cells; k++) {
+        const t = s.maps[i * cells + k] / s.mapMax;
+        const [r, g, b] = rampColor(t);
+        const p = 4 * ((oy + Math.floor(k / s.gw)) * canvas.width + ox + (k % s.gw));
+        data.data[p] = r;
+        data.data[p + 1] = g;
+        data.data[p + 2] = b;
+        data.data[p + 3] = t > 0 ? Math.round(255 * Math.min(0.8, 0.15 + 0.65 * t)) : 0;
+      }
     }
-    octx.putImageData(data, 0, 0);
-    ctx.imageSmoothingEnabled = false; // blocks at the layer's own resolution
-    ctx.drawImage(off, 0, 0, size, size);
+    ctx.putImageData(data, 0, 0);
+    return { url: canvas.toDataURL("image/png"), width: s.cols * s.thumb, height: rows * s.thumb };
   }
 
-  function drawBox(ctx, s, i, scale) {
+  function drawBox(tile, s, i) {
     if (s.boxes.length < 4 * (i + 1)) return;
-    const [y0, x0, y1, x1] = [0, 1, 2, 3].map((k) => s.boxes[4 * i + k] * scale);
-    ctx.lineWidth = 4 * scale;
-    ctx.strokeStyle = "rgb(20, 20, 20)";
-    ctx.strokeRect(x0 + 1, y0 + 1, x1 - x0 - 2, y1 - y0 - 2);
-    ctx.lineWidth = 2 * scale;
-    ctx.strokeStyle = "rgb(255, 214, 0)";
-    ctx.strokeRect(x0 + 1, y0 + 1, x1 - x0 - 2, y1 - y0 - 2);
+    const [y0, x0, y1, x1] = [0, 1, 2, 3].map((k) => s.boxes[4 * i + k]);
+    const box = el("div", "aw-neuron-box", tile);
+    box.style.left = `${x0}px`;
+    box.style.top = `${y0}px`;
+    box.style.width = `${Math.max(0, x1 - x0)}px`;
+    box.style.height = `${Math.max(0, y1 - y0)}px`;
   }
 
   function drawGroups(s) {
-    const dpr = window.devicePixelRatio || 1;
+    const maps = s.marking === "heatmap" ? mapSheet(s) : null;
     const sections = [];
     let i = 0;
     for (const g of s.groups) {
@@ -392,20 +399,15 @@ function render({ model, el: host }) {
         fig.dataset.sampleId = String(s.samples[i]);
         fig.dataset.group = g.name;
         fig.title = `sample ${s.samples[i]} · strongest at (${s.yx[2 * i]}, ${s.yx[2 * i + 1]})`;
-        const canvas = el("canvas", "aw-neuron-img", fig);
-        canvas.width = Math.round(s.thumb * dpr);
-        canvas.height = Math.round(s.thumb * dpr);
-        canvas.style.width = `${s.thumb}px`;
-        canvas.style.height = `${s.thumb}px`;
-        const ctx = canvas.getContext("2d");
-        if (s.img) {
-          const sx = (i % s.cols) * s.thumb;
-          const sy = Math.floor(i / s.cols) * s.thumb;
-          ctx.imageSmoothingEnabled = true;
-          ctx.drawImage(s.img, sx, sy, s.thumb, s.thumb, 0, 0, canvas.width, canvas.height);
+        const tile = spriteTile("aw-neuron-img", s.sheet, i, s.cols, s.thumb, fig);
+        if (maps) {
+          const heat = el("div", "aw-neuron-heat", tile);
+          heat.style.backgroundImage = `url("${maps.url}")`; // a data: URL of base64, no quotes
+          heat.style.backgroundSize = `${maps.width}px ${maps.height}px`;
+          heat.style.backgroundPosition = tile.style.backgroundPosition
+            || `${-(i % s.cols) * s.thumb}px ${-Math.floor(i / s.cols) * s.thumb}px`;
         }
-        if (s.marking === "heatmap" && toggle.checked) drawMap(ctx, s, i, canvas.width);
-        if (s.marking === "box") drawBox(ctx, s, i, canvas.width / s.thumb);
+        if (s.marking === "box") drawBox(tile, s, i);
         const cap = el("figcaption", "aw-neuron-caption", fig);
         el("span", "aw-neuron-label", cap).textContent = s.labels[i] ?? "?";
         el("span", "aw-neuron-value", cap).textContent = fmt(s.values[i]);
@@ -476,7 +478,7 @@ function render({ model, el: host }) {
   go.addEventListener("click", () => ask({ kind: "search", query: searchInput.value }));
   channelInput.addEventListener("change", () => askChannel(Number(channelInput.value)));
   layerSelect.addEventListener("change", () => ask({ kind: "layer", layer: layerSelect.value }));
-  toggle.addEventListener("change", () => { if (shown) drawGroups(shown); });
+  toggle.addEventListener("change", () => groupsEl.classList.toggle("aw-neuron-maps-off", !toggle.checked));
 
   const onError = () => {
     showError(model.get("error"));

@@ -35,7 +35,8 @@ viewer""",
 
 
 STATE = ("print(json.dumps({'unit': viewer.unit, 'groups': viewer.groups, 'n': viewer.n_examples, "
-         "'related': viewer.related_channels, 'classes': viewer.classes_up + viewer.classes_down}))")
+         "'related': viewer.related_channels, 'classes': viewer.classes_up + viewer.classes_down, "
+         "'sprite_cols': viewer.sprite_cols, 'thumb': viewer.thumb_size}))")
 
 
 ACTIVE_CELL = "() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].findIndex(c => c.classList.contains('jp-mod-active'))"
@@ -62,6 +63,21 @@ def test_neuron_viewer_in_lab(lab, page, artifacts):
         assert sec.locator(".aw-neuron-example").count() == g["count"]
     assert root.locator(".aw-neuron-example").count() == py["n"] == int(root.get_attribute("data-n-examples"))
     assert root.locator(".aw-neuron-title").inner_text() == "block4 · channel 84"
+    # Each picture is its thumbnail of the sheet as a background (no canvas per picture: each
+    # would be a compositor layer), with its activation map over it; "show maps" hides the maps.
+    tiles = root.locator(".aw-neuron-example .aw-neuron-img")
+    assert tiles.count() == py["n"] and root.locator(".aw-neuron-groups canvas").count() == 0
+    cols = py["sprite_cols"]
+    for i in (0, py["n"] - 1):
+        style = tiles.nth(i).evaluate("(t) => [t.style.backgroundImage, t.style.backgroundPosition]")
+        assert style[0].startswith('url("blob:')
+        assert style[1] == f"{-(i % cols) * py['thumb']}px {-(i // cols) * py['thumb']}px"
+    heat = root.locator(".aw-neuron-heat")
+    assert heat.count() == py["n"] and heat.first.is_visible()
+    root.locator(".aw-neuron-toggle input").uncheck()
+    assert not heat.first.is_visible()
+    root.locator(".aw-neuron-toggle input").check()
+    assert heat.first.is_visible()
     # the feature-vis icon arrives after the examples
     page.wait_for_function(
         "() => document.querySelector('.aw-neuron-iconbox')?.dataset.unit === 'block4:channel:84' "
