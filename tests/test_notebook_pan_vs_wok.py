@@ -6,8 +6,6 @@ out whole files, so on its own file it runs beside them on the other worker.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from .test_notebooks import WIDGET_MIME, _run
@@ -42,12 +40,7 @@ print("FACTS" + _json.dumps({
 
 @pytest.mark.slow
 def test_pan_vs_wok(tmp_path, artifacts):
-    nb, facts, seconds = _run("02_pan_vs_wok.ipynb", tmp_path, PAN_VS_WOK_FACTS)
-    (artifacts / "pan-vs-wok-facts.json").write_text(json.dumps(dict(facts, seconds=seconds), indent=1))
-    print(f"02_pan_vs_wok executed in {seconds:.1f} s")
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    _, facts, outputs = _run("02_pan_vs_wok.ipynb", tmp_path, PAN_VS_WOK_FACTS, artifacts)
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 5  # atlas+panel, 3 image rows, class atlas
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]

@@ -33,7 +33,13 @@ print("FACTS" + _json.dumps({
 """
 
 
-def _run(name: str, tmp_path, extra: str) -> tuple[nbformat.NotebookNode, dict, float]:
+def _run(name: str, tmp_path, extra: str, artifacts) -> tuple[nbformat.NotebookNode, dict, list]:
+    """Execute notebook ``name`` with ``extra`` appended (it prints "FACTS" + JSON).
+
+    Checks what every notebook must do (no error output, fit a 2 GB Binder machine), saves the
+    facts and the run time (measured, not asserted) as a test artifact, and returns the executed notebook, the facts and
+    every output of its code cells.
+    """
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(extra))
     start = time.perf_counter()
@@ -41,18 +47,18 @@ def _run(name: str, tmp_path, extra: str) -> tuple[nbformat.NotebookNode, dict, 
     seconds = time.perf_counter() - start
     out = "".join(o.get("text", "") for o in nb.cells[-1].outputs if o.output_type == "stream")
     facts = json.loads(out.split("FACTS", 1)[1])
+    stem = name.removesuffix(".ipynb")
+    (artifacts / f"{stem}.facts.json").write_text(json.dumps(dict(facts, seconds=seconds), indent=1))
+    print(f"{stem} executed in {seconds:.1f} s, peak kernel RSS {facts['peak_rss_mb']:.0f} MB")
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    assert not [o for o in outputs if o.output_type == "error"]
     assert facts["peak_rss_mb"] < 2048, "the demo notebooks must fit a Binder machine (2 GB)"
-    return nb, facts, seconds
+    return nb, facts, outputs
 
 
 @pytest.mark.slow
 def test_quickstart(tmp_path, artifacts):
-    nb, facts, seconds = _run("01_quickstart.ipynb", tmp_path, FACTS)
-    (artifacts / "quickstart-facts.json").write_text(json.dumps(dict(facts, seconds=seconds), indent=1))
-    print(f"quickstart executed in {seconds:.1f} s")
-
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
+    nb, facts, _ = _run("01_quickstart.ipynb", tmp_path, FACTS, artifacts)
     # the images row and the linked atlas + panel were displayed as widgets
     widget_cells = [c for c in nb.cells if c.cell_type == "code"
                     and any(WIDGET_MIME in o.get("data", {}) for o in c.outputs)]
@@ -105,12 +111,7 @@ print("FACTS" + _json.dumps({
 
 @pytest.mark.slow
 def test_neuron_viewer_notebook(tmp_path, artifacts):
-    nb, facts, seconds = _run("03_neuron_viewer.ipynb", tmp_path, NEURON_VIEWER_FACTS)
-    (artifacts / "neuron-viewer-facts.json").write_text(json.dumps(dict(facts, seconds=seconds), indent=1))
-    print(f"03_neuron_viewer executed in {seconds:.1f} s")
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    _, facts, outputs = _run("03_neuron_viewer.ipynb", tmp_path, NEURON_VIEWER_FACTS, artifacts)
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 2  # the viewer and the Explorer
 
     # explanation scoring finds a noodles channel, well above the control object

@@ -100,14 +100,7 @@ def test_auditing_game(tmp_path, artifacts):
     assert not any("reveal(" in c.source for c in code), "the notebook must never reveal an answer"
 
     audit.reset()
-    nb, facts, seconds = _run("04_auditing_game.ipynb", tmp_path, AUDIT_FACTS)
-    (artifacts / "auditing-game-facts.json").write_text(json.dumps(dict(facts, seconds=seconds), indent=1))
-    print(f"04_auditing_game executed in {seconds:.1f} s, peak RSS {facts['peak_rss_mb']:.0f} MB")
-    assert seconds < 300, "every notebook must run top to bottom in <= 5 minutes"
-
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
-    assert not errors
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
+    nb, facts, outputs = _run("04_auditing_game.ipynb", tmp_path, AUDIT_FACTS, artifacts)
     # catalogue, audit images, comparison atlas + panel, Explorer
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 4
 
@@ -187,13 +180,8 @@ print("FACTS" + _json.dumps({
 
 @pytest.mark.slow
 def test_model_diffing(tmp_path, artifacts):
-    nb, facts, seconds = _run("05_model_diffing.ipynb", tmp_path, DIFF_FACTS)
-    print(f"05_model_diffing executed in {seconds:.1f} s, peak RSS {facts['peak_rss_mb']:.0f} MB")
-    (artifacts / "05_model_diffing.facts.json").write_text(json.dumps(facts, indent=1))
-    assert seconds < 300, "a workshop notebook must run in 5 minutes on 2 cores"
-    errors = [o for c in nb.cells for o in c.get("outputs", []) if o.output_type == "error"]
-    assert not errors
-    widgets = [o for c in nb.cells for o in c.get("outputs", []) if WIDGET_MIME in o.get("data", {})]
+    nb, facts, outputs = _run("05_model_diffing.ipynb", tmp_path, DIFF_FACTS, artifacts)
+    widgets = [o for o in outputs if WIDGET_MIME in o.get("data", {})]
     assert widgets, "the diff widget and its panel must be displayed"
     assert facts["names"] == ["base", facts["variant"]]
     (row,) = facts["summary"]
