@@ -92,6 +92,16 @@ def test_jitter_crops_shifted_windows():
     assert set(starts.tolist()) <= {0.0, 1.0, 2.0}
     # each crop is a contiguous window
     assert torch.equal(out[:, 0, 0], starts[:, None] + torch.arange(8.0))
+    # the gradient reaches exactly each image's own window, once per pixel
+    x = torch.rand(4, 3, 10, 10, requires_grad=True)
+    out = jitter(2)(x, _gen())
+    (g,) = torch.autograd.grad(out.sum(), x)
+    for i in range(4):
+        oy, ox = (g[i, 0] > 0).nonzero().min(0).values.tolist()
+        assert torch.equal(out[i], x[i, :, oy : oy + 8, ox : ox + 8])
+        want = torch.zeros(3, 10, 10)
+        want[:, oy : oy + 8, ox : ox + 8] = 1
+        assert torch.equal(g[i], want)
 
 
 def test_scale_and_rotate_identity_settings_and_gradients():
