@@ -63,8 +63,11 @@ def umap_layout(
             f'neighbors="exact" supports the metrics {EXACT_METRICS}, got {metric!r}; use '
             'neighbors="nndescent" for other metrics.'
         )
+    if neighbors == "exact" and umap_kwargs.get("unique"):
+        raise ValueError('umap-learn cannot use precomputed neighbours with unique=True; pass '
+                         'neighbors="nndescent" (or "auto") with unique=True.')
     on_cuda = isinstance(acts, torch.Tensor) and acts.is_cuda
-    # umap-learn refuses precomputed neighbours together with unique=True
+    # umap-learn refuses precomputed neighbours together with unique=True, so "auto" leaves them out
     exact = "precomputed_knn" not in umap_kwargs and not umap_kwargs.get("unique") and (
         neighbors == "exact"
         or (neighbors == "auto" and metric in EXACT_METRICS and (on_cuda or len(x) <= EXACT_MAX_ROWS_CPU))

@@ -72,3 +72,5 @@ def test_exact_and_nndescent_neighbours_both_keep_clusters(blobs):
         umap_layout(x, neighbors="fast")
     with pytest.raises(ValueError, match='use neighbors="nndescent"'):
         umap_layout(x, neighbors="exact", metric="manhattan")
+    with pytest.raises(ValueError, match="unique=True"):
+        umap_layout(x, neighbors="exact", unique=True)
