@@ -404,8 +404,8 @@ function render({ model, el: host }) {
           const heat = el("div", "aw-neuron-heat", tile);
           heat.style.backgroundImage = `url("${maps.url}")`; // a data: URL of base64, no quotes
           heat.style.backgroundSize = `${maps.width}px ${maps.height}px`;
-          heat.style.backgroundPosition = tile.style.backgroundPosition
-            || `${-(i % s.cols) * s.thumb}px ${-Math.floor(i / s.cols) * s.thumb}px`;
+          // the map sheet has the picture sheet's layout at the pictures' size: the same offset
+          heat.style.backgroundPosition = `${-(i % s.cols) * s.thumb}px ${-Math.floor(i / s.cols) * s.thumb}px`;
         }
         if (s.marking === "box") drawBox(tile, s, i);
         const cap = el("figcaption", "aw-neuron-caption", fig);
