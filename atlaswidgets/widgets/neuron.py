@@ -38,7 +38,7 @@ from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ..render.crops import _resize, _windows, display_images, sprite_sheet
 from ._common import esm, from_buffer, to_buffer
-from .neuron_facts import UnitFacts, activation_maps, render_icon
+from .neuron_facts import LayerOutputs, UnitFacts, activation_maps, render_icon
 
 __all__ = ["NeuronViewer"]
 
@@ -160,6 +160,7 @@ class NeuronViewer(anywidget.AnyWidget):
         self._icons, self._icon_steps, self._n_related = bool(icons), int(icon_steps), int(n_related)
         self._icon_memo: dict[tuple, tuple[bytes, str]] = {}
         self._facts = UnitFacts(cache)  # histogram, correlated channels, classes pushed
+        self._outputs = None if model is None else LayerOutputs(model, cache.input_hw, normalize)
         self._direction: np.ndarray | None = None
         self._label = ""
         self._samples: UnitSamples | None = None
@@ -408,9 +409,8 @@ class NeuronViewer(anywidget.AnyWidget):
         pics = _resize(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
         sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
         maps, boxes = None, None
-        if self._model is not None and len(ex):
-            maps = activation_maps(self._model, images, ex.sample_id, layer, unit, la.hw,
-                                    cache.input_hw, self._normalize)
+        if self._outputs is not None and len(ex):
+            maps = activation_maps(self._outputs, images, ex.sample_id, layer, unit, la.hw)
         elif len(ex):
             y0, x0, ch, cw = _windows(cache, la, images.shape[-2:], torch.as_tensor(ex.yx), shift=False)
             h, w = images.shape[-2:]
