@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache.hooks import hooks, resolve_layers
+from ..cache.hooks import eval_mode, hooks, resolve_layers
 from .objectives import Objective
 from .param import make_image
 from .transforms import as_transform
@@ -156,9 +156,8 @@ def render(
                              f"per image, shape ({n},).")
         return vals
 
-    was_training = model.training
-    model.eval()  # batch statistics would couple the images of a batch; restored below
-    try:
+    # eval: batch statistics would couple the images of a batch; each submodule's mode comes back after
+    with eval_mode(model):
         with torch.enable_grad():
             for step in range(steps):
                 optimizer.zero_grad(set_to_none=True)
@@ -176,8 +175,6 @@ def render(
             final = image_fn()
             shown = (final * 255).round().clamp(0, 255).to(torch.uint8)
             values = values_of(shown.float() / 255)
-    finally:
-        model.train(was_training)
     images = shown.cpu() if output == "uint8" else final.detach().cpu()
     return Rendered(images, values.float().cpu().numpy(), objective.description)
 

@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from ..cache.cache import ActivationCache
-from ..cache.hooks import resolve_layers
+from ..cache.hooks import eval_mode, resolve_layers
 from ..cache.store import _atomic_write, _is_ours_tmp, model_fingerprint
 from .crops import sprite_sheet
-from .fv import _positive_int, forward_layers, render
+from .fv import _model_device, _positive_int, forward_layers, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
 
 __all__ = ["Icons", "render_icons", "cell_icons", "FORMAT"]
@@ -214,15 +214,10 @@ def _whitening(whiten, layer: str, n_channels: int) -> torch.Tensor | None:
 
 def _layer_channels(model, layer, size, device, normalize) -> int:
     """The layer's channel count, from one forward pass on a grey image (checks the size works)."""
-    dev = device if device is not None else next(iter(model.parameters()), torch.empty(0)).device
+    dev = device if device is not None else _model_device(model)
     x = torch.full((1, 3, size, size), 0.5, device=dev)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            out = forward_layers(model, (layer,), normalize(x) if normalize is not None else x)[layer]
-    finally:
-        model.train(was_training)
+    with eval_mode(model), torch.no_grad():
+        out = forward_layers(model, (layer,), normalize(x) if normalize is not None else x)[layer]
     if isinstance(out, (tuple, list)):
         out = out[0]
     if not isinstance(out, torch.Tensor) or out.ndim not in (2, 4):
@@ -249,8 +244,8 @@ def _render_chunk(model, layer, dirs, s, settings, device, normalize, param, tra
                  normalize=normalize)
     images = out.images
     # the icon objective alone (without the diversity term) decides the best attempt
-    dev = next(iter(model.parameters()), torch.empty(0)).device if device is None else device
-    with torch.no_grad():
+    dev = _model_device(model) if device is None else device
+    with eval_mode(model), torch.no_grad():  # as render() scored them: batch statistics off
         x = images.float().to(dev) / 255
         x = normalize(x) if normalize is not None else x
         values = score(forward_layers(model, (layer,), x)).float().cpu().numpy()

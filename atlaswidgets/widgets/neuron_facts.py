@@ -14,6 +14,7 @@ import torch
 
 from ..attribution import target_key
 from ..cache.cache import ActivationCache
+from ..cache.hooks import eval_mode
 from ..cache.topk import DEFAULT_RANGES
 from ..cache.units import unit_maxima
 
@@ -150,13 +151,8 @@ class LayerOutputs:
         x = x.to(_model_device(self._model))
         if self._normalize is not None:
             x = self._normalize(x)
-        was_training = self._model.training
-        self._model.eval()
-        try:
-            with torch.no_grad():
-                out = forward_layers(self._model, (layer,), x)[layer].float()
-        finally:
-            self._model.train(was_training)
+        with eval_mode(self._model), torch.no_grad():
+            out = forward_layers(self._model, (layer,), x)[layer].float()
         if out.ndim == 2:
             out = out[:, :, None, None]
         if tuple(out.shape[-2:]) != tuple(hw):
