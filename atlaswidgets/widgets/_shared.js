@@ -64,8 +64,13 @@ function spriteTile(className, sheet, i, cols, thumb, parent) {
     // blob: URLs come from URL.createObjectURL, so they hold no quote to break out of
     tile.style.backgroundImage = `url("${sheet.url}")`;
     tile.style.backgroundSize = `${sheet.img.naturalWidth}px ${sheet.img.naturalHeight}px`;
-    tile.style.backgroundPosition = `${-(i % cols) * thumb}px ${-Math.floor(i / cols) * thumb}px`;
+    tile.style.backgroundPosition = sheetOffset(i, cols, thumb);
   }
   return tile;
+}
+
+// CSS background-position of picture i in a sheet of `cols` columns of `thumb` px pictures.
+function sheetOffset(i, cols, thumb) {
+  return `${-(i % cols) * thumb}px ${-Math.floor(i / cols) * thumb}px`;
 }
 

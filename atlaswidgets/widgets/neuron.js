@@ -405,7 +405,7 @@ function render({ model, el: host }) {
           heat.style.backgroundImage = `url("${maps.url}")`; // a data: URL of base64, no quotes
           heat.style.backgroundSize = `${maps.width}px ${maps.height}px`;
           // the map sheet has the picture sheet's layout at the pictures' size: the same offset
-          heat.style.backgroundPosition = `${-(i % s.cols) * s.thumb}px ${-Math.floor(i / s.cols) * s.thumb}px`;
+          heat.style.backgroundPosition = sheetOffset(i, s.cols, s.thumb);
         }
         if (s.marking === "box") drawBox(tile, s, i);
         const cap = el("figcaption", "aw-neuron-caption", fig);
