@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from atlaswidgets.render.param import fft_image, make_image, pixel_image
-from atlaswidgets.render.transforms import (compose, default_transforms, jitter, pad, random_rotate,
-                                            random_scale)
+from atlaswidgets.render.transforms import (compose, default_transforms, jitter, pad, random_affine,
+                                            random_rotate, random_scale)
 
 
 def _gen(seed=0):
@@ -80,8 +80,29 @@ def test_transforms_are_per_image_seeded_and_keep_the_size():
     same = x[:1].expand(6, -1, -1, -1)
     out = t(same, _gen(0))
     assert not torch.equal(out[0], out[1])
-    assert "pad(3)" in repr(t) and "jitter(3)" in repr(t)
-    assert "pad(12)" in repr(default_transforms(224))
+    assert "shift 3," in repr(t) and "rotate -10..10 deg" in repr(t)
+    assert "shift 12," in repr(default_transforms(224))
+
+
+def test_random_affine_is_the_composition_in_one_resampling():
+    x = torch.rand(5, 3, 32, 32)
+    # integer shifts only: the same draws as pad + jitter + identity zoom/turn + jitter, exactly
+    steps = compose(pad(3), jitter(3), random_scale([1.0]), random_rotate([0]), jitter(3))
+    assert torch.allclose(random_affine(3, [1.0], [0])(x, _gen(7)), steps(x, _gen(7)), atol=1e-5)
+    # a zoom in (nothing sampled from outside): one resampling, as random_scale alone
+    assert torch.allclose(random_affine(0, [1.5], [0])(x, _gen(1)), random_scale([1.5])(x, _gen(1)),
+                          atol=1e-5)
+    # a half turn of a non-square image is a flip of both axes; outside the image is the fill
+    wide = torch.rand(2, 3, 16, 40)
+    assert torch.allclose(random_affine(0, [1.0], [180])(wide, _gen()), wide.flip(2, 3), atol=1e-5)
+    small = random_affine(0, [0.5], [0], fill=0.25)(x, _gen())
+    assert torch.allclose(small[:, :, 0, 0], torch.full((5, 3), 0.25))
+    # the zoom and the turn are drawn per image, and the input gets a gradient
+    y = x[:1].expand(4, -1, -1, -1).clone().requires_grad_(True)
+    out = random_affine(2, [0.9, 1.0, 1.1], list(range(-10, 11)))(y, _gen(3))
+    assert len({tuple(o.flatten()[:50].tolist()) for o in out}) > 1
+    out.sum().backward()
+    assert y.grad.abs().sum() > 0
 
 
 def test_jitter_crops_shifted_windows():
@@ -122,5 +143,11 @@ def test_transform_bad_input():
         pad(-1)
     with pytest.raises(ValueError, match="jitter\\(9\\) needs images larger"):
         jitter(9)(torch.rand(1, 3, 8, 8), _gen())
+    with pytest.raises(ValueError, match="degrees must be a non-empty list of finite numbers"):
+        random_affine(2, [1.0], [float("nan")])
+    with pytest.raises(ValueError, match="shift=8\\) needs images larger"):
+        random_affine(8)(torch.rand(1, 3, 8, 8), _gen())
+    with pytest.raises(ValueError, match="fill must be a finite number"):
+        random_affine(1, fill="grey")
     with pytest.raises(TypeError, match="every transform must be callable"):
         compose(pad(1), 3)
