@@ -76,7 +76,8 @@ _LAZY = {
 }
 
 # public name -> module exported whole: aw.objectives.channel(...)
-_MODULES = {"objectives": "atlaswidgets.render.objectives", "audit": "atlaswidgets.experiments.audit"}
+_MODULES = {"objectives": "atlaswidgets.render.objectives", "transforms": "atlaswidgets.render.transforms",
+            "audit": "atlaswidgets.experiments.audit"}
 
 __all__ = sorted([*_LAZY, *_MODULES]) + ["__version__"]
 

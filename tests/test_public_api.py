@@ -19,6 +19,7 @@ def test_every_public_name_resolves_to_its_object_not_a_module():
             assert not isinstance(value, types.ModuleType), name
     assert aw.capture.__module__ == "atlaswidgets.cache.capture"
     assert aw.feature_vis.__name__ == "render" and callable(aw.objectives.channel)
+    assert callable(aw.transforms.random_affine)
 
 
 def test_unknown_names_raise_attribute_error():
