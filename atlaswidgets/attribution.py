@@ -36,9 +36,9 @@ import torch
 from torch import nn
 
 from .cache.cache import ActivationCache
-from .cache.capture import _devices, _model_classes
+from .cache.capture import _model_classes
 from .cache.data import batches, check_batch, logits_of
-from .cache.hooks import hooks, resolve_layers
+from .cache.hooks import eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .cache.sampling import LIST_HINT
 
 __all__ = ["attribute", "Attribution", "target_key", "lookup"]
@@ -183,8 +183,7 @@ def attribute(
     a, b = _resolve(target, classes, n_outputs)  # fail on a bad target before any work
     key = target_key(target, classes, n_outputs)
 
-    dev, home = _devices(model, device)
-    model_dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+    dtype = model_dtype(model)
     stream, total = batches(data, int(batch_size))
     if cache is not None and total is not None and total != cache.n_samples:
         raise ValueError(f"data has {total} samples but the cache holds {cache.n_samples}; pass the "
@@ -192,7 +191,6 @@ def attribute(
     # an (N, C) output has no positions; it fits only a cache of "mean" rows
     flat_ok = la is not None and bool((la.yx[:, 0] < 0).all())
     ordered = la is not None and bool((la.sample_id[1:] >= la.sample_id[:-1]).all())
-    modes = {m: m.training for m in model.modules()}
     out_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
     maps: list[torch.Tensor] = []
     seen = 0
@@ -201,15 +199,11 @@ def attribute(
 
     bar = tqdm(total=total, unit="img", desc=f"attribute {key}", disable=not progress)
     try:
-        if home is not None:
-            model.to(dev)
-        model.eval()
-        with torch.enable_grad(), hooks(model, name, lambda n, out: _keep(kept, out)):
+        with on_device(model, device) as dev, eval_mode(model), torch.enable_grad(), \
+                hooks(model, name, lambda n, out: _keep(kept, out)):
             for i, (images, labels) in enumerate(stream):
                 images, _ = check_batch(images, labels, i)
-                x = images.to(dev)
-                if model_dtype is not None and x.dtype != model_dtype:
-                    x = x.to(model_dtype)
+                x = images.to(dev, dtype or images.dtype)
                 attr = _batch(model, x, kept, name, a, b, flat_ok)
                 n = len(x)
                 if la is None:
@@ -225,10 +219,6 @@ def attribute(
                 bar.update(n)
     finally:
         bar.close()
-        if home is not None:
-            model.to(home)
-        for m, mode in modes.items():
-            m.train(mode)
     if seen == 0:
         raise ValueError("data is empty: it yielded no images. Pass at least one batch (N, C, H, W).")
     if la is None:

@@ -32,7 +32,6 @@ Layer selection and the hooks context manager live in ``hooks.py``; they are re-
 from __future__ import annotations
 
 import hashlib
-import itertools
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -44,7 +43,7 @@ from torch import nn
 from . import store as _store
 from .cache import ActivationCache
 from .data import batches, check_batch, display_uint8, logits_of, sample_digests
-from .hooks import LayerSpec, hooks, resolve_layers
+from .hooks import LayerSpec, hooks, model_dtype, placement, resolve_layers
 from .sampling import LIST_HINT, Sampler, receptive_field
 from .stats_capture import StatsRecorder, stats_from_shards
 from .topk import ChannelStats, stats_config
@@ -124,7 +123,7 @@ def capture(
     run.open_store(store)
     stream, total = batches(data, int(batch_size))
     run.capacity = total if total else None
-    dev, home = _devices(model, device)
+    dev, home = placement(model, device)
     run.dev = dev
     modes = {m: m.training for m in model.modules()}
     from tqdm.auto import tqdm
@@ -158,31 +157,6 @@ def _model_classes(model: nn.Module):
     return None
 
 
-def _devices(model: nn.Module, device: torch.device | str | None) -> tuple[torch.device, torch.device | None]:
-    """(device to run on, device to move the model back to afterwards or None)."""
-    places = list(dict.fromkeys(t.device for t in itertools.chain(model.parameters(), model.buffers())))
-    if device is None:
-        if places:  # a model spread over devices gets its inputs on the first one
-            return places[0], None
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or None.")
-        if dev.index is None:
-            dev = torch.device("cuda", torch.cuda.current_device())
-    if not places or places == [dev]:
-        return dev, None
-    if len(places) > 1:
-        raise ValueError(f"The model is spread over {places}; capture cannot move it to {dev}. "
-                         "Pass device=None to run it where it is.")
-    return dev, places[0]
-
-
-def _model_dtype(model: nn.Module) -> torch.dtype | None:
-    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
-
-
 class _Run:
     """State of one capture: shards being filled, shards reused from a store, the store writer.
 
@@ -211,7 +185,7 @@ class _Run:
         if stats_cfg is not None:  # only then: fingerprints of captures without stats stay as they were
             self.fingerprint["policy"]["stats"] = dict(stats_cfg)
         self.shard_samples = shard_samples
-        self.model_dtype = _model_dtype(model)
+        self.model_dtype = model_dtype(model)
         self.dev = torch.device("cpu")
         self.path: Path | None = None
         self.writer: _store.StoreWriter | None = None

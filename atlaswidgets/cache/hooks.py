@@ -1,20 +1,25 @@
-"""Layer selection and forward hooks with a clear lifetime.
+"""Layer selection, forward hooks with a clear lifetime, and where a user's model runs.
 
 Hooks are global state on a user's model, so they exist only inside the ``hooks()`` context
-manager and are removed in ``finally``, even when the ``with`` block raises.
+manager and are removed in ``finally``, even when the ``with`` block raises. The same holds for
+the other things done to a model for a while: eval mode (``eval_mode``) and a move to another
+device (``on_device``) are undone on the way out.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
 from typing import Any, Callable, Iterator, Sequence, Union
 
+import torch
 from torch import nn
 
 from .sampling import LIST_HINT
 
-__all__ = ["LayerSpec", "resolve_layers", "hooks"]
+__all__ = ["LayerSpec", "resolve_layers", "hooks", "eval_mode", "model_device", "model_dtype", "placement",
+           "on_device", "as_model_input"]
 
 LayerSpec = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
 
@@ -107,3 +112,59 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
         for m, mode in modes.items():
             m.train(mode)
 
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter (or buffer) lives; the CPU for a model with neither."""
+    t = next(itertools.chain(model.parameters(), model.buffers()), None)
+    return t.device if t is not None else torch.device("cpu")
+
+
+def model_dtype(model: nn.Module) -> torch.dtype | None:
+    """The dtype of the model's first floating-point parameter (float16 for a half model), or None."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), None)
+
+
+def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``x`` on the model's device and, if floating point, in its dtype: a GPU or half-precision
+    model fed float32 CPU images would fail deep inside torch. Differentiable."""
+    dtype = model_dtype(model) if x.is_floating_point() else None
+    return x.to(model_device(model), dtype or x.dtype)
+
+
+def placement(model: nn.Module, device: torch.device | str | None) -> tuple[torch.device, torch.device | None]:
+    """(device to run on, device to move the model back to afterwards or None).
+
+    device None: where the model is (CUDA when it has no parameters and CUDA is available).
+    """
+    places = list(dict.fromkeys(t.device for t in itertools.chain(model.parameters(), model.buffers())))
+    if device is None:
+        if places:  # a model spread over devices gets its inputs on the first one
+            return places[0], None
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or None.")
+        if dev.index is None:
+            dev = torch.device("cuda", torch.cuda.current_device())
+    if not places or places == [dev]:
+        return dev, None
+    if len(places) > 1:
+        raise ValueError(f"The model is spread over {places}; it cannot be moved to {dev}. "
+                         "Pass device=None to run it where it is.")
+    return dev, places[0]
+
+
+@contextlib.contextmanager
+def on_device(model: nn.Module, device: torch.device | str | None) -> Iterator[torch.device]:
+    """The model on ``device`` inside the block (see ``placement``), moved back after; yields the
+    device. None leaves it where it is."""
+    dev, home = placement(model, device)
+    if home is not None:
+        model.to(dev)
+    try:
+        yield dev
+    finally:
+        if home is not None:
+            model.to(home)

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attribution import _class_id, _name, _resolve
-from ..cache.capture import _devices
+from ..cache.hooks import eval_mode, model_dtype, on_device
 from ..cache.data import logits_of
 
 __all__ = ["patch_attack", "PatchTable", "paste", "CORNERS", "NOISE"]
@@ -315,31 +315,19 @@ def patch_attack(
                          "patch attack needs two different classes.")
     lab = _check_labels(labels, n, src, classes)
 
-    dev, home = _devices(model, device)
-    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), x.dtype)
-    x = x.to(dtype)  # a half-precision model gets half-precision images
-    modes = {m: m.training for m in model.modules()}
-    try:
-        if home is not None:
-            model.to(dev)
-        model.eval()
-        with torch.no_grad():
-            probs0 = _probs(model, x, dev, batch_size)
-            n_out = probs0.shape[1]
-            for cid in (tgt, src):
-                if cid is not None and cid >= n_out:
-                    raise ValueError(f"Class id {cid} is out of range; the model has {n_out} "
-                                     f"outputs, so use 0..{n_out - 1}.")
-            keep = _counted(probs0.argmax(1), lab, src, tgt, classes)
-            xk = x[torch.as_tensor(keep)]
-            p0 = probs0[torch.as_tensor(keep), tgt]
-            named[NOISE] = _noise(x, c, sizes, noise_seed)
-            hits, gain = _run(model, xk, p0, named, placements, tgt, dev, batch_size)
-    finally:
-        if home is not None:
-            model.to(home)
-        for m, mode in modes.items():
-            m.train(mode)
+    x = x.to(model_dtype(model) or x.dtype)  # a half-precision model gets half-precision images
+    with on_device(model, device) as dev, eval_mode(model), torch.no_grad():
+        probs0 = _probs(model, x, dev, batch_size)
+        n_out = probs0.shape[1]
+        for cid in (tgt, src):
+            if cid is not None and cid >= n_out:
+                raise ValueError(f"Class id {cid} is out of range; the model has {n_out} "
+                                 f"outputs, so use 0..{n_out - 1}.")
+        keep = _counted(probs0.argmax(1), lab, src, tgt, classes)
+        xk = x[torch.as_tensor(keep)]
+        p0 = probs0[torch.as_tensor(keep), tgt]
+        named[NOISE] = _noise(x, c, sizes, noise_seed)
+        hits, gain = _run(model, xk, p0, named, placements, tgt, dev, batch_size)
 
     rows = [_row(name, hits[name], gain[name], placements, static_at) for name in named]
     originals = {k: (v[max(v)] if isinstance(v, dict) else v) for k, v in named.items()}
