@@ -104,7 +104,8 @@ class Sampler:
         self.mode = "rows"
         self.start = 0
         self.calls: dict[str, int] = {}
-        self._positions: dict[tuple[int, int], torch.Tensor] = {}
+        # (h, w, device) -> positions: layers of a model spread over GPUs each need theirs there
+        self._positions: dict[tuple[int, int, torch.device], torch.Tensor] = {}
         # layer name -> a (B * k, C) view of a preallocated buffer to write the rows into, if any
         self.targets: dict[str, torch.Tensor] = {}
 
@@ -154,11 +155,11 @@ class Sampler:
             # from in-place ops that later modify a channels_last output
             rows = out.permute(0, 2, 3, 1).to(self.dtype, copy=True, memory_format=torch.contiguous_format)
             return rows.reshape(b * h * w, c), None
-        pos = self._positions.get((h, w))
+        pos = self._positions.get((h, w, out.device))
         if pos is None:
             ids = torch.arange(self.start, self.start + b, device=out.device)
             pos = random_positions(self.seed, ids, h * w, self.per_image)
-            self._positions[(h, w)] = pos
+            self._positions[(h, w, out.device)] = pos
         # advanced indexing copies only the k sampled C-vectors of each sample
         picked = out.flatten(2).transpose(1, 2)[torch.arange(b, device=out.device)[:, None], pos]
         return picked.to(self.dtype).reshape(-1, c), pos

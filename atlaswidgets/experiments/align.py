@@ -103,7 +103,8 @@ def novelty_of(y: torch.Tensor, pred: torch.Tensor, floor_share: float = 1.0) ->
     The denominator is the row's energy plus ``floor_share`` x the median row energy (see the
     module doc: it keeps near-empty rows from scoring high on noise).
     """
-    y = y.double()
+    y = y.detach().cpu().double()  # pred is on the CPU (Alignment keeps it there)
+    pred = pred.detach().cpu()
     energy = (y - y.mean(0)).square().sum(1)
     resid = (y - pred.double()).square().sum(1)
     typical = float(energy.median())

@@ -351,9 +351,12 @@ def plant(flaw: Any, seed: int = 0, *, cue: str | None = None, target: str | Non
 
 @torch.no_grad()
 def _predict(net, images: np.ndarray) -> np.ndarray:
+    from ..cache.hooks import as_model_input
+
     x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255.0)
     net.eval()
-    return torch.cat([net(x[s:s + 500]).argmax(1) for s in range(0, len(x), 500)]).numpy()
+    return torch.cat([net(as_model_input(net, x[s:s + 500])).argmax(1).cpu()
+                      for s in range(0, len(x), 500)]).numpy()
 
 
 def flaw_effect(net, flaw: Any, n: int = 600, seed: int = 777) -> dict:

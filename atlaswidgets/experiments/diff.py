@@ -52,7 +52,7 @@ from torch import nn
 from ..cache.cache import ActivationCache
 from ..cache.capture import _model_classes, capture
 from ..cache.data import batches, check_batch
-from ..cache.hooks import LayerSpec, eval_mode, hooks, resolve_layers
+from ..cache.hooks import LayerSpec, as_model_input, eval_mode, hooks, resolve_layers
 from ..cache.sampling import LIST_HINT
 from .align import Alignment, align, linear_cka, novelty_of
 
@@ -355,7 +355,8 @@ def _class_totals(model: nn.Module, data: Any, layer: str, cache: ActivationCach
             for i, (images, labels) in enumerate(batches(data, batch_size)[0] if missing else []):
                 x, _ = check_batch(images, labels, i)
                 kept.clear()
-                x = x.to(la.acts.device).requires_grad_(True)
+                # the model's device and dtype: a cache loaded onto the GPU may serve a CPU model
+                x = as_model_input(model, x).requires_grad_(True)
                 logits = model(x)
                 logits = logits[0] if isinstance(logits, (tuple, list)) else logits
                 if "act" not in kept or kept["act"].ndim != 4:
@@ -391,11 +392,10 @@ def _grad(score: torch.Tensor, kept: dict, x_in: torch.Tensor, layer: str) -> to
 def _probe(model: nn.Module, which: str, x: torch.Tensor, names: list[str]) -> dict[str, tuple]:
     """Shapes of the named layers' outputs on one input batch; a clear error when the model
     cannot take the input."""
-    dev = next((p.device for p in model.parameters()), torch.device("cpu"))
     try:
         shape = lambda n, out: tuple(getattr(out, "shape", ()))  # noqa: E731
         with eval_mode(model), torch.no_grad(), hooks(model, names, shape) as rec:
-            model(x.to(dev))
+            model(as_model_input(model, x))
     except Exception as err:  # any failure here is the model refusing this input
         raise ValueError(f"Model {which} cannot run on the data's input size "
                          f"{tuple(x.shape[1:])}: {type(err).__name__}: {err}. Both models must take "

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache.hooks import eval_mode, hooks, resolve_layers
+from ..cache.hooks import as_model_input, eval_mode, hooks, model_device, on_device, resolve_layers
 from .objectives import Objective
 from .param import make_image
 from .transforms import as_transform
@@ -54,11 +54,11 @@ def _positive_int(name: str, v, lo: int = 1) -> int:
     return int(v)
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    p = next(model.parameters(), None)
-    if p is None:
-        p = next(model.buffers(), None)
-    return p.device if p is not None else torch.device("cpu")
+def model_input(model: nn.Module, images: torch.Tensor, normalize: Callable | None) -> torch.Tensor:
+    """Images in [0, 1] as the model takes them: on its device, normalised, in its dtype (a half
+    model gets half images). Differentiable, so the gradient reaches float32 parameters."""
+    x = images.to(model_device(model))
+    return as_model_input(model, normalize(x) if normalize is not None else x)
 
 
 def forward_layers(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -114,7 +114,8 @@ def render(
     transforms : "default" (``default_transforms(size)``), None, a callable (images, generator)
         -> images, or a list of them
     seed : seeds the random start and the transforms; the same seed gives identical images on CPU
-    device : where the images live; default the model's device (the model is not moved)
+    device : where to run: "cuda", "cpu", or None for where the model is. A model elsewhere is
+        moved there for the call and back afterwards, as ``capture`` does
     batch : number of images when the objective fits any batch (default 1)
     normalize : maps [0, 1] images to what the model expects (e.g. ImageNet mean/std), or None
     output : "uint8" or "float"
@@ -139,16 +140,11 @@ def render(
         raise TypeError("normalize must be a callable images -> images, or None.")
     n = _batch_size(objective, batch)
     layers = tuple(resolve_layers(model, list(objective.layers)))
-    dev = _model_device(model) if device is None else torch.device(device)
     transform = as_transform(transforms, size)
-
     generator = torch.Generator().manual_seed(seed)
-    params, image_fn = make_image(param, n, size, generator=generator, device=dev)
-    optimizer = torch.optim.Adam(params, lr=lr)
 
     def values_of(images: torch.Tensor) -> torch.Tensor:
-        x = normalize(images) if normalize is not None else images
-        vals = objective(forward_layers(model, layers, x))
+        vals = objective(forward_layers(model, layers, model_input(model, images, normalize)))
         if vals.ndim == 0:
             vals = vals.expand(n)
         if vals.shape != (n,):
@@ -156,8 +152,11 @@ def render(
                              f"per image, shape ({n},).")
         return vals
 
-    # eval: batch statistics would couple the images of a batch; each submodule's mode comes back after
-    with eval_mode(model):
+    # eval: batch statistics would couple the images of a batch; the model's place and each
+    # submodule's mode come back after
+    with on_device(model, device) as dev, eval_mode(model):
+        params, image_fn = make_image(param, n, size, generator=generator, device=dev)
+        optimizer = torch.optim.Adam(params, lr=lr)
         with torch.enable_grad():
             for step in range(steps):
                 optimizer.zero_grad(set_to_none=True)

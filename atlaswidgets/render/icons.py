@@ -34,10 +34,10 @@ import torch
 from torch import nn
 
 from ..cache.cache import ActivationCache
-from ..cache.hooks import eval_mode, resolve_layers
+from ..cache.hooks import eval_mode, on_device, resolve_layers
 from ..cache.store import _atomic_write, _is_ours_tmp, model_fingerprint
 from .crops import sprite_sheet
-from .fv import _model_device, _positive_int, forward_layers, render
+from .fv import _positive_int, forward_layers, model_input, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
 
 __all__ = ["Icons", "render_icons", "cell_icons", "FORMAT"]
@@ -145,11 +145,6 @@ def render_icons(
     if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or diversity < 0:
         raise ValueError(f"diversity must be a number >= 0, got {diversity!r}.")
     s = _whitening(whiten, layer, dirs.shape[1])
-    n_channels = _layer_channels(model, layer, size, device, normalize)
-    if dirs.shape[1] != n_channels:
-        raise ValueError(f"directions have length {dirs.shape[1]} but layer {layer!r} has "
-                         f"{n_channels} channels; pass an (m, {n_channels}) array.")
-
     settings = {
         "layer": layer, "size": size, "steps": int(steps), "lr": float(lr), "power": float(power),
         "position": position if position is None or isinstance(position, str) else list(position),
@@ -157,13 +152,27 @@ def render_icons(
         "chunk": chunk, "param": repr(param), "transforms": repr(transforms), "seed": seed,
         "normalize": repr(normalize),
     }
+    # the model moves to ``device`` once for every chunk (render would move it there and back
+    # for each); inside, everything runs where the model is
+    with on_device(model, device):
+        return _render_icons(model, dirs, s, settings, normalize, param, transforms, store, progress)
+
+
+def _render_icons(model, dirs, s, settings, normalize, param, transforms, store, progress) -> Icons:
+    """render_icons once the arguments are checked and the model is where it runs."""
+    layer, chunk, per_direction = settings["layer"], settings["chunk"], settings["per_direction"]
+    n_channels = _layer_channels(model, layer, settings["size"], normalize)
+    if dirs.shape[1] != n_channels:
+        raise ValueError(f"directions have length {dirs.shape[1]} but layer {layer!r} has "
+                         f"{n_channels} channels; pass an (m, {n_channels}) array.")
+
     m = dirs.shape[0]
     starts = list(range(0, m, chunk))
 
     def run_chunk(k: int) -> tuple[torch.Tensor, np.ndarray]:
         lo, hi = starts[k], min(m, starts[k] + chunk)
-        return _render_chunk(model, layer, dirs[lo:hi], s, settings, device, normalize, param,
-                             transforms, seed * 1_000_003 + k)
+        return _render_chunk(model, layer, dirs[lo:hi], s, settings, normalize, param,
+                             transforms, settings["seed"] * 1_000_003 + k)
 
     if store is None:
         pieces = [run_chunk(k) for k in _progress(range(len(starts)), progress, 0)]
@@ -212,12 +221,11 @@ def _whitening(whiten, layer: str, n_channels: int) -> torch.Tensor | None:
     return s
 
 
-def _layer_channels(model, layer, size, device, normalize) -> int:
+def _layer_channels(model, layer, size, normalize) -> int:
     """The layer's channel count, from one forward pass on a grey image (checks the size works)."""
-    dev = device if device is not None else _model_device(model)
-    x = torch.full((1, 3, size, size), 0.5, device=dev)
+    x = torch.full((1, 3, size, size), 0.5)
     with eval_mode(model), torch.no_grad():
-        out = forward_layers(model, (layer,), normalize(x) if normalize is not None else x)[layer]
+        out = forward_layers(model, (layer,), model_input(model, x, normalize))[layer]
     if isinstance(out, (tuple, list)):
         out = out[0]
     if not isinstance(out, torch.Tensor) or out.ndim not in (2, 4):
@@ -226,7 +234,7 @@ def _layer_channels(model, layer, size, device, normalize) -> int:
     return int(out.shape[1])
 
 
-def _render_chunk(model, layer, dirs, s, settings, device, normalize, param, transforms, seed):
+def _render_chunk(model, layer, dirs, s, settings, normalize, param, transforms, seed):
     """Icons of one chunk of directions: (images uint8 (k * per, 3, size, size), values (k * per,))."""
     a, per = settings["attempts"], settings["per_direction"]
     k = dirs.shape[0]
@@ -240,14 +248,11 @@ def _render_chunk(model, layer, dirs, s, settings, device, normalize, param, tra
         groups = np.repeat(np.arange(k * a), per)
         objective = score + settings["diversity"] * _diversity(layer, groups)
     out = render(model, objective, size=settings["size"], param=param, steps=settings["steps"],
-                 lr=settings["lr"], transforms=transforms, seed=seed, device=device,
-                 normalize=normalize)
+                 lr=settings["lr"], transforms=transforms, seed=seed, normalize=normalize)
     images = out.images
     # the icon objective alone (without the diversity term) decides the best attempt
-    dev = _model_device(model) if device is None else device
     with eval_mode(model), torch.no_grad():  # as render() scored them: batch statistics off
-        x = images.float().to(dev) / 255
-        x = normalize(x) if normalize is not None else x
+        x = model_input(model, images.float() / 255, normalize)
         values = score(forward_layers(model, (layer,), x)).float().cpu().numpy()
     if a > 1:
         per_attempt = values.reshape(k, a, per).sum(2)

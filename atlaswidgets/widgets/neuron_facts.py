@@ -143,12 +143,13 @@ class LayerOutputs:
         return result
 
     def _run(self, images, layer: str, hw, ids: list[int]) -> torch.Tensor:
-        from ..render.fv import _model_device, forward_layers
+        from ..cache.hooks import as_model_input
+        from ..render.fv import forward_layers
 
         x = images[torch.as_tensor(ids)].float() / 255
         if self._input_hw[0] > 0 and tuple(x.shape[-2:]) != self._input_hw:
             x = torch.nn.functional.interpolate(x, size=self._input_hw, mode="bilinear", align_corners=False)
-        x = x.to(_model_device(self._model))
+        x = as_model_input(self._model, x)  # its device, and half precision for a half model
         if self._normalize is not None:
             x = self._normalize(x)
         with eval_mode(self._model), torch.no_grad():
