@@ -327,15 +327,17 @@ def _check_same_data(la, act: torch.Tensor, layer: str) -> None:
 
 def _rows(la, attr: torch.Tensor, start: int, n: int, layer: str, ordered: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The attribution of the cache's rows of samples [start, start + n), in cache row order."""
-    sid = la.sample_id.to(attr.device)
+    # the rows are found where the cache is and only they move to the model's device: moving the
+    # whole columns cost a copy of every row per batch when the two devices differ
+    sid = la.sample_id
     if ordered:  # rows sorted by sample (as capture makes them): a slice, no pass over all rows
         bounds = torch.tensor([start, start + n], device=sid.device, dtype=sid.dtype)
         lo, hi = torch.searchsorted(sid, bounds).tolist()
         sel = torch.arange(lo, hi, device=sid.device)
     else:
         sel = ((sid >= start) & (sid < start + n)).nonzero().squeeze(1)
-    local = sid[sel] - start
-    yx = la.yx.to(attr.device)[sel]
+    local = (sid[sel] - start).to(attr.device)
+    yx = la.yx[sel].to(attr.device)
     mean_rows = yx[:, 0] < 0
     if attr.ndim == 2:
         if not bool(mean_rows.all()):

@@ -141,7 +141,8 @@ def _best_per_sample(la: LayerActs, rows: np.ndarray, scores: np.ndarray, k: int
 
     rows : int64 array, shape (r,), candidate row indices; scores : float array, shape (r,)
     """
-    samples = la.sample_id.cpu().numpy()[rows]
+    at = torch.as_tensor(rows, device=la.sample_id.device)  # only these rows leave a GPU cache
+    samples = la.sample_id[at].cpu().numpy()
     # best row per sample: sort by score, then keep each sample's first appearance
     by_score = np.argsort(-scores, kind="stable")
     _, first = np.unique(samples[by_score], return_index=True)
@@ -150,7 +151,7 @@ def _best_per_sample(la: LayerActs, rows: np.ndarray, scores: np.ndarray, k: int
     return TopExamples(
         rows=picked.astype(np.int64),
         sample_id=samples[best].astype(np.int64),
-        yx=la.yx.cpu().numpy()[picked].astype(np.int64),
+        yx=la.yx[at[torch.as_tensor(best)]].cpu().numpy().astype(np.int64),
         values=np.asarray(scores)[best].astype(np.float32),
     )
 

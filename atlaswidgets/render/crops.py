@@ -53,8 +53,7 @@ def crop_rows(cache: ActivationCache, layer: str | None, rows, size: int = 48,
     out = torch.empty(k, 3, size, size, dtype=torch.uint8)
     if k == 0:
         return out
-    sid = la.sample_id.cpu()[rows_t]
-    yx = la.yx.cpu()[rows_t]
+    sid, yx = _rows_of(la, rows_t)
     whole = yx[:, 0] < 0
     if whole.any():
         out[whole] = _resize(images[sid[whole]], size)
@@ -86,8 +85,7 @@ def boxed_images(
     k = len(rows_t)
     if k == 0:
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
-    sid = la.sample_id.cpu()[rows_t]
-    yx = la.yx.cpu()[rows_t]
+    sid, yx = _rows_of(la, rows_t)
     h, w = images.shape[-2:]
     pics = _resize(images[sid], size)
     y0, x0, ch, cw = _windows(cache, la, (h, w), yx, shift=False)
@@ -180,6 +178,13 @@ def _prepare(cache: ActivationCache, layer, rows, size):
     if r.size and (r.min() < 0 or r.max() >= la.n_rows):
         raise ValueError(f"row indices must lie in [0, {la.n_rows}); got {r.min()}..{r.max()}.")
     return images, la, torch.as_tensor(r.astype(np.int64)), int(size)
+
+
+def _rows_of(la, rows_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sample ids, (y, x)) of the given rows, on the CPU; picked where the cache is, so a GPU
+    cache sends only these rows, not its whole columns."""
+    at = rows_t.to(la.sample_id.device)
+    return la.sample_id[at].cpu(), la.yx[at].cpu()
 
 
 def _windows(cache, la, image_hw, yx, shift: bool = True, fraction: float = 1.0):
