@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...cache.hooks import as_model_input, eval_mode
 from .net import WEIGHTS, KitchenNet
 from .world import CLASSES, render_range
 
@@ -46,14 +47,12 @@ def _float(x_uint8: torch.Tensor) -> torch.Tensor:
 def accuracy(net: nn.Module, images: torch.Tensor, labels: torch.Tensor,
              batch_size: int = 500) -> float:
     """Fraction of images (uint8 or float in [0, 1], shape (n, 3, H, W)) classified right."""
-    was_training = net.training
-    net.eval()
     right = 0
-    for start in range(0, len(images), batch_size):
-        x = images[start:start + batch_size]
-        x = _float(x) if x.dtype == torch.uint8 else x
-        right += int((net(x).argmax(1) == labels[start:start + batch_size]).sum())
-    net.train(was_training)
+    with eval_mode(net):  # each submodule's mode back after, even on an error
+        for start in range(0, len(images), batch_size):
+            x = images[start:start + batch_size]
+            x = _float(x) if x.dtype == torch.uint8 else x
+            right += int((net(as_model_input(net, x)).argmax(1).cpu() == labels[start:start + batch_size]).sum())
     return right / len(images)
 
 
