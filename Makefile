@@ -10,7 +10,7 @@ PORT ?= 8888
 # jupyter refuses to run as root without this flag (containers, CI, Binder-like machines)
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,14 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/capture.py
+
+# on a machine with a CUDA GPU (PyPI's torch==2.13.0 is a CUDA build there): the tests marked
+# cuda, which skip everywhere else, and both benchmarks on the GPU
+gpu-check: $(BIN)/.installed
+	$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'gpu-check needs a CUDA GPU and a CUDA build of torch; this is torch ' + torch.__version__)"
+	$(BIN)/python -m pytest -ra -m cuda tests
+	$(BIN)/python bench/capture.py --device cuda
+	$(BIN)/python bench/icons.py --device cuda
 
 clean:
 	rm -rf $(VENV) test-artifacts .pytest_cache

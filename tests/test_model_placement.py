@@ -22,7 +22,11 @@ from atlaswidgets.widgets.neuron_facts import LayerOutputs
 from atlaswidgets.zoo import kitchen
 
 LAYER = "block4"
-CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def needs_cuda(test):
+    """Marked cuda (``make gpu-check`` runs these) and skipped without a GPU."""
+    return pytest.mark.cuda(pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")(test))
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +111,7 @@ def test_half_model_class_shift_against_itself(nets, data):
     assert all(abs(r["novel_change"]) < 1e-3 for r in shift)
 
 
-@CUDA
+@needs_cuda
 def test_render_moves_the_model_to_cuda_and_back(nets):
     full, _ = nets
     out = aw.feature_vis(full, aw.objectives.channel(LAYER, 3), size=32, steps=2, device="cuda")
@@ -116,7 +120,7 @@ def test_render_moves_the_model_to_cuda_and_back(nets):
     assert len(icons) == 2 and model_device(full).type == "cpu"
 
 
-@CUDA
+@needs_cuda
 def test_class_shift_with_caches_on_cuda_and_models_on_the_cpu(data):
     base = kitchen.model()
     d = diff_models(base, copy.deepcopy(base), data, layers=[LAYER], per_image=4)

@@ -105,6 +105,7 @@ def test_random_is_seeded_and_independent_of_batch_size(model, data):
         assert not torch.equal(a[name].yx, c[name].yx)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cpu_and_cuda_pick_the_same_rows(data):
     model = TinyCNN()

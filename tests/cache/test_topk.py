@@ -201,6 +201,7 @@ def test_bad_input_is_refused_with_a_clear_message(model, data, cache):
     assert unit_samples(plain, 0, "conv2").source == "rows"  # auto falls back to the rows
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_statistics_stay_on_the_gpu_and_match_the_cpu(model, data, truth):
     gpu = cap(model, data, batch_size=7, device="cuda")
