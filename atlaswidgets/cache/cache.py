@@ -94,6 +94,8 @@ class ActivationCache:
         the same data; any shard split can be re-hashed from it.
     stats : dict layer name -> ``topk.ChannelStats``, per-channel statistics streamed over every
         spatial position during ``capture(..., stats=True)``; empty otherwise
+    path : the store directory this cache was captured into, loaded from or saved to, or None
+        while it lives only in memory; ``cell_icons`` keeps feature-vis icons there
     """
 
     layers: dict[str, LayerActs]
@@ -105,6 +107,7 @@ class ActivationCache:
     meta: dict[str, Any] = field(default_factory=dict)
     sample_sha256: torch.Tensor | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
 
     def __repr__(self) -> str:
         # a summary: the default dataclass repr would print every tensor and class name
@@ -114,8 +117,9 @@ class ActivationCache:
         shown = ", ".join(map(repr, (self.classes or [])[:6]))
         more = f", ... ({n_classes} in all)" if n_classes > 6 else ""
         images = "none" if self.images is None else f"{tuple(self.images.shape[1:])} uint8"
+        where = f", stored at {str(self.path)!r}" if self.path is not None else ""
         return (f"ActivationCache({self.n_samples} samples, input {self.input_hw}, images {images}, "
-                f"classes [{shown}{more}]{layers}\n)")
+                f"classes [{shown}{more}]{where}{layers}\n)")
 
     def __getitem__(self, layer: str) -> LayerActs:
         try:
@@ -166,6 +170,7 @@ class ActivationCache:
             dict(self.meta),
             self.sample_sha256,
             {k: v.to(device) for k, v in self.stats.items()},
+            self.path,
         )
 
     def label_names(self, sample_id: np.ndarray | torch.Tensor) -> list[str]:

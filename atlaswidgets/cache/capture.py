@@ -540,6 +540,7 @@ class _Run:
                 used = buf[: self.seen * k]
                 ready[key] = used if len(used) == len(buf) else used.clone()  # free the unused tail
         cache = _store.assemble(pieces, header, self.dev, ready)
+        cache.path = self.path
         if self.recorder is not None:
             for name, part in self._stats_prior.items():
                 self.recorder.add(name, part.to(self.dev))

@@ -236,6 +236,7 @@ def load_cache(
         from .stats_capture import stats_from_shards
 
         cache.stats = stats_from_shards(pieces, manifest["layers"], dev)
+    cache.path = path
     return cache
 
 
@@ -441,6 +442,7 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
         digest = data_sha256(cache.sample_sha256, start, stop) if cache.sample_sha256 is not None else None
         writer.write_shard(tensors, start, stop, digest)
     writer.finish(n_samples=n)
+    cache.path = path  # its icons can be kept beside it from now on
     return path
 
 

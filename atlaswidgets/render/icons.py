@@ -189,7 +189,10 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None, **
     """Icons of an atlas's visible cells: ``render_icons`` of ``atlas.cells.mean_act``.
 
     atlas : an Atlas (or ComparisonAtlas) whose layer is a ``named_modules()`` name of ``model``
-    cache : the ActivationCache the atlas was built from; its activations give the whitening
+    cache : the ActivationCache the atlas was built from; its activations give the whitening,
+        and when it has a store directory (``cache.path``: captured with ``store=``, loaded or
+        saved) the icons are kept there, so a later session reads them back instead of
+        rendering again. ``store=`` overrides that; ``store=None`` keeps them in memory only.
     kwargs : passed to ``render_icons`` (``size`` is required)
     Icon i belongs to the cell ``atlas.cells.ids[i]``.
     """
@@ -198,6 +201,9 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None, **
         raise ValueError("The atlas has no cell mean activations (cells.mean_act); build it with "
                          "build_atlas(cache, ...).")
     kwargs.setdefault("whiten", cache)
+    home = getattr(cache, "path", None)
+    if "store" not in kwargs and home is not None and os.access(home, os.W_OK):
+        kwargs["store"] = home  # beside the activation store (a read-only one is left alone)
     return render_icons(model, atlas.layer, means, **kwargs)
 
 

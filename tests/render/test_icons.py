@@ -96,6 +96,39 @@ def test_store_second_call_is_read_from_disk(net, dirs, tmp_path, monkeypatch):
         render_icons(net, LAYER, dirs * 2, store=tmp_path, **FAST)
 
 
+def test_cell_icons_are_kept_beside_the_activation_store(net, tmp_path, monkeypatch):
+    import atlaswidgets as aw
+
+    data = kitchen.dataset(40, seed=4)
+    cache = aw.capture(net, data, LAYER, progress=False)
+    assert cache.path is None
+    atlas = aw.build_atlas(cache, LAYER, grid_size=3, min_count=1, icon_size=8,
+                           xy=cache[LAYER].acts[:, :2].numpy())
+    kw = {k: v for k, v in FAST.items() if k != "chunk"}
+    in_memory = icons_mod.cell_icons(net, atlas, cache, **kw)
+    assert in_memory.path is None  # no store: nothing written anywhere
+    store = cache.save(tmp_path / "acts")
+    assert cache.path == store
+    first = icons_mod.cell_icons(net, atlas, cache, **kw)
+    assert first.path.parent == store and (first.path / "icons.png").is_file()
+    assert torch.equal(first.icons, in_memory.icons)
+    # a later session: the loaded cache knows its store, and the icons come from disk
+    loaded = aw.ActivationCache.load(store, model=net, device="cpu")
+    assert loaded.path == store and "stored at" in repr(loaded)
+    def no_render(*a, **k):
+        raise AssertionError("rendered again")
+
+    monkeypatch.setattr(icons_mod, "_render_chunk", no_render)
+    again = icons_mod.cell_icons(net, atlas, loaded, **kw)
+    assert torch.equal(again.icons, first.icons)
+    with pytest.raises(AssertionError, match="rendered again"):  # store=None: memory only
+        icons_mod.cell_icons(net, atlas, loaded, store=None, **kw)
+    assert aw.ActivationCache.load(store).to("cpu").path == store
+    # the store still loads, and capture can resume into it, with the icons beside its shards
+    resumed = aw.capture(net, data, LAYER, store=store, progress=False)
+    assert resumed.path == store and torch.equal(resumed[LAYER].acts, cache[LAYER].acts)
+
+
 def test_interrupted_run_resumes_chunk_by_chunk(net, dirs, tmp_path, monkeypatch):
     whole = render_icons(net, LAYER, dirs, store=tmp_path / "a", **FAST)
     real = icons_mod._render_chunk
