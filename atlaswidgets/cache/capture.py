@@ -43,7 +43,7 @@ from torch import nn
 from . import store as _store
 from .cache import ActivationCache
 from .data import batches, check_batch, display_uint8, logits_of, sample_digests
-from .hooks import LayerSpec, hooks, model_dtype, placement, resolve_layers
+from .hooks import LayerSpec, eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .sampling import LIST_HINT, Sampler, receptive_field
 from .stats_capture import StatsRecorder, stats_from_shards
 from .topk import ChannelStats, stats_config
@@ -123,30 +123,23 @@ def capture(
     run.open_store(store)
     stream, total = batches(data, int(batch_size))
     run.capacity = total if total else None
-    dev, home = placement(model, device)
-    run.dev = dev
-    modes = {m: m.training for m in model.modules()}
     from tqdm.auto import tqdm
 
     bar = tqdm(total=total, unit="img", desc="capture", disable=not progress)
     try:
-        if home is not None:
-            model.to(dev)
-        model.eval()
-        with torch.no_grad(), hooks(model, names, run.hook) as recorded:
-            run.recorded = recorded
-            for i, (images, labels) in enumerate(stream):
-                images, labels = check_batch(images, labels, i)
-                run.feed(images, labels)
-                bar.update(len(images))
-        return run.finish()
+        # the model's place and each submodule's mode come back afterwards, even after an error
+        with on_device(model, device) as dev, eval_mode(model):
+            run.dev = dev
+            with torch.no_grad(), hooks(model, names, run.hook) as recorded:
+                run.recorded = recorded
+                for i, (images, labels) in enumerate(stream):
+                    images, labels = check_batch(images, labels, i)
+                    run.feed(images, labels)
+                    bar.update(len(images))
+            return run.finish()
     finally:
         bar.close()
         run.close()
-        if home is not None:
-            model.to(home)
-        for m, mode in modes.items():
-            m.train(mode)
 
 
 def _model_classes(model: nn.Module):

@@ -113,7 +113,6 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             m.train(mode)
 
 
-
 def model_device(model: nn.Module) -> torch.device:
     """Where the model's first parameter (or buffer) lives; the CPU for a model with neither."""
     t = next(itertools.chain(model.parameters(), model.buffers()), None)
