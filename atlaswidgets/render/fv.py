@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache.hooks import as_model_input, eval_mode, hooks, model_device, on_device, resolve_layers
+from ..cache.hooks import eval_mode, hooks, model_device, model_dtype, on_device, resolve_layers
 from .objectives import Objective
 from .param import make_image
 from .transforms import as_transform
@@ -57,8 +57,11 @@ def _positive_int(name: str, v, lo: int = 1) -> int:
 def model_input(model: nn.Module, images: torch.Tensor, normalize: Callable | None) -> torch.Tensor:
     """Images in [0, 1] as the model takes them: on its device, normalised, in its dtype (a half
     model gets half images). Differentiable, so the gradient reaches float32 parameters."""
+    # device, then normalize (it may hold tensors on the model's device), then dtype: one lookup each
     x = images.to(model_device(model))
-    return as_model_input(model, normalize(x) if normalize is not None else x)
+    x = normalize(x) if normalize is not None else x
+    dtype = model_dtype(model)
+    return x.to(dtype) if dtype is not None else x
 
 
 def forward_layers(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:

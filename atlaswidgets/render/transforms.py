@@ -76,9 +76,15 @@ def jitter(d: int) -> Transform:
     return Transform(fn, f"jitter({d})")
 
 
-def _affine(x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def _affine(x: torch.Tensor, theta: torch.Tensor, fill: float | None = None) -> torch.Tensor:
+    """Resample ``x`` through per-image affine maps ``theta`` (n, 2, 3), output -> input in the
+    -1..1 coordinates of ``affine_grid``. Outside the image: the border pixels, or ``fill``."""
     grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    if fill is None:
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    # sampling (x - fill) with zeros outside puts fill outside, as a constant pad would
+    out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out + fill
 
 
 def _choose(values: torch.Tensor, n: int, generator) -> torch.Tensor:
@@ -183,10 +189,7 @@ def random_affine(shift: int = 0, scales: Sequence[float] = (1.0,), degrees: Seq
         # affine_grid works in coordinates where the image spans -1..1 on each axis
         half = torch.tensor([w / 2.0, h / 2.0], dtype=torch.float64)
         theta = torch.cat([A * half[None, :] / half[:, None], (t / half)[:, :, None]], dim=2)
-        grid = F.affine_grid(theta.to(x.device, x.dtype), list(x.shape), align_corners=False)
-        # sampling (x - fill) with zeros outside puts fill outside, as a constant pad would
-        out = F.grid_sample(x - fill, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        return out + fill
+        return _affine(x, theta, fill)
 
     text = (f"random_affine(shift {shift}, scale {float(zoom.min()):g}..{float(zoom.max()):g} "
             f"({len(zoom)} values), rotate {float(turn.min()):g}..{float(turn.max()):g} deg "

@@ -115,6 +115,7 @@ def test_cell_icons_are_kept_beside_the_activation_store(net, tmp_path, monkeypa
     # a later session: the loaded cache knows its store, and the icons come from disk
     loaded = aw.ActivationCache.load(store, model=net, device="cpu")
     assert loaded.path == store and "stored at" in repr(loaded)
+
     def no_render(*a, **k):
         raise AssertionError("rendered again")
 
