@@ -12,6 +12,7 @@ from torch import nn
 
 import atlaswidgets as aw
 from atlaswidgets.attribution import Attribution, target_key
+from atlaswidgets.cache.store import SCHEMA_VERSION
 from tests.cache.conftest import TinyCNN, layer_output
 
 CLASSES = ["pan", "wok", "pot", "tray"]
@@ -165,7 +166,7 @@ def test_old_store_without_attributions_loads(model, data, tmp_path):
     cache = _cache(model, data)
     cache.save(tmp_path / "old")
     manifest = json.loads((tmp_path / "old" / "manifest.json").read_text())
-    assert "attributions" not in manifest["layers"]["conv1"] and manifest["schema_version"] == 1
+    assert "attributions" not in manifest["layers"]["conv1"] and manifest["schema_version"] == SCHEMA_VERSION
     back = aw.ActivationCache.load(tmp_path / "old", device="cpu")
     assert back["conv1"].attributions == {}
     with pytest.raises(KeyError, match="none yet"):

@@ -89,9 +89,9 @@ class ActivationCache:
     input_hw : (height, width) of the model's input images
     classes : class names indexed by label, or None
     meta : JSON-able facts about the capture (model and data fingerprints, policy, seed, ...)
-    sample_sha256 : uint8 tensor, shape (n_samples, 32), on the CPU, or None: sha256 of each input
-        sample's bytes (image and label). The store checks with it that a resumed capture reads
-        the same data; any shard split can be re-hashed from it.
+    sample_digest : uint8 tensor, shape (n_samples, 16), on the CPU, or None: XXH3-128 digest of
+        each input sample's bytes (image and label). The store checks with it that a resumed
+        capture reads the same data; any shard split can be re-hashed from it.
     stats : dict layer name -> ``topk.ChannelStats``, per-channel statistics streamed over every
         spatial position during ``capture(..., stats=True)``; empty otherwise
     path : the store directory this cache was captured into, loaded from or saved to, or None
@@ -105,7 +105,7 @@ class ActivationCache:
     input_hw: tuple[int, int] = (0, 0)
     classes: list[str] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
-    sample_sha256: torch.Tensor | None = None
+    sample_digest: torch.Tensor | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
 
@@ -168,7 +168,7 @@ class ActivationCache:
             self.input_hw,
             self.classes,
             dict(self.meta),
-            self.sample_sha256,
+            self.sample_digest,
             {k: v.to(device) for k, v in self.stats.items()},
             self.path,
         )

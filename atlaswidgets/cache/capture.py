@@ -15,7 +15,7 @@ Sampling policies over the spatial positions of an (N, C, H, W) output:
 - ``"mean"``: the spatial mean, one row per sample with ``(y, x) = (-1, -1)``. Only this policy
   also accepts layers whose output is (N, C), such as a linear layer.
 
-Cost: besides the forward pass, a capture hashes each input sample (sha256, in a thread beside
+Cost: besides the forward pass, a capture hashes each input sample (XXH3-128, in a thread beside
 the forward pass; the store uses it to recognise the data on resume), makes the uint8 display
 copy, and probes each layer's receptive field once with one image's input gradient. When the data
 announces its size (a tensor, a tuple, a DataLoader), rows are written straight into one buffer
@@ -42,7 +42,7 @@ from torch import nn
 
 from . import store as _store
 from .cache import ActivationCache
-from .data import batches, check_batch, display_uint8, logits_of, sample_digests
+from .data import DIGEST_SIZE, batches, check_batch, display_uint8, logits_of, sample_digests
 from .hooks import LayerSpec, eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .sampling import LIST_HINT, Sampler, receptive_field
 from .stats_capture import StatsRecorder, stats_from_shards
@@ -154,7 +154,7 @@ class _Run:
     """State of one capture: shards being filled, shards reused from a store, the store writer.
 
     Pieces are dicts with a shard's keys ("{layer}/acts", "{layer}/sample_id", "{layer}/yx",
-    "labels", "logits", "images", "sample_sha256") covering consecutive samples [lo, hi).
+    "labels", "logits", "images", "sample_digest") covering consecutive samples [lo, hi).
     """
 
     def __init__(self, model, names, policy, per_image, seed, dtype, keep_images, to_display, classes,
@@ -235,7 +235,7 @@ class _Run:
         while self.checked < len(self.prior) and self.prior[self.checked][0]["stop"] <= self.seen:
             record = self.prior[self.checked][0]
             want = record.get("data_sha256")
-            got = hashlib.sha256(bytes(self.digests[record["start"] * 32 : record["stop"] * 32])).hexdigest()
+            got = self._data_hash(record["start"], record["stop"])
             if want is None or want != got:
                 raise ValueError(
                     f"The store at {str(self.path)!r} was captured from different data: the samples "
@@ -244,6 +244,10 @@ class _Run:
                     "delete the directory to capture afresh."
                 )
             self.checked += 1
+
+    def _data_hash(self, start: int, stop: int) -> str:
+        """sha256 of the digests of samples [start, stop), as ``store.data_sha256`` computes it."""
+        return hashlib.sha256(bytes(self.digests[start * DIGEST_SIZE : stop * DIGEST_SIZE])).hexdigest()
 
     def _different_data(self, why: str) -> ValueError:
         return ValueError(
@@ -284,7 +288,7 @@ class _Run:
             digests = hashing.result()
         self.digests += digests
         self._check_prior()
-        piece["sample_sha256"] = torch.frombuffer(bytearray(digests), dtype=torch.uint8).reshape(n, 32)
+        piece["sample_digest"] = torch.frombuffer(bytearray(digests), dtype=torch.uint8).reshape(n, DIGEST_SIZE)
         lo = start
         if start < self.resume_at:  # the batch straddles the resume point: drop the reused part
             piece = self._cut(piece, start, self.resume_at - start, n)
@@ -463,7 +467,7 @@ class _Run:
         if self.writer is not None:
             tensors = {k: torch.cat([p[k] for p in shard]) if len(shard) > 1 else shard[0][k] for k in shard[0]}
             tensors.update(stats)
-            data = hashlib.sha256(bytes(self.digests[self.shard_start * 32 : stop * 32])).hexdigest()
+            data = self._data_hash(self.shard_start, stop)
             self.writer.write_shard(tensors, self.shard_start, stop, data)
         self.done.extend(shard)
         self.pending = rest
@@ -521,7 +525,7 @@ class _Run:
             raise self._different_data(f"it has {self.seen} samples, fewer than the {self.resume_at} in the store")
         if self.pending:
             self._emit(self.seen)
-        self.fingerprint["data"] = hashlib.sha256(bytes(self.digests)).hexdigest()
+        self.fingerprint["data"] = self._data_hash(0, self.seen)
         header = self._header()
         if self.writer is not None:
             self.writer.finish(fingerprint=header["fingerprint"], meta=header["meta"], n_samples=self.seen)

@@ -11,12 +11,13 @@ Layout::
 A shard holds, for its range of samples, per layer ``{layer}/acts``, ``{layer}/sample_id`` and
 ``{layer}/yx`` (rows ordered by sample), ``{layer}/attr/{key}`` for each attribution target the
 manifest lists under ``layers[layer]["attributions"]`` (optional: stores without them load as
-before, so the schema version stays 1), ``{layer}/stats/...`` when the manifest lists a
+before, so they need no new schema version), ``{layer}/stats/...`` when the manifest lists a
 ``layers[layer]["stats"]`` config (optional likewise: the streamed statistics of the shard's
 samples, see ``topk.py``; the cache's statistics are the exact merge of every shard's), and per
-sample ``labels``, ``logits``, ``images`` (when
-kept) and ``sample_sha256``. Every file is written to a temporary file in the same directory,
-fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
+sample ``labels``, ``logits``, ``images`` (when kept) and ``sample_digest`` (XXH3-128 of each
+input sample, see ``data.sample_digests``); the manifest's record of a shard has ``data_sha256``,
+the sha256 of its samples' digests. Every file is written to a temporary file in the same
+directory, fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
 The manifest is rewritten the same way after each shard. A shard counts only when the manifest
 lists it with a sha256 that matches the file's bytes: "the file exists" proves nothing.
 
@@ -40,7 +41,10 @@ from .cache import ActivationCache, LayerActs
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
 
-SCHEMA_VERSION = 1
+# 2: per-sample digests are XXH3-128 ("sample_digest", 16 bytes) instead of sha256
+# ("sample_sha256", 32 bytes). A version 1 store is refused: resuming into it would compare
+# digests of two different hashes and report different data.
+SCHEMA_VERSION = 2
 FORMAT = "atlaswidgets.store"
 MANIFEST = "manifest.json"
 _TMP = ".tmp-"  # marks our temporary files: ".<final name>.tmp-<pid>-<random>"
@@ -71,9 +75,9 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
     return memoryview(flat.view(torch.uint8).numpy())
 
 
-def data_sha256(sample_sha256: torch.Tensor, start: int, stop: int) -> str:
+def data_sha256(sample_digest: torch.Tensor, start: int, stop: int) -> str:
     """sha256 of a range of samples: the hash of their per-sample digests, concatenated."""
-    return hashlib.sha256(sample_sha256[start:stop].numpy().tobytes()).hexdigest()
+    return hashlib.sha256(sample_digest[start:stop].numpy().tobytes()).hexdigest()
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -295,7 +299,7 @@ def assemble(
         input_hw=tuple(header["input_hw"]),
         classes=list(header["classes"]) if header.get("classes") is not None else None,
         meta=dict(header.get("meta", {})),
-        sample_sha256=cat("sample_sha256", cpu) if "sample_sha256" in keys else None,
+        sample_digest=cat("sample_digest", cpu) if "sample_digest" in keys else None,
     )
 
 
@@ -439,7 +443,7 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
     for start in range(0, n, step):
         stop = min(n, start + step)
         tensors = shard_of(cache, start, stop)
-        digest = data_sha256(cache.sample_sha256, start, stop) if cache.sample_sha256 is not None else None
+        digest = data_sha256(cache.sample_digest, start, stop) if cache.sample_digest is not None else None
         writer.write_shard(tensors, start, stop, digest)
     writer.finish(n_samples=n)
     cache.path = path  # its icons can be kept beside it from now on
@@ -471,6 +475,6 @@ def shard_of(cache: ActivationCache, start: int, stop: int) -> dict[str, torch.T
     out["logits"] = cache.logits[start:stop]
     if cache.images is not None:
         out["images"] = cache.images[start:stop]
-    if cache.sample_sha256 is not None:
-        out["sample_sha256"] = cache.sample_sha256[start:stop]
+    if cache.sample_digest is not None:
+        out["sample_digest"] = cache.sample_digest[start:stop]
     return out

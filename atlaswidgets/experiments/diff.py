@@ -526,8 +526,8 @@ def _common_layers(model_a: nn.Module, model_b: nn.Module, layers, names) -> lis
 def _check_aligned(cache_a: ActivationCache, cache_b: ActivationCache, layers: list[str]) -> None:
     """Row i must be the same sample and position in both caches, of the same input."""
     if cache_a.n_samples != cache_b.n_samples or (
-            cache_a.sample_sha256 is not None and cache_b.sample_sha256 is not None
-            and not torch.equal(cache_a.sample_sha256, cache_b.sample_sha256)):
+            cache_a.sample_digest is not None and cache_b.sample_digest is not None
+            and not torch.equal(cache_a.sample_digest, cache_b.sample_digest)):
         raise ValueError("The data differed between the two models' passes (a shuffling "
                          "DataLoader or random augmentation?); pass fixed data in a fixed order.")
     for n in layers:

@@ -70,7 +70,7 @@ def assert_caches_equal(a, b) -> None:
             ta, tb = getattr(la, field), getattr(lb, field)
             assert ta.dtype == tb.dtype and torch.equal(ta.cpu(), tb.cpu()), (name, field)
         assert tuple(la.hw) == tuple(lb.hw) and tuple(la.rf) == tuple(lb.rf)
-    for field in ("labels", "logits", "images", "sample_sha256"):
+    for field in ("labels", "logits", "images", "sample_digest"):
         ta, tb = getattr(a, field), getattr(b, field)
         assert (ta is None) == (tb is None), field
         if ta is not None:

@@ -8,6 +8,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from atlaswidgets.cache.capture import capture
+from atlaswidgets.cache.data import DIGEST_SIZE, sample_digests
 from atlaswidgets.cache.sampling import _splitmix64, _splitmix64_int, random_positions
 
 from .conftest import N_SAMPLES, TinyCNN, layer_output
@@ -130,12 +131,29 @@ def test_labels_logits_images_and_metadata(model, data):
     assert cache.images.dtype == torch.uint8 and cache.images.shape == (N_SAMPLES, 3, 16, 16)
     assert torch.equal(cache.images, (images.clamp(0, 1) * 255).round().to(torch.uint8))
     assert cache.input_hw == (16, 16) and cache.classes == ["a", "b", "c", "d"]
-    assert cache.sample_sha256.shape == (N_SAMPLES, 32)
+    assert cache.sample_digest.shape == (N_SAMPLES, 16) and cache.sample_digest.dtype == torch.uint8
     assert cache.meta["sample"] == "random" and cache.meta["per_image"] == 8
     assert cache.meta["rf"] == {"conv2": [5, 5]}
     assert cache["conv2"].rf == (5, 5)  # two 3x3 convs, the second with stride 2
     assert cap(model, images, "conv1")["conv1"].rf == (3, 3)
     assert (cap(model, images).labels == -1).all()  # no labels given
+
+
+def test_sample_digests_see_every_bit_and_ignore_batching(data):
+    images, labels = data
+    whole = sample_digests(images, labels)
+    assert len(whole) == len(images) * DIGEST_SIZE
+    assert whole == sample_digests(images[:7], labels[:7]) + sample_digests(images[7:], labels[7:])
+    changed = images.clone()
+    changed[5, 2, 3, 4] = torch.nextafter(changed[5, 2, 3, 4], torch.tensor(2.0))  # one ulp
+    other = sample_digests(changed, labels)
+    rows = [other[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE] != whole[i * DIGEST_SIZE : (i + 1) * DIGEST_SIZE]
+            for i in range(len(images))]
+    assert rows == [i == 5 for i in range(len(images))]  # that sample only
+    relabelled = labels.clone()
+    relabelled[0] += 1
+    assert sample_digests(images, relabelled)[:DIGEST_SIZE] != whole[:DIGEST_SIZE]
+    assert sample_digests(images.double(), labels)[:DIGEST_SIZE] != whole[:DIGEST_SIZE]  # dtype counts
 
 
 def test_to_display_and_keep_images(model, data):

@@ -68,7 +68,7 @@ def test_a_hand_made_cache_round_trips_even_with_rows_out_of_order(tmp_path):
     assert len(read_manifest(path)["shards"]) == 1  # unordered rows: one shard keeps their order
     loaded = load_cache(path, device="cpu")
     assert torch.equal(loaded["x"].acts, la.acts) and torch.equal(loaded["x"].sample_id, la.sample_id)
-    assert loaded.images is None and loaded.sample_sha256 is None
+    assert loaded.images is None and loaded.sample_digest is None
     with pytest.raises(ValueError, match="has no model fingerprint"):
         load_cache(path, model=TinyCNN())
 
@@ -92,11 +92,13 @@ def test_load_refuses_another_model(cache, tmp_path):
 def test_load_refuses_another_schema_version(cache, tmp_path):
     path = cache.save(tmp_path / "s")
     manifest = json.loads((path / "manifest.json").read_text())
-    manifest["schema_version"] = 2
+    newer = SCHEMA_VERSION + 1
+    manifest["schema_version"] = newer
     (path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ValueError, match="has schema version 2, but this atlaswidgets reads schema version 1"):
+    with pytest.raises(ValueError, match=f"has schema version {newer}, but this atlaswidgets reads "
+                                         f"schema version {SCHEMA_VERSION}"):
         load_cache(path)
-    manifest["schema_version"], manifest["format"] = 1, "something.else"
+    manifest["schema_version"], manifest["format"] = SCHEMA_VERSION, "something.else"
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="is not an atlaswidgets store manifest"):
         load_cache(path)
@@ -224,6 +226,21 @@ def test_an_interrupted_capture_resumes_bit_identically(data, tmp_path):
     again = cap(model, batches(images, labels, size=16), store=path)
     assert model.seen == 1
     assert_caches_equal(reference, again)
+
+
+def test_resume_refuses_a_store_of_schema_version_1(data, tmp_path):
+    # version 1 kept sha256 digests of the samples: resuming would compare them with XXH3 digests
+    images, labels = data
+    model = TinyCNN()
+    path = tmp_path / "s"
+    with pytest.raises(RuntimeError, match="killed"):
+        cap(model, batches(images, labels, fail_at=20), store=path, shard_samples=8)
+    manifest = json.loads((path / "manifest.json").read_text())
+    manifest["schema_version"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=f"has schema version 1, but this atlaswidgets reads schema "
+                                         f"version {SCHEMA_VERSION}.*capture the data again"):
+        cap(model, (images, labels), store=path)
 
 
 def test_resume_trusts_checksums_not_files(data, tmp_path):
