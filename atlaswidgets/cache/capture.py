@@ -78,9 +78,12 @@ def capture(
     """Run ``model`` over ``data`` and keep the sampled activations of ``layers``.
 
     data : float tensor (N, C, H, W) (cut into batches of ``batch_size``), a tuple
-        (images, labels, ...) such as ``kitchen.dataset(n)``, or an iterable (a DataLoader) of
-        image batches or (images, labels, ...) batches. Missing labels become -1. Images may be
-        normalised; they must be float and all of one height and width.
+        (images, labels, ...) such as ``kitchen.dataset(n)``, a dict of columns, or an iterable
+        (a DataLoader) of image batches, (images, labels, ...) batches or dict batches. Dicts keep
+        images under the first key of ``data.IMAGE_KEYS`` present ("images", "image",
+        "pixel_values", ...) and labels under ``data.LABEL_KEYS`` ("labels", "label", ...).
+        Missing labels become -1. Images may be normalised; they must be float and all of one
+        height and width.
     layers : a ``named_modules()`` name, a list of names, or a predicate (name, module) -> bool
     sample : "random" (``per_image`` positions per sample, seeded), "all" or "mean" (see module doc)
     dtype : dtype of the cached activations (float32, float16 or bfloat16); logits stay float32

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -24,12 +25,47 @@ def _labels_like(x: Any, n: int) -> bool:
     return isinstance(x, torch.Tensor) and x.ndim == 1 and len(x) == n
 
 
+# where dict-shaped data (a Hugging Face dataset in torch format, a DataLoader over a Dataset of
+# dicts) keeps its images and labels; the first key present is used
+IMAGE_KEYS = ("images", "image", "pixel_values", "img", "inputs", "input", "x")
+LABEL_KEYS = ("labels", "label", "targets", "target", "y")
+
+
+def _from_mapping(item: Mapping, what: str) -> tuple[Any, Any]:
+    """(images, labels or None) of a dict batch or dataset."""
+    image_key = next((k for k in IMAGE_KEYS if k in item), None)
+    if image_key is None:
+        keys = sorted(map(str, item))[:20]
+        raise TypeError(
+            f"{what} is a dict with keys {keys}, none of which holds images; capture looks for "
+            f"them under the first of {list(IMAGE_KEYS)} and for labels under {list(LABEL_KEYS)}. "
+            "Rename the keys, or pass (images, labels) batches, e.g. "
+            "((b['my_images'], b['my_labels']) for b in loader)."
+        )
+    label_key = next((k for k in LABEL_KEYS if k in item), None)
+    return _as_tensor(item[image_key]), _as_tensor(item[label_key]) if label_key is not None else None
+
+
 def batches(data: Any, batch_size: int) -> tuple[Iterable[tuple[Any, Any]], int | None]:
     """(images, labels or None) batches of any accepted data form, and the sample count if known."""
     data = _as_tensor(data)
+    if isinstance(data, Mapping):  # one dataset as a dict of columns, e.g. {"images": ..., "labels": ...}
+        images, labels = _from_mapping(data, "data")
+        if not isinstance(images, torch.Tensor) or images.ndim != 4:
+            got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+            raise TypeError(f"data is a dict whose images must be one tensor (N, C, H, W), got {got}.")
+        if labels is not None and not _labels_like(labels, len(images)):
+            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+            raise ValueError(f"data is a dict whose labels must be one integer per image, shape "
+                             f"({len(images)},), got {got}.")
+        data = images
+    else:
+        labels = None
     if isinstance(data, torch.Tensor):
         n = len(data) if data.ndim > 0 else 0
-        return ((data[i : i + batch_size], None) for i in range(0, n, batch_size)), n
+        labels = torch.as_tensor(labels) if labels is not None else None
+        return ((data[i : i + batch_size], labels[i : i + batch_size] if labels is not None else None)
+                for i in range(0, n, batch_size)), n
     # (images, labels, ...extra) of one dataset, e.g. kitchen.dataset(n); a list of image
     # batches differs in that its second item is another (N, C, H, W) batch
     if (
@@ -42,7 +78,7 @@ def batches(data: Any, batch_size: int) -> tuple[Iterable[tuple[Any, Any]], int 
         images, labels = _as_tensor(data[0]), torch.as_tensor(_as_tensor(data[1]))
         n = len(images)
         return ((images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, n, batch_size)), n
-    if isinstance(data, (str, bytes, dict, Path)):
+    if isinstance(data, (str, bytes, Path)):
         raise TypeError(_DATA_FORMS + f" Got {type(data).__name__}.")
     try:
         iterator = iter(data)
@@ -54,8 +90,9 @@ def batches(data: Any, batch_size: int) -> tuple[Iterable[tuple[Any, Any]], int 
 
 
 _DATA_FORMS = (
-    "data must be an image tensor (N, C, H, W), a pair (images, labels), or an iterable "
-    "(e.g. a DataLoader) of image batches or (images, labels) batches."
+    "data must be an image tensor (N, C, H, W), a pair (images, labels), a dict with images and "
+    "labels, or an iterable (e.g. a DataLoader) of image batches, (images, labels) batches or dict "
+    "batches."
 )
 
 
@@ -66,6 +103,8 @@ def _split(item: Any, index: int) -> tuple[Any, Any]:
         return item, None
     if isinstance(item, (tuple, list)) and len(item) >= 1:
         return item[0], item[1] if len(item) >= 2 else None
+    if isinstance(item, Mapping):
+        return _from_mapping(item, f"Batch {index}")
     raise TypeError(_DATA_FORMS + f" Batch {index} is a {type(item).__name__}.")
 
 

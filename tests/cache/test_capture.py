@@ -194,10 +194,41 @@ def test_data_forms_give_the_same_cache(model, data):
         assert torch.equal(got["conv2"].yx, ref["conv2"].yx)
         assert torch.allclose(got["conv2"].acts, ref["conv2"].acts, atol=1e-6)
         assert torch.equal(got.labels, labels)
+    # dicts: a Hugging Face dataset in torch format, a DataLoader over a Dataset of dicts
+    dicts = [{"pixel_values": images[i : i + 8], "label": labels[i : i + 8], "id": list(range(i, i + 8))}
+             for i in range(0, N_SAMPLES, 8)]
+    for form in (dicts, {"images": images, "labels": labels}, DataLoader(_DictDataset(images, labels), batch_size=8)):
+        got = cap(model, form)
+        assert torch.equal(got["conv2"].yx, ref["conv2"].yx)
+        assert torch.allclose(got["conv2"].acts, ref["conv2"].acts, atol=1e-6)
+        assert torch.equal(got.labels, labels)
+    assert (cap(model, [{"image": images}]).labels == -1).all()  # labels are optional
     plain = cap(model, (images[i : i + 8] for i in range(0, N_SAMPLES, 8)))
     assert (plain.labels == -1).all() and plain.n_samples == N_SAMPLES
     batches = cap(model, [images[:10], images[10:]])  # a list of two image batches
     assert batches.n_samples == N_SAMPLES
+
+
+class _DictDataset(torch.utils.data.Dataset):
+    def __init__(self, images, labels):
+        self.images, self.labels = images, labels
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, i):
+        return {"image": self.images[i], "label": self.labels[i], "caption": f"sample {i}"}
+
+
+def test_dict_data_with_unknown_keys_or_bad_columns(model, data):
+    images, labels = data
+    with pytest.raises(TypeError, match=r"Batch 0 is a dict with keys \['jpeg', 'target'\], none of which "
+                                        r"holds images.*'pixel_values'"):
+        cap(model, [{"jpeg": images, "target": labels}])
+    with pytest.raises(TypeError, match=r"data is a dict whose images must be one tensor \(N, C, H, W\), got list"):
+        cap(model, {"image": [images[0]], "label": labels[:1]})
+    with pytest.raises(ValueError, match=rf"labels must be one integer per image, shape \({N_SAMPLES},\), got \(3,\)"):
+        cap(model, {"images": images, "labels": labels[:3]})
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -223,8 +254,8 @@ def test_bad_data(model, data):
         cap(model, [(images[:4], torch.zeros(3, dtype=torch.long))])
     with pytest.raises(TypeError, match="data must be an image tensor"):
         cap(model, 42)
-    with pytest.raises(TypeError, match="Batch 0 is a dict"):
-        cap(model, [{"image": images}])
+    with pytest.raises(TypeError, match="Batch 1 is a str"):
+        cap(model, [images[:4], "images/0001.png"])
 
 
 def test_bad_arguments(model, data):
