@@ -33,6 +33,12 @@ def batches(images, labels, size=5, fail_at=None):
         yield images[i : i + size], labels[i : i + size]
 
 
+def interrupted(model, images, labels, path, at):
+    """A capture into ``path`` (shards of 8 samples) killed at sample ``at``."""
+    with pytest.raises(RuntimeError, match="killed"):
+        cap(model, batches(images, labels, fail_at=at), store=path, shard_samples=8)
+
+
 def files(path):
     return sorted(os.listdir(path))
 
@@ -122,8 +128,7 @@ def test_load_refuses_a_tampered_shard(cache, tmp_path):
 
 def test_load_refuses_an_incomplete_store(model, data, tmp_path):
     path = tmp_path / "s"
-    with pytest.raises(RuntimeError, match="killed"):
-        cap(model, batches(*data, fail_at=20), store=path, shard_samples=8)
+    interrupted(model, *data, path, at=20)
     assert not read_manifest(path)["complete"]
     with pytest.raises(ValueError, match=r"capture was interrupted; call capture\(..., store=path\) again"):
         load_cache(path)
@@ -211,8 +216,7 @@ def test_an_interrupted_capture_resumes_bit_identically(data, tmp_path):
     reference = cap(model, batches(images, labels))
     path = tmp_path / "s"
     # batches of 5, shards of 8: the failure and the resume point fall inside batches
-    with pytest.raises(RuntimeError, match="killed"):
-        cap(model, batches(images, labels, fail_at=27), store=path, shard_samples=8)
+    interrupted(model, images, labels, path, at=27)
     manifest = read_manifest(path)
     assert [s["stop"] for s in manifest["shards"]] == [8, 16, 24] and not manifest["complete"]
     model.seen = 0
@@ -233,8 +237,7 @@ def test_resume_refuses_a_store_of_schema_version_1(data, tmp_path):
     images, labels = data
     model = TinyCNN()
     path = tmp_path / "s"
-    with pytest.raises(RuntimeError, match="killed"):
-        cap(model, batches(images, labels, fail_at=20), store=path, shard_samples=8)
+    interrupted(model, images, labels, path, at=20)
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["schema_version"] = 1
     (path / "manifest.json").write_text(json.dumps(manifest))
@@ -248,8 +251,7 @@ def test_resume_trusts_checksums_not_files(data, tmp_path):
     model = TinyCNN()
     reference = cap(model, (images, labels), batch_size=5)
     path = tmp_path / "s"
-    with pytest.raises(RuntimeError, match="killed"):
-        cap(model, batches(images, labels, fail_at=30), store=path, shard_samples=8)
+    interrupted(model, images, labels, path, at=30)
     shard = path / "shard-00001.safetensors"
     shard.write_bytes(shard.read_bytes()[:-4] + b"\0\0\0\0")  # damaged but present
     resumed = cap(model, (images, labels), batch_size=5, store=path, shard_samples=8)
@@ -261,8 +263,7 @@ def test_resume_refuses_different_data(data, tmp_path):
     images, labels = data
     model = TinyCNN()
     path = tmp_path / "s"
-    with pytest.raises(RuntimeError, match="killed"):
-        cap(model, batches(images, labels, fail_at=20), store=path, shard_samples=8)
+    interrupted(model, images, labels, path, at=20)
     shuffled = images.flip(0)
     with pytest.raises(ValueError, match="was captured from different data.*shard-00000"):
         cap(model, (shuffled, labels), store=path)
