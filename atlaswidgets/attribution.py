@@ -155,8 +155,9 @@ def attribute(
         ``cache[layer].attributions[key]`` (see module doc)
     classes : class names indexed by label, for name targets; default the cache's, else the
         model's ``model.classes`` when it has them
-    device : where to run; default where the model's parameters are. A model elsewhere is
-        moved there for the call and moved back afterwards (as in ``aw.capture``)
+    device : where to run; default CUDA when available, else where the model's parameters are.
+        A model elsewhere is moved there for the call and moved back afterwards (as in
+        ``aw.capture``)
     Returns with ``cache``: the stored tensor, shape (n_rows, n_channels), float32; its
     ``.sum(1)`` is the per-row total. Without: an ``Attribution`` of every position.
     """

@@ -53,10 +53,38 @@ def test_helpers_report_the_models_place_and_dtype(nets):
     assert as_model_input(half, x).dtype == torch.bfloat16
     assert as_model_input(half, torch.zeros(2, dtype=torch.int64)).dtype == torch.int64  # ids stay ids
     assert model_device(torch.nn.ReLU()).type == "cpu"  # no parameters: the CPU
-    assert placement(full, None) == (torch.device("cpu"), None)
+    if not torch.cuda.is_available():
+        assert placement(full, None) == (torch.device("cpu"), None)
     with on_device(full, "cpu") as dev:
         assert dev.type == "cpu"
     assert model_device(full).type == "cpu"
+
+
+def test_by_default_a_cpu_model_runs_on_cuda_when_there_is_one(nets, monkeypatch):
+    full, _ = nets
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    # (where to run, where to move the model back to afterwards)
+    assert placement(full, None) == (torch.device("cuda", 0), torch.device("cpu"))
+    assert placement(full, "cpu") == (torch.device("cpu"), None)
+    assert placement(torch.nn.ReLU(), None) == (torch.device("cuda", 0), None)
+    with pytest.raises(ValueError, match=r"device='cuda:3' but this machine has 1 CUDA device\(s\)"):
+        placement(full, "cuda:3")
+
+
+def test_unknown_devices_are_clear_errors(nets, data, tmp_path):
+    full, _ = nets
+    cache = aw.capture(full, data, LAYER, progress=False, device="cpu")
+    path = cache.save(tmp_path / "s")
+    for call in (lambda: aw.capture(full, data, LAYER, progress=False, device="gpu"),
+                 lambda: cache.to("gpu"), lambda: aw.ActivationCache.load(path, device="gpu")):
+        with pytest.raises(ValueError, match="device='gpu' is not a device torch knows; pass 'cpu', 'cuda'"):
+            call()
+    if not torch.cuda.is_available():
+        for call in (lambda: cache.to("cuda"), lambda: aw.ActivationCache.load(path, device="cuda")):
+            with pytest.raises(ValueError, match="CUDA is not available here"):
+                call()
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without CUDA")

@@ -43,7 +43,12 @@ def resolve_layers(model: nn.Module, layers: LayerSpec) -> list[str]:
             raise TypeError(f"layers must be names (str); got {type(bad[0]).__name__} {bad[0]!r}. {LIST_HINT}")
         wanted = list(layers)
     elif callable(layers):
-        wanted = [n for n, m in model.named_modules() if layers(n, m)]
+        try:
+            wanted = [n for n, m in model.named_modules() if layers(n, m)]
+        except TypeError as e:
+            raise TypeError(f"A layer predicate is called as predicate(name, module) and returns a "
+                            f"bool, e.g. lambda name, module: name.startswith('block'); calling "
+                            f"yours failed: {e}") from e
         if not wanted:
             raise ValueError(f"The layer predicate selected no layer of this model. {LIST_HINT}")
     else:
@@ -131,22 +136,40 @@ def as_model_input(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return x.to(model_device(model), dtype or x.dtype)
 
 
-def placement(model: nn.Module, device: torch.device | str | None) -> tuple[torch.device, torch.device | None]:
-    """(device to run on, device to move the model back to afterwards or None).
-
-    device None: where the model is (CUDA when it has no parameters and CUDA is available).
-    """
-    places = list(dict.fromkeys(t.device for t in itertools.chain(model.parameters(), model.buffers())))
-    if device is None:
-        if places:  # a model spread over devices gets its inputs on the first one
-            return places[0], None
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu"), None
-    dev = torch.device(device)
+def check_device(device: torch.device | str) -> torch.device:
+    """``device`` as a torch.device that exists here; a ValueError saying what to pass otherwise
+    (torch's own errors for "gpu" or an absent CUDA come from deep inside torch)."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a device torch knows; pass 'cpu', 'cuda', "
+                         "'cuda:1', a torch.device, or None.") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or None.")
         if dev.index is None:
             dev = torch.device("cuda", torch.cuda.current_device())
+        elif dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but this machine has {torch.cuda.device_count()} "
+                             "CUDA device(s), numbered from 0.")
+    return dev
+
+
+def placement(model: nn.Module, device: torch.device | str | None) -> tuple[torch.device, torch.device | None]:
+    """(device to run on, device to move the model back to afterwards or None).
+
+    device None: CUDA when it is available and the model is on the CPU (moved there for the work
+    and back after: the cache is meant to live on the GPU), else where the model is.
+    """
+    places = list(dict.fromkeys(t.device for t in itertools.chain(model.parameters(), model.buffers())))
+    if device is None:
+        if torch.cuda.is_available() and all(p.type == "cpu" for p in places):
+            device = "cuda"
+        elif places:  # a model on a GPU, or spread over devices: inputs go to the first one
+            return places[0], None
+        else:
+            return torch.device("cpu"), None
+    dev = check_device(device)
     if not places or places == [dev]:
         return dev, None
     if len(places) > 1:

@@ -284,7 +284,7 @@ def patch_attack(
         per patch the placement that flips the most images
     noise_seed : seed of the random-noise control (one uniform noise patch per size)
     batch_size, device : forward passes run ``batch_size`` images at a time on ``device``
-        (default: where the model is)
+        (default: CUDA when available, else where the model is; see ``aw.capture``)
 
     Returns
     -------

@@ -117,8 +117,8 @@ def render(
     transforms : "default" (``default_transforms(size)``), None, a callable (images, generator)
         -> images, or a list of them
     seed : seeds the random start and the transforms; the same seed gives identical images on CPU
-    device : where to run: "cuda", "cpu", or None for where the model is. A model elsewhere is
-        moved there for the call and back afterwards, as ``capture`` does
+    device : where to run: "cuda", "cpu", or None for CUDA when available, else where the model
+        is. A model elsewhere is moved there for the call and back afterwards, as ``capture`` does
     batch : number of images when the objective fits any batch (default 1)
     normalize : maps [0, 1] images to what the model expects (e.g. ImageNet mean/std), or None
     output : "uint8" or "float"
