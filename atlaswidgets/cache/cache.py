@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .hooks import check_device
+
 __all__ = ["ActivationCache", "LayerActs", "TopExamples"]
 
 
@@ -118,8 +120,9 @@ class ActivationCache:
         more = f", ... ({n_classes} in all)" if n_classes > 6 else ""
         images = "none" if self.images is None else f"{tuple(self.images.shape[1:])} uint8"
         where = f", stored at {str(self.path)!r}" if self.path is not None else ""
+        classes = "none" if self.classes is None else f"[{shown}{more}]"
         return (f"ActivationCache({self.n_samples} samples, input {self.input_hw}, images {images}, "
-                f"classes [{shown}{more}]{where}{layers}\n)")
+                f"classes {classes}{where}{layers}\n)")
 
     def __getitem__(self, layer: str) -> LayerActs:
         try:
@@ -160,6 +163,7 @@ class ActivationCache:
         return lookup(self, layer, target)
 
     def to(self, device: torch.device | str) -> "ActivationCache":
+        device = check_device(device)
         return ActivationCache(
             {k: v.to(device) for k, v in self.layers.items()},
             self.labels.to(device),
@@ -201,8 +205,9 @@ class ActivationCache:
             )
         if not torch.isfinite(d).all():
             raise ValueError("direction contains NaN or infinite values.")
-        if not isinstance(k, int) or k < 1:
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}.")
+        k = int(k)
         scores = la.acts @ d.to(device=la.acts.device, dtype=la.acts.dtype)  # the one matmul
         scores = scores.float()
         if per_sample:

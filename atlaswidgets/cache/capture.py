@@ -21,9 +21,9 @@ copy, and probes each layer's receptive field once with one image's input gradie
 announces its size (a tensor, a tuple, a DataLoader), rows are written straight into one buffer
 per layer. bench/capture.py measures the ratio to a plain forward pass.
 
-Devices: by default the model runs where its parameters are (CUDA if it has none and CUDA is
-available, else CPU) and the cache's activations end there. With ``device=...`` and a model
-elsewhere, the model is moved there for the capture and moved back afterwards. The model runs in
+Devices: the cache's activations end where the model runs. By default that is CUDA when it is
+available (a model on the CPU is moved there for the capture), else where the model is; with
+``device=...``, there. A model that is moved for the capture is moved back afterwards. The model runs in
 eval mode (dropout off, batch-norm statistics frozen); each module's training flag is restored.
 
 Layer selection and the hooks context manager live in ``hooks.py``; they are re-exported here.
@@ -145,6 +145,21 @@ def capture(
         run.close()
 
 
+def _model_failed(images: torch.Tensor, error: Exception) -> ValueError:
+    """The error for a model that fails on the first image: almost always images of the wrong
+    layout, channel count, size or dtype, which torch reports from deep inside a layer."""
+    shape = tuple(images.shape[1:])
+    hint = ""
+    if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+        hint = (" They look channels-last (N, H, W, C); capture takes (N, C, H, W): pass "
+                "images.permute(0, 3, 1, 2).")
+    return ValueError(
+        f"The model failed on the first image, of shape {shape} and dtype {images.dtype}, with "
+        f"{type(error).__name__}: {str(error).rstrip('. ')}.{hint} Check that the images have the layout (C, H, W), "
+        "channel count, size and normalisation the model was trained on."
+    )
+
+
 def _model_classes(model: nn.Module):
     """Class names a model carries as ``model.classes`` (the zoo's models do), or None."""
     names = getattr(model, "classes", None)
@@ -190,6 +205,7 @@ class _Run:
         self.checked = 0  # reused shards whose data hash has been compared
         self.layer_info: dict[str, dict] = {}
         self.input_hw: tuple[int, int] | None = None
+        self.input_channels = 0
         self.recorded: dict[str, Any] = {}  # filled by hooks()
         self.seen = 0
         self.digests = bytearray()
@@ -266,12 +282,15 @@ class _Run:
             return
         hw = (int(images.shape[2]), int(images.shape[3]))
         if self.input_hw is None:
-            self.input_hw = hw
+            self.input_hw, self.input_channels = hw, int(images.shape[1])
             self._first_batch(images)
         elif hw != self.input_hw:
             raise ValueError(f"Images of size {hw[0]}x{hw[1]} follow images of size "
                              f"{self.input_hw[0]}x{self.input_hw[1]}; every batch must have the "
                              "same height and width. Resize or crop them to one size.")
+        elif images.shape[1] != self.input_channels:
+            raise ValueError(f"Images with {images.shape[1]} channels follow images with "
+                             f"{self.input_channels}; every batch must have the same channels.")
         if labels is None:
             labels = torch.full((n,), -1, dtype=torch.int64)
         start = self.seen
@@ -316,7 +335,10 @@ class _Run:
             for p, _ in flags:
                 p.requires_grad_(False)
             with torch.enable_grad():
-                self.model(x)
+                try:
+                    self.model(x)
+                except RuntimeError as e:  # torch's shape and dtype errors; the hooks raise others
+                    raise _model_failed(images, e) from e
                 for name in names:
                     shape, centre = self.sampler_output(name)
                     grad = None
@@ -331,9 +353,9 @@ class _Run:
 
     def _first_batch(self, images: torch.Tensor) -> None:
         """Measure each layer once: output shape, and receptive field by gradient."""
+        probed = self._probe(images[:1], self.names)  # first: images the model cannot take fail here
         if self.keep_images:
-            display_uint8(images[:1].to(self.dev), self.to_display)  # fail before any work
-        probed = self._probe(images[:1], self.names)
+            display_uint8(images[:1].to(self.dev), self.to_display)  # fail before any more work
         # all units off at the centre of the first image give no gradient: ask a few more images
         dead = [n for n, (shape, g) in probed.items() if len(shape) == 4 and (g is None or not bool(g.any()))]
         if dead and len(images) > 1:

@@ -18,11 +18,12 @@ def _as_tensor(x: Any) -> Any:
     return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
 
 
-def _labels_like(x: Any, n: int) -> bool:
+def _labels_like(x: Any, n: int | None) -> bool:
+    """Whether ``x`` looks like labels: a 1-d tensor or list of ints, of length n (any if None)."""
     x = _as_tensor(x)
     if isinstance(x, list):
-        return len(x) == n and all(isinstance(v, (int, np.integer)) for v in x)
-    return isinstance(x, torch.Tensor) and x.ndim == 1 and len(x) == n
+        return (n is None or len(x) == n) and all(isinstance(v, (int, np.integer)) for v in x)
+    return isinstance(x, torch.Tensor) and x.ndim == 1 and (n is None or len(x) == n)
 
 
 # where dict-shaped data (a Hugging Face dataset in torch format, a DataLoader over a Dataset of
@@ -78,6 +79,17 @@ def batches(data: Any, batch_size: int) -> tuple[Iterable[tuple[Any, Any]], int 
         images, labels = _as_tensor(data[0]), torch.as_tensor(_as_tensor(data[1]))
         n = len(images)
         return ((images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, n, batch_size)), n
+    if (
+        isinstance(data, (tuple, list))
+        and len(data) >= 2
+        and isinstance(_as_tensor(data[0]), torch.Tensor)
+        and _as_tensor(data[0]).ndim == 4
+        and _labels_like(data[1], None)
+    ):  # (images, labels) whose labels do not fit; running it as a list of batches would fail later
+        second = _as_tensor(data[1])
+        got = f"shape {tuple(second.shape)}" if isinstance(second, torch.Tensor) else f"{len(second)} items"
+        raise ValueError(f"data is a pair (images, labels) with {len(data[0])} images, but its labels "
+                         f"have {got}; pass one integer label per image, shape ({len(data[0])},).")
     if isinstance(data, (str, bytes, Path)):
         raise TypeError(_DATA_FORMS + f" Got {type(data).__name__}.")
     try:

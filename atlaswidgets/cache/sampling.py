@@ -82,6 +82,9 @@ def check_output(name: str, out: Any, policy: str) -> None:
     if out.ndim == 4 or (out.ndim == 2 and policy == "mean"):
         return
     shape = "(" + ", ".join(["N"] + [str(v) for v in out.shape[1:]]) + ")"
+    if policy == "mean":
+        raise ValueError(f"Layer {name!r} outputs shape {shape}, but sample='mean' needs an "
+                         "(N, C, H, W) or (N, C) output; choose another layer.")
     if out.ndim == 2:
         fix = "use sample='mean' (it keeps one row per sample), or choose a convolutional layer"
     else:

@@ -38,6 +38,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from .cache import ActivationCache, LayerActs
+from .hooks import check_device
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
 
@@ -78,6 +79,10 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 def data_sha256(sample_digest: torch.Tensor, start: int, stop: int) -> str:
     """sha256 of a range of samples: the hash of their per-sample digests, concatenated."""
     return hashlib.sha256(sample_digest[start:stop].numpy().tobytes()).hexdigest()
+
+
+_OTHER = {"model": "another model", "model_class": "another model class", "layers": "other layers",
+          "policy": "another sampling policy"}
 
 
 def config_differences(old: dict, new: dict) -> list[str]:
@@ -247,7 +252,7 @@ def load_cache(
 def _default_device(device: torch.device | str | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return check_device(device)
 
 
 def assemble(
@@ -334,7 +339,7 @@ def check_target(path: Path, fingerprint: dict, action: str) -> dict | None:
     diff = config_differences(manifest.get("fingerprint", {}), fingerprint)
     if diff:
         raise ValueError(
-            f"The store at {str(path)!r} was captured with a different {' and '.join(diff)} "
+            f"The store at {str(path)!r} was captured with {' and '.join(_OTHER[k] for k in diff)} "
             f"than this {action}. Use another path, or delete the directory {str(path)!r} to "
             "replace it."
         )
@@ -417,7 +422,7 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
         them) to be split into shards; otherwise the cache is written as one shard, keeping its
         row order.
     Refuses to write into a directory that holds other files, or over a store of another model,
-    layer set or policy.
+    layer set, policy or data; a store of the same capture is rewritten.
     """
     if isinstance(shard_samples, bool) or not isinstance(shard_samples, int) or shard_samples < 1:
         raise ValueError(f"shard_samples must be a positive int, got {shard_samples!r}.")
@@ -425,7 +430,13 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
         raise ValueError("This cache holds no samples; there is nothing to save.")
     path = Path(path)
     fingerprint = dict(cache.meta.get("fingerprint", {}))
-    check_target(path, fingerprint, "cache.save(path)")
+    existing = check_target(path, fingerprint, "cache.save(path)")
+    if existing is not None and not _same_data(existing, fingerprint, cache):
+        raise ValueError(
+            f"The store at {str(path)!r} holds activations of other data, captured with the same "
+            "model, layers and policy; saving would replace them. Use another path, or delete "
+            f"the directory {str(path)!r} to replace it."
+        )
     n = cache.n_samples
     ordered = all(
         la.n_rows == 0 or bool((la.sample_id[1:] >= la.sample_id[:-1]).all())
@@ -448,6 +459,20 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
     writer.finish(n_samples=n)
     cache.path = path  # its icons can be kept beside it from now on
     return path
+
+
+def _same_data(manifest: dict, fingerprint: dict, cache: ActivationCache) -> bool:
+    """Whether a store at the target holds this cache's data: then saving over it (say, with new
+    attributions) loses nothing. An interrupted store is compared shard by shard."""
+    if manifest.get("complete"):
+        return manifest.get("fingerprint", {}).get("data") == fingerprint.get("data")
+    digests = cache.sample_digest
+    for record in manifest.get("shards", []):
+        if digests is None or record.get("stop", 0) > cache.n_samples:
+            return False
+        if record.get("data_sha256") != data_sha256(digests, record["start"], record["stop"]):
+            return False
+    return True
 
 
 def shard_of(cache: ActivationCache, start: int, stop: int) -> dict[str, torch.Tensor]:

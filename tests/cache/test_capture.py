@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -254,6 +255,18 @@ def test_bad_data(model, data):
         cap(model, [(images[:4], torch.zeros(3, dtype=torch.long))])
     with pytest.raises(TypeError, match="data must be an image tensor"):
         cap(model, 42)
+    with pytest.raises(ValueError, match="Images with 1 channels follow images with 3"):
+        cap(model, [images[:4], images[:4, :1]])
+    with pytest.raises(ValueError, match=r"The model failed on the first image, of shape \(1, 16, 16\) and "
+                                         r"dtype torch.float32, with RuntimeError: .*3 channels.*layout \(C, H, W\)"):
+        cap(model, images[:, :1])
+    with pytest.raises(ValueError, match=r"They look channels-last \(N, H, W, C\).*images.permute\(0, 3, 1, 2\)"):
+        cap(model, images.permute(0, 2, 3, 1).contiguous())
+    with pytest.raises(ValueError, match=rf"a pair \(images, labels\) with {N_SAMPLES} images, but its labels "
+                                         rf"have shape \(5,\); pass one integer label per image"):
+        cap(model, (images, data[1][:5]))
+    with pytest.raises(ValueError, match=r"but its labels have 2 items"):
+        cap(model, (images, [0, 1]))
     with pytest.raises(TypeError, match="Batch 1 is a str"):
         cap(model, [images[:4], "images/0001.png"])
 
@@ -276,6 +289,27 @@ def test_flat_layer_with_a_spatial_policy(model, data):
     with pytest.raises(ValueError, match=r"Layer 'fc' outputs shape \(N, 4\), but sample='random' needs a "
                        r"\(N, C, H, W\) output.*sample='mean'"):
         cap(model, data[0], "fc")
+
+    class Seq(nn.Module):  # a layer with an (N, C, L) output, as a 1-d conv or a transformer block has
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv1d(3, 4, 3)
+
+        def forward(self, x):
+            return self.conv(x.flatten(2))
+
+    with pytest.raises(ValueError, match=r"Layer 'conv' outputs shape \(N, 4, 254\), but sample='mean' needs an "
+                                         r"\(N, C, H, W\) or \(N, C\) output; choose another layer.$"):
+        cap(Seq(), data[0], "conv", sample="mean")
+
+
+def test_predicate_top_examples_k_and_repr_details(model, data):
+    with pytest.raises(TypeError, match=r"called as predicate\(name, module\).*lambda name, module"):
+        cap(model, data[0], lambda name: name == "conv2")
+    cache = cap(model, data[0])
+    assert "classes none" in repr(cache)  # no class names, not an empty list
+    direction = torch.ones(cache["conv2"].n_channels)
+    assert np.array_equal(cache.top_examples(direction, np.int64(3)).rows, cache.top_examples(direction, 3).rows)
 
 
 def test_non_finite_activations_name_the_layer_and_first_sample(model, data):

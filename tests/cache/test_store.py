@@ -89,6 +89,26 @@ def test_overwriting_a_store_of_the_same_capture_is_allowed(cache, tmp_path):
 # ----------------------------------------------------------------------------- refusals
 
 
+def test_save_refuses_a_store_of_other_data(data, tmp_path):
+    images, labels = data
+    model = TinyCNN()
+    path = cap(model, (images, labels), store=tmp_path / "s", shard_samples=8).path
+    before = (path / "manifest.json").read_bytes()
+    other = cap(model, (images.flip(0), labels.flip(0)))
+    with pytest.raises(ValueError, match="holds activations of other data.*saving would replace them"):
+        other.save(path)
+    with pytest.raises(ValueError, match="holds activations of other data"):
+        cap(model, (images[:10], labels[:10])).save(path)  # a prefix of it is other data too
+    assert (path / "manifest.json").read_bytes() == before  # nothing was touched
+    # an interrupted capture is compared shard by shard
+    half = tmp_path / "half"
+    interrupted(model, images, labels, half, at=20)
+    with pytest.raises(ValueError, match="holds activations of other data"):
+        other.save(half)
+    cap(model, (images, labels)).save(half)  # the same data completes it
+    assert load_cache(half, device="cpu").n_samples == N_SAMPLES
+
+
 def test_load_refuses_another_model(cache, tmp_path):
     path = cache.save(tmp_path / "s")
     with pytest.raises(ValueError, match="was captured from a different model"):
@@ -157,13 +177,13 @@ def test_missing_manifest_and_non_store_directories(cache, tmp_path):
 
 def test_a_store_of_another_capture_is_refused(cache, model, data, tmp_path):
     path = cache.save(tmp_path / "s")
-    with pytest.raises(ValueError, match="captured with a different model than this capture.*delete the directory"):
+    with pytest.raises(ValueError, match="captured with another model than this capture.*delete the directory"):
         cap(TinyCNN(seed=1), data, store=path)
-    with pytest.raises(ValueError, match="different layers"):
+    with pytest.raises(ValueError, match="captured with other layers than"):
         capture(model, data, "conv2", per_image=4, classes=CLASSES, store=path, progress=False)
-    with pytest.raises(ValueError, match="different policy"):
+    with pytest.raises(ValueError, match="captured with another sampling policy than"):
         cap(model, data, store=path, seed=1)
-    with pytest.raises(ValueError, match="different model than this cache.save"):
+    with pytest.raises(ValueError, match="another model than this cache.save"):
         cap(TinyCNN(seed=1), data).save(path)
     assert_caches_equal(cache, load_cache(path, device="cpu"))  # untouched
 

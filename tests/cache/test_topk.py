@@ -147,7 +147,7 @@ def test_store_round_trip_and_resume_give_identical_statistics(model, data, cach
 
 def test_a_store_without_statistics_is_not_resumed_with_them(model, data, tmp_path):
     cap(model, data, store=tmp_path / "s", stats=None)
-    with pytest.raises(ValueError, match="different policy"):
+    with pytest.raises(ValueError, match="another sampling policy"):
         cap(model, data, store=tmp_path / "s")
 
 
