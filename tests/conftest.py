@@ -21,6 +21,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# The suite checks its results as CPU tensors. On a machine with a GPU the default device would be
+# CUDA, so keep it on the CPU here (notebook kernels and JupyterLab inherit this); the tests marked
+# `cuda` pass device="cuda" themselves (`make gpu-check`). A value set outside is kept.
+os.environ.setdefault("ATLASWIDGETS_DEVICE", "cpu")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

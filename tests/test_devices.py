@@ -26,7 +26,7 @@ DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skip
 def world():
     model = kitchen.model()
     data = kitchen.dataset(96, seed=31)
-    reference = aw.capture(model, data, LAYER, sample="all", stats=True, progress=False)
+    reference = aw.capture(model, data, LAYER, sample="all", stats=True, device="cpu", progress=False)
     return model, data, reference
 
 
@@ -53,9 +53,9 @@ def test_capture_query_store_and_attribute_on(device, world, tmp_path):
     assert back[LAYER].acts.device.type == device
     torch.testing.assert_close(back[LAYER].acts, la.acts)
 
-    # a cache on the device and the model on the CPU: attributions land beside the activations
-    aw.attribute(model, data, LAYER, ("wok", "frying pan"), cache=cache, progress=False)
-    aw.attribute(model, data, LAYER, ("wok", "frying pan"), cache=ref, progress=False)
+    # a cache on the device and the model run on the CPU: attributions land beside the activations
+    aw.attribute(model, data, LAYER, ("wok", "frying pan"), cache=cache, device="cpu", progress=False)
+    aw.attribute(model, data, LAYER, ("wok", "frying pan"), cache=ref, device="cpu", progress=False)
     got = cache.attribution(LAYER, ("wok", "frying pan"))
     assert got.device.type == device
     torch.testing.assert_close(got.cpu(), ref.attribution(LAYER, ("wok", "frying pan")), atol=1e-4, rtol=1e-3)

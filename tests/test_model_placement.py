@@ -62,6 +62,7 @@ def test_helpers_report_the_models_place_and_dtype(nets):
 
 def test_by_default_a_cpu_model_runs_on_cuda_when_there_is_one(nets, monkeypatch):
     full, _ = nets
+    monkeypatch.delenv("ATLASWIDGETS_DEVICE", raising=False)  # tests/conftest.py sets it
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
@@ -71,6 +72,12 @@ def test_by_default_a_cpu_model_runs_on_cuda_when_there_is_one(nets, monkeypatch
     assert placement(torch.nn.ReLU(), None) == (torch.device("cuda", 0), None)
     with pytest.raises(ValueError, match=r"device='cuda:3' but this machine has 1 CUDA device\(s\)"):
         placement(full, "cuda:3")
+    monkeypatch.setenv("ATLASWIDGETS_DEVICE", "cpu")  # keeps the work on the CPU
+    assert placement(full, None) == (torch.device("cpu"), None)
+    assert placement(torch.nn.ReLU(), None) == (torch.device("cpu"), None)
+    monkeypatch.setenv("ATLASWIDGETS_DEVICE", "tpu9")
+    with pytest.raises(ValueError, match="environment variable ATLASWIDGETS_DEVICE='tpu9' is not usable"):
+        placement(full, None)
 
 
 def test_unknown_devices_are_clear_errors(nets, data, tmp_path):

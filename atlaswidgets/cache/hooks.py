@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import itertools
+import os
 from typing import Any, Callable, Iterator, Sequence, Union
 
 import torch
@@ -155,13 +156,35 @@ def check_device(device: torch.device | str) -> torch.device:
     return dev
 
 
+DEVICE_ENV = "ATLASWIDGETS_DEVICE"
+
+
+def env_device() -> torch.device | None:
+    """The device named by the ATLASWIDGETS_DEVICE environment variable, or None when unset.
+
+    It replaces the default "CUDA when available" everywhere (capture, render, attribute, load):
+    ``ATLASWIDGETS_DEVICE=cpu`` keeps the work off a GPU that is busy training, and keeps a test
+    suite's CPU expectations on a machine that has one.
+    """
+    name = os.environ.get(DEVICE_ENV, "").strip()
+    if not name:
+        return None
+    try:
+        return check_device(name)
+    except ValueError as e:
+        raise ValueError(f"The environment variable {DEVICE_ENV}={name!r} is not usable: {e}") from None
+
+
 def placement(model: nn.Module, device: torch.device | str | None) -> tuple[torch.device, torch.device | None]:
     """(device to run on, device to move the model back to afterwards or None).
 
-    device None: CUDA when it is available and the model is on the CPU (moved there for the work
-    and back after: the cache is meant to live on the GPU), else where the model is.
+    device None: the ATLASWIDGETS_DEVICE environment variable when set; else CUDA when it is
+    available and the model is on the CPU (moved there for the work and back after: the cache is
+    meant to live on the GPU); else where the model is.
     """
     places = list(dict.fromkeys(t.device for t in itertools.chain(model.parameters(), model.buffers())))
+    if device is None:
+        device = env_device()
     if device is None:
         if torch.cuda.is_available() and all(p.type == "cpu" for p in places):
             device = "cuda"

@@ -38,7 +38,7 @@ from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from .cache import ActivationCache, LayerActs
-from .hooks import check_device
+from .hooks import check_device, env_device
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
 
@@ -210,7 +210,8 @@ def load_cache(
     """Read a complete store into an ActivationCache.
 
     model : when given, refuse a store that was captured from a model with other weights
-    device : where the activations go; default CUDA when available, else CPU (images stay on CPU)
+    device : where the activations go; default the ATLASWIDGETS_DEVICE environment variable when
+        set, else CUDA when available, else CPU (images stay on CPU)
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -250,9 +251,9 @@ def load_cache(
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return check_device(device)
+    if device is not None:
+        return check_device(device)
+    return env_device() or torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def assemble(
