@@ -17,7 +17,7 @@ from ..render.crops import boxed_images, crop_rows, display_images
 from .grid import Cells, grid
 from .umap import umap_layout
 
-__all__ = ["Atlas", "build_atlas"]
+__all__ = ["Atlas", "build_atlas", "cache_identity"]
 
 
 @dataclass(repr=False)
@@ -36,6 +36,8 @@ class Atlas:
     classes : class names indexed by label, or None
     acts : the cache's LayerActs of ``layer`` (a reference, not a copy), for queries
     min_count : the fewest rows a visible cell holds (cells with fewer were hidden)
+    built_from : ``cache_identity`` of the cache the atlas was built from, or None when that cache
+        had no capture fingerprint (one put together by hand); ``check_cache`` compares it
     """
 
     layer: str
@@ -48,6 +50,7 @@ class Atlas:
     classes: list[str] | None = None
     acts: LayerActs | None = field(default=None)
     min_count: int = 3
+    built_from: dict | None = None
 
     def __repr__(self) -> str:
         n = self.cells.n
@@ -60,6 +63,34 @@ class Atlas:
     def top_class_names(self) -> list[str]:
         """Name of each cell's most common class ("?" where unknown)."""
         return [_class_name(int(c), self.classes) for c in self.top_class]
+
+    def check_cache(self, cache: ActivationCache) -> None:
+        """Raise ValueError unless ``cache`` holds the rows this atlas was built from.
+
+        Checks that the cache has the atlas's layer with as many rows and, when both this atlas
+        and the cache carry a capture fingerprint, that they name the same model, data and
+        sampling (``cache_identity``). Two captures of the same model and data pass (their rows
+        are the same); a cache put together by hand, without a fingerprint, is checked by layer
+        and row count only.
+        """
+        rebuild = (f"aw.build_atlas(cache, {self.layer!r}, ...)" if type(self) is Atlas else
+                   f"the function that made this {type(self).__name__}, given this cache")
+        how = f"rebuild the atlas with {rebuild} or pass the cache the atlas was built from."
+        if self.layer not in cache.layers:
+            raise ValueError(f"The atlas shows layer {self.layer!r}, which this cache lacks "
+                             f"({list(cache.layers)}); {how}")
+        n_rows = cache[self.layer].n_rows
+        if n_rows != len(self.xy):
+            raise ValueError(f"The atlas has {len(self.xy)} rows but the cache's layer "
+                             f"{self.layer!r} has {n_rows}; {how}")
+        theirs = cache_identity(cache)
+        if self.built_from is not None and theirs is not None and theirs != self.built_from:
+            what = [k for k in ("model", "data", "policy") if theirs.get(k) != self.built_from.get(k)]
+            raise ValueError(
+                f"This atlas was built from another cache (its {' and '.join(what)} "
+                f"differ{'s' if len(what) == 1 else ''}: another capture, e.g. a re-run capture "
+                f"cell); {how}"
+            )
 
     def regrid(self, cache: ActivationCache, grid_size: int) -> "Atlas":
         """The same layout binned into a ``grid_size`` x ``grid_size`` grid: no new UMAP run.
@@ -76,6 +107,7 @@ class Atlas:
                 f"regrid re-bins a plain Atlas; a {type(self).__name__} has its own builder "
                 "(compare_atlas(..., y=atlas.y, grid_size=...) for a comparison atlas)."
             )
+        self.check_cache(cache)  # the layout's rows must be this cache's rows
         return build_atlas(cache, self.layer, grid_size=grid_size, min_count=self.min_count,
                            icon_size=int(self.icons.shape[-1]), xy=self.xy)
 
@@ -125,6 +157,7 @@ class Atlas:
         kwargs : passed on to ``examples`` (e.g. ``by=`` of a comparison atlas)
         Returns (TopExamples, uint8 tensor shape (len(examples), 3, size, size)).
         """
+        self.check_cache(cache)  # the pictures must be of the examples' own samples
         ex = self.examples(cell_ids, k=k, **kwargs)
         return ex, boxed_images(cache, self.layer, ex.rows, size=size)
 
@@ -237,8 +270,35 @@ def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=N
     return dict(
         layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical,
         top_class=top_class, top_class_share=share, classes=cache.classes, acts=la,
-        min_count=int(min_count),
+        min_count=int(min_count), built_from=cache_identity(cache),
     )
+
+
+# policy entries that do not change which rows a capture holds: whether it kept images and which
+# statistics it streamed (the sampled positions depend on seed, sample and shape, not on these)
+_NOT_ROWS = ("keep_images", "stats")
+
+
+def cache_identity(cache: ActivationCache) -> dict | None:
+    """What decides the rows of a captured cache: its model's weights, its data and its sampling.
+
+    Read from ``cache.meta["fingerprint"]`` (written by ``capture`` once it has seen all the data,
+    and kept by ``save``/``load``). Two captures with equal identities hold the same rows, whatever
+    layers or extras they also captured.
+
+    Returns a JSON-able dict {"model", "data", "policy"}, or None for a cache without a complete
+    fingerprint (one put together by hand).
+    """
+    meta = cache.meta if isinstance(cache.meta, dict) else {}
+    fp = meta.get("fingerprint")
+    if not isinstance(fp, dict) or fp.get("model") is None or fp.get("data") is None:
+        return None
+    policy = fp.get("policy") if isinstance(fp.get("policy"), dict) else {}
+    return {
+        "model": fp["model"],
+        "data": fp["data"],
+        "policy": {k: v for k, v in policy.items() if k not in _NOT_ROWS},
+    }
 
 
 def _layer_name(cache: ActivationCache, layer: str | None) -> str:

@@ -1,14 +1,19 @@
-"""Pieces shared by the widgets: their ES module text, binary buffers and a cell-ids trait."""
+"""Pieces shared by the widgets: their ES module text, binary buffers, a cell-ids trait and the
+errors and checks that keep a refused value from the page out of a widget."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
 import torch
 import traitlets
 
-__all__ = ["CellIds", "esm", "to_buffer", "from_buffer"]
+__all__ = [
+    "CellIds", "RefusedType", "RefusedValue", "RollsBackPageState", "esm", "from_buffer",
+    "refuses", "to_buffer",
+]
 
 _HERE = Path(__file__).parent
 
@@ -44,11 +49,67 @@ def from_buffer(buf, dtype: str, shape: tuple[int, ...] | None = None) -> np.nda
     return a.reshape(shape) if shape is not None else a
 
 
+class RefusedValue(traitlets.TraitError, ValueError):
+    """A value a widget's trait refuses: a ValueError for the caller, and a TraitError for traitlets.
+
+    The page's messages reach a widget through ipywidgets' ``set_state``, which sets the traits
+    under ``hold_trait_notifications`` and validates them at the end; only a TraitError rolls the
+    message back there (a plain ValueError would leave the refused value in place, and linked
+    widgets would copy it). Being a ValueError too keeps ``except ValueError`` and the message the
+    same for a value set from Python.
+    """
+
+
+class RefusedType(traitlets.TraitError, TypeError):
+    """A value of the wrong type for a widget's trait; see ``RefusedValue``."""
+
+
+def refuses(validator):
+    """Make a ``@traitlets.validate`` method raise RefusedValue / RefusedType for its ValueError /
+    TypeError, with the same message, so a refused message from the page is rolled back.
+
+    Use it under the ``@traitlets.validate(...)`` line.
+    """
+
+    @functools.wraps(validator)
+    def checked(self, proposal):
+        try:
+            return validator(self, proposal)
+        except traitlets.TraitError:
+            raise
+        except ValueError as e:
+            raise RefusedValue(*e.args).with_traceback(e.__traceback__) from None
+        except TypeError as e:
+            raise RefusedType(*e.args).with_traceback(e.__traceback__) from None
+
+    return checked
+
+
+class RollsBackPageState:
+    """Mixin for a widget whose validators refuse values with a TraitError (see ``refuses``).
+
+    traitlets rolls a refused message back without a change event, so nothing would tell the page,
+    which goes on showing what it sent (a selection of cells that do not exist, say). After a
+    refusal this sends the traits of the message again, with the values the widget kept, and then
+    re-raises so the refusal still shows up (ipykernel logs it).
+    """
+
+    def set_state(self, sync_data):
+        try:
+            super().set_state(sync_data)
+        except traitlets.TraitError:
+            kept = [name for name in sync_data if name in self.keys]
+            if kept:
+                self.send_state(kept)
+            raise
+
+
 class CellIds(traitlets.List):
     """A list of cell ids (ints). Accepts numpy arrays and numpy ints; drops repeats, sorts.
 
     Sorting makes the value canonical, so two linked widgets agree on "the same selection" and
-    the page can show it as a stable ``data-selected`` string.
+    the page can show it as a stable ``data-selected`` string. A value that is no list of ints
+    raises RefusedType (a TypeError and a TraitError, so a message from the page is rolled back).
     """
 
     def __init__(self, **kwargs):
@@ -59,13 +120,13 @@ class CellIds(traitlets.List):
             value = value.detach().cpu().numpy()
         if isinstance(value, np.ndarray):
             if value.ndim != 1:
-                raise TypeError(f"cell ids must be a 1-D list of ints, got shape {value.shape}.")
+                raise RefusedType(f"cell ids must be a 1-D list of ints, got shape {value.shape}.")
             value = value.tolist()
         if isinstance(value, (list, tuple, set)):
             ints = []
             for v in value:
                 if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-                    raise TypeError(f"cell ids must be ints, got {v!r} ({type(v).__name__}).")
+                    raise RefusedType(f"cell ids must be ints, got {v!r} ({type(v).__name__}).")
                 ints.append(int(v))
             value = sorted(set(ints))
         return super().validate(obj, value)

@@ -56,14 +56,14 @@ from torch import nn
 from ..cache.cache import ActivationCache
 from ..layout.atlas import Atlas, _class_name, build_atlas
 from ..render.crops import sprite_sheet
-from ._common import CellIds, esm, from_buffer, to_buffer
+from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
 __all__ = ["AtlasWidget", "ICON_KINDS"]
 
 ICON_KINDS = ("examples", "feature-vis")
 
 
-class AtlasWidget(anywidget.AnyWidget):
+class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     """An activation atlas in the notebook: one icon per visible grid cell, at several zoom levels.
 
     Parameters
@@ -266,25 +266,31 @@ class AtlasWidget(anywidget.AnyWidget):
         }
 
     # ---- validation and observers ------------------------------------------------------------
+    # validators raise through @refuses: a refused message from the page is rolled back whole
+    # (and the page told what holds), not left half-applied for linked widgets to copy
 
     @traitlets.validate("selected", "highlighted")
+    @refuses
     def _valid_selection(self, proposal):
         value = proposal["value"]
         self._atlas.cells.index(value)  # raises ValueError naming ids that are not visible cells
         return value
 
     @traitlets.validate("grid_size")
+    @refuses
     def _valid_grid_size(self, proposal):
         if proposal["value"] < 1:
             raise ValueError(f"grid_size must be >= 1, got {proposal['value']}.")
         return proposal["value"]
 
     @traitlets.validate("icons")
+    @refuses
     def _valid_icons(self, proposal):
         _check_kind(proposal["value"])
         return proposal["value"]
 
     @traitlets.validate("level")
+    @refuses
     def _valid_level(self, proposal):
         if not getattr(self, "_quiet", True):
             self._checked_level(proposal["value"])
@@ -474,15 +480,7 @@ def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None) -> d
 
 
 def _check_cache(atlas: Atlas, cache: ActivationCache) -> None:
+    """Refuse a cache that is not the one ``atlas`` was built from (see ``Atlas.check_cache``)."""
     if not isinstance(cache, ActivationCache):
         raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
-    if atlas.layer not in cache.layers:
-        raise ValueError(
-            f"The atlas shows layer {atlas.layer!r}, which this cache lacks ({list(cache.layers)}); "
-            "pass the cache the atlas was built from."
-        )
-    if cache[atlas.layer].n_rows != len(atlas.xy):
-        raise ValueError(
-            f"The atlas has {len(atlas.xy)} rows but the cache's layer {atlas.layer!r} has "
-            f"{cache[atlas.layer].n_rows}; pass the cache the atlas was built from."
-        )
+    atlas.check_cache(cache)

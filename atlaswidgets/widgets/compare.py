@@ -37,7 +37,7 @@ import traitlets
 from ..attribution import _name
 from ..cache.cache import ActivationCache
 from ..layout.compare import ComparisonAtlas, compare_atlas
-from ._common import from_buffer, to_buffer
+from ._common import from_buffer, refuses, to_buffer
 from .atlas import AtlasWidget, _check_cache
 
 __all__ = ["ComparisonWidget"]
@@ -187,6 +187,7 @@ class ComparisonWidget(AtlasWidget):
         return _comparison_traits(atlas, self._cache)
 
     @traitlets.validate("pair")
+    @refuses
     def _valid_pair(self, proposal):
         value = list(proposal["value"])
         if len(value) != 2:

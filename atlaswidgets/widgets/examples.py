@@ -23,12 +23,12 @@ import traitlets
 from ..cache.cache import ActivationCache
 from ..layout.atlas import Atlas
 from ..render.crops import boxed_images, sprite_sheet
-from ._common import CellIds, esm, from_buffer, to_buffer
+from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
 __all__ = ["ExamplePanel"]
 
 
-class ExamplePanel(anywidget.AnyWidget):
+class ExamplePanel(RollsBackPageState, anywidget.AnyWidget):
     """Dataset examples of a selection of atlas cells, best first.
 
     Parameters
@@ -101,12 +101,7 @@ class ExamplePanel(anywidget.AnyWidget):
     def _check_atlas(self, atlas) -> None:
         if not isinstance(atlas, Atlas):
             raise TypeError(f"ExamplePanel needs an Atlas (from aw.build_atlas), got {type(atlas).__name__}.")
-        cache = self._cache
-        if atlas.layer not in cache.layers or cache[atlas.layer].n_rows != len(atlas.xy):
-            raise ValueError(
-                f"This cache does not match the atlas (layer {atlas.layer!r}, {len(atlas.xy)} rows); "
-                "pass the cache the atlas was built from."
-            )
+        atlas.check_cache(self._cache)  # layer, rows and capture fingerprint
 
     def example_arrays(self) -> dict[str, np.ndarray]:
         """The synced buffers decoded back to arrays (what the page reads), for checks and tests."""
@@ -119,17 +114,20 @@ class ExamplePanel(anywidget.AnyWidget):
         }
 
     @traitlets.validate("selected")
+    @refuses
     def _valid_selection(self, proposal):
         self._atlas.cells.index(proposal["value"])  # ValueError naming ids that are not visible cells
         return proposal["value"]
 
     @traitlets.validate("k")
+    @refuses
     def _valid_k(self, proposal):
         if not 1 <= proposal["value"] <= 200:
             raise ValueError(f"k must be between 1 and 200 examples, got {proposal['value']}.")
         return proposal["value"]
 
     @traitlets.validate("thumb_size")
+    @refuses
     def _valid_thumb_size(self, proposal):
         if not 16 <= proposal["value"] <= 512:
             raise ValueError(f"thumb_size must be between 16 and 512 pixels, got {proposal['value']}.")

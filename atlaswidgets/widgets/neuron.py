@@ -37,7 +37,7 @@ from ..cache.cache import ActivationCache
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ..render.crops import _resize, _windows, display_images, sprite_sheet
-from ._common import esm, from_buffer, to_buffer
+from ._common import RollsBackPageState, esm, from_buffer, refuses, to_buffer
 from .neuron_facts import LayerOutputs, UnitFacts, activation_maps, render_icon
 
 __all__ = ["NeuronViewer"]
@@ -51,7 +51,7 @@ def _group_title(name: str) -> str:
     return f"Quantile range {name}"
 
 
-class NeuronViewer(anywidget.AnyWidget):
+class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     """Dataset examples, distribution, related units and icon of one channel or direction.
 
     Parameters
@@ -312,10 +312,12 @@ class NeuronViewer(anywidget.AnyWidget):
     # ---- traits from Python -------------------------------------------------------------------
 
     @traitlets.validate("layer")
+    @refuses
     def _valid_layer(self, proposal):
         return self._check_layer(proposal["value"], self.layers)
 
     @traitlets.validate("channel")
+    @refuses
     def _valid_channel(self, proposal):
         ch = proposal["value"]
         if not 0 <= ch < self.n_channels:
@@ -324,6 +326,7 @@ class NeuronViewer(anywidget.AnyWidget):
         return ch
 
     @traitlets.validate("thumb_size")
+    @refuses
     def _valid_thumb_size(self, proposal):
         if not 16 <= proposal["value"] <= 512:
             raise ValueError(f"thumb_size must be between 16 and 512 pixels, got {proposal['value']}.")

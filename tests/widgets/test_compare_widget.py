@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -201,6 +203,30 @@ def test_bad_input(setup):
         ComparisonWidget(comp).show_pair("frying pan", "wok")
     with pytest.raises(ValueError, match="not visible cells"):
         w.selected = [10_000]
+
+
+def test_refused_page_messages_and_another_capture(setup):
+    cache, comp = setup
+    w = ComparisonWidget(comp, cache)
+    first = int(comp.cells.ids[0])
+    w.selected = [first]
+    # what ipywidgets does with the page's messages: refused ones leave the widget as it was
+    with pytest.raises(ValueError, match="not visible cells"):
+        w.set_state({"selected": [10_000]})
+    assert w.selected == [first]
+    with pytest.raises(ValueError, match="two class names"):
+        w.set_state({"pair": ["wok"]})
+    assert w.pair == ["wok", "frying pan"] and w.atlas is comp and w.selected == [first]
+    # a comparison remembers its capture: another one of as many rows is refused
+    fingerprint = {"model": "m", "data": "a", "policy": {"sample": "random", "seed": 0}}
+    a = dataclasses.replace(cache, meta={"fingerprint": fingerprint})
+    b = dataclasses.replace(cache, meta={"fingerprint": {**fingerprint, "data": "b"}})
+    made = compare_atlas(a, "wok", "frying pan", y=comp.y, grid_size=6, min_count=2, icon_size=12)
+    with pytest.raises(ValueError, match=r"built from another cache.*made this ComparisonAtlas"):
+        ComparisonWidget(made, b)
+    with pytest.raises(ValueError, match="built from another cache"):
+        ExamplePanel(made, b, by="attribution")
+    assert ComparisonWidget(made, a).atlas is made
 
 
 def test_one_front_end_for_both_widgets():

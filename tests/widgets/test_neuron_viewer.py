@@ -137,6 +137,10 @@ def test_next_previous_and_channel_trait(world):
     assert v.channel == 127
     with pytest.raises(ValueError, match=r"channels 0\.\.127"):
         v.channel = 128
+    # the same value in a message (ipywidgets' set_state) is rolled back, not half applied
+    with pytest.raises(ValueError, match=r"channels 0\.\.127"):
+        v.set_state({"channel": 128})
+    assert v.channel == 127 and v.unit["channel"] == 127
 
 
 def test_page_requests_and_their_errors(world):
