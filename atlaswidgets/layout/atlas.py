@@ -7,6 +7,7 @@ Feature-visualisation icons come later and will fill the same ``icons`` array.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -257,7 +258,10 @@ def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=N
     """Bin a layout into cells and give each its typical row, top class and icon: the fields
     every atlas has, as keyword arguments for Atlas or a subclass."""
     la = cache[name]
-    cells = grid(xy, grid_size, acts=acts, min_count=min_count, bounds=bounds, keep=keep)
+    with warnings.catch_warnings():
+        # grid warns when every cell is hidden; an atlas refuses that case below with its own words
+        warnings.filterwarnings("ignore", message="grid: no cell", category=UserWarning)
+        cells = grid(xy, grid_size, acts=acts, min_count=min_count, bounds=bounds, keep=keep)
     if len(cells.ids) == 0:
         n_rows = la.n_rows if keep is None else int(np.count_nonzero(keep))
         raise ValueError(

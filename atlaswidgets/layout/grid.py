@@ -5,7 +5,8 @@ square. UMAP axes have no shared unit, so keeping the aspect ratio would only le
 columns. A point at normalised (x, y) falls in cell row ``floor(y * n)``, column ``floor(x * n)``
 (the maximum lands in the last cell); row 0 is drawn at the top. The cell id is ``row * n + col``.
 
-Everything is vectorised (one bincount, one stable argsort), so 100k rows take milliseconds.
+Everything is vectorised (one ``np.unique`` over the occupied cells, one stable argsort), so 100k
+rows take milliseconds, and the cost does not grow with ``n * n``: only occupied cells are held.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Cells", "grid"]
+__all__ = ["MAX_GRID_SIZE", "Cells", "grid"]
+
+# cells per side at most: the widgets send cell ids (row * n + col) to the browser as uint32, so
+# n * n must stay within 2**32; an atlas at 6 zoom levels (n * 32 per side) can start from n = 2048
+MAX_GRID_SIZE = 2**16
 
 
 @dataclass(repr=False)
@@ -37,6 +42,7 @@ class Cells:
         in hidden cells (cells with fewer than ``min_count`` rows)
     mean_act : float32 array, shape (m, n_channels), mean activation of each cell's rows, or None
     lo, hi : float64 arrays, shape (2,), the (x, y) minimum and maximum used to normalise the layout
+    hidden_rows : int, binned rows that fell in hidden cells (0 when every binned row is visible)
     """
 
     n: int
@@ -50,6 +56,7 @@ class Cells:
     mean_act: np.ndarray | None
     lo: np.ndarray
     hi: np.ndarray
+    hidden_rows: int = 0
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -57,8 +64,8 @@ class Cells:
     def __repr__(self) -> str:
         channels = "" if self.mean_act is None else f", n_channels={self.mean_act.shape[1]}"
         return (
-            f"Cells(n={self.n}, visible={len(self.ids)}, rows={int(self.count.sum())}"
-            f"{channels})"
+            f"Cells(n={self.n}, visible={len(self.ids)}, rows={int(self.count.sum())}, "
+            f"hidden_rows={self.hidden_rows}{channels})"
         )
 
     def members(self, k: int) -> np.ndarray:
@@ -108,7 +115,7 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None, keep=None)
     Parameters
     ----------
     xy : array or tensor, shape (n_rows, 2), finite; e.g. the output of ``umap_layout``
-    n : int >= 1, cells per side
+    n : int, 1 <= n <= ``MAX_GRID_SIZE`` (65536), cells per side
     acts : array or tensor, shape (n_rows, n_channels), optional; gives ``Cells.mean_act``.
         A tensor stays on its device for the sum (a GPU cache is not copied to the host).
     min_count : int >= 1, the smallest number of rows a visible cell holds
@@ -122,9 +129,17 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None, keep=None)
     Returns
     -------
     Cells
+        With no visible cell (``len(cells) == 0``) grid warns and names the fix (lower
+        ``min_count`` or ``n``); ``cells.hidden_rows`` counts the rows in hidden cells.
     """
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"n (grid size) must be an int >= 1, got {n!r}.")
+    if n > MAX_GRID_SIZE:
+        raise ValueError(
+            f"n (grid size) must be at most {MAX_GRID_SIZE} cells per side, got {n}: cell ids "
+            "(row * n + col) must fit the uint32 the widgets send to the browser. An atlas "
+            "needs far fewer (20 to a few hundred); pass a smaller n."
+        )
     if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 1:
         raise ValueError(f"min_count must be an int >= 1, got {min_count!r}.")
     n = int(n)
@@ -157,19 +172,21 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None, keep=None)
     row = np.minimum((unit[:, 1] * n).astype(np.int64), n - 1)
     cell = row * n + col
 
-    per_cell = np.bincount(cell, minlength=n * n)
-    ids = np.flatnonzero(per_cell >= min_count).astype(np.int64)
-    position = np.full(n * n, -1, dtype=np.int64)
-    position[ids] = np.arange(len(ids))
+    # only occupied cells exist from here on: memory and time follow the rows, not n * n
+    occupied, cell_of_row, per_cell = np.unique(cell, return_inverse=True, return_counts=True)
+    shown = per_cell >= min_count
+    ids = occupied[shown].astype(np.int64)
+    position = np.where(shown, np.cumsum(shown) - 1, -1)
     row_cell = np.full(n_rows, -1, dtype=np.int64)
-    row_cell[kept] = position[cell]
+    row_cell[kept] = position[cell_of_row.reshape(-1)]
 
     visible = np.flatnonzero(row_cell >= 0)
     # stable sort keeps row indices ascending within each cell
     order = visible[np.argsort(row_cell[visible], kind="stable")].astype(np.int64)
-    count = per_cell[ids].astype(np.int64)
+    count = per_cell[shown].astype(np.int64)
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(count, out=offsets[1:])
+    hidden_rows = len(inside) - len(order)
     ij = np.stack([ids // n, ids % n], axis=1).astype(np.int64)
     centers = ((ij[:, ::-1] + 0.5) / n).astype(np.float32)
 
@@ -177,9 +194,18 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None, keep=None)
     if acts is not None:
         mean_act = _cell_means(acts, order, offsets, count, n_rows)
 
+    # after every input check, so bad input gets its error alone
+    if len(ids) == 0:
+        warnings.warn(
+            f"grid: no cell of the {n}x{n} grid holds min_count={min_count} rows or more "
+            f"({len(inside)} rows, at most {int(per_cell.max())} in one cell), so every cell is "
+            "hidden; lower min_count or n.",
+            UserWarning,
+            stacklevel=2,
+        )
     return Cells(
         n=n, ids=ids, ij=ij, count=count, order=order, offsets=offsets, centers=centers,
-        row_cell=row_cell, mean_act=mean_act, lo=lo, hi=hi,
+        row_cell=row_cell, mean_act=mean_act, lo=lo, hi=hi, hidden_rows=int(hidden_rows),
     )
 
 

@@ -37,7 +37,8 @@ def umap_layout(
 
     Parameters
     ----------
-    acts : array or tensor, shape (n_rows, n_channels), finite; needs n_rows > n_neighbors
+    acts : array or tensor, shape (n_rows, n_channels), finite; needs n_rows > n_neighbors (with
+        n_rows <= n_components + 1 the layout starts from random positions, not spectral)
     n_neighbors, min_dist, metric : as in ``umap.UMAP``; cosine suits activations, whose direction
         matters more than their norm
     seed : int, the same seed gives the same layout (umap-learn then runs single-threaded);
@@ -66,6 +67,20 @@ def umap_layout(
     if neighbors == "exact" and umap_kwargs.get("unique"):
         raise ValueError('umap-learn cannot use precomputed neighbours with unique=True; pass '
                          'neighbors="nndescent" (or "auto") with unique=True.')
+    if len(x) <= n_components + 1:
+        # umap-learn's default spectral start takes n_components + 1 eigenvectors of the
+        # n_rows x n_rows graph Laplacian, which scipy cannot give for so few rows (a TypeError
+        # from deep inside arpack). A layout of a handful of rows is still well defined and the
+        # rows > n_neighbors rule above already admits it, so start from random positions
+        # instead of refusing; only an explicit spectral init is refused, as it cannot work.
+        init = umap_kwargs.get("init", "spectral")
+        if isinstance(init, str) and init in ("spectral", "tswspectral"):
+            if "init" in umap_kwargs:
+                raise ValueError(
+                    f"init={init!r} needs more than n_components + 1 = {n_components + 1} rows, "
+                    f"got {len(x)}; pass init='random' (or more rows)."
+                )
+            umap_kwargs["init"] = "random"
     on_cuda = isinstance(acts, torch.Tensor) and acts.is_cuda
     # umap-learn refuses precomputed neighbours together with unique=True, so "auto" leaves them out
     exact = "precomputed_knn" not in umap_kwargs and not umap_kwargs.get("unique") and (

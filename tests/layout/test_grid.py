@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+import tracemalloc
+import warnings
 
 import numpy as np
 import pytest
 import torch
 
-from atlaswidgets.layout.grid import grid
+from atlaswidgets.layout.grid import MAX_GRID_SIZE, grid
 
 
 def test_known_points_land_in_known_cells():
@@ -123,3 +125,48 @@ def test_fixed_bounds_bin_over_the_given_range():
         grid(xy, n=4, bounds=((1.0, 0.0), (-1.0, 1.0)))
     with pytest.raises(ValueError, match=r"\(x_lo, y_lo\)"):
         grid(xy, n=4, bounds=(-1.0, 1.0))
+
+
+def test_memory_follows_the_rows_not_n_squared():
+    # 40 points on a 4096 x 4096 grid: a dense per-cell array would be 16.7M entries (134 MB of
+    # int64); only the occupied cells may be materialised
+    xy = np.random.default_rng(0).uniform(size=(40, 2))
+    tracemalloc.start()
+    try:
+        cells = grid(xy, n=4096, min_count=1)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, f"grid over 40 points used {peak / 1e6:.1f} MB at its peak"
+    col = np.minimum(((xy[:, 0] - xy[:, 0].min()) / np.ptp(xy[:, 0]) * 4096).astype(int), 4095)
+    row = np.minimum(((xy[:, 1] - xy[:, 1].min()) / np.ptp(xy[:, 1]) * 4096).astype(int), 4095)
+    assert sorted(cells.ids.tolist()) == sorted(set((row * 4096 + col).tolist()))
+    assert cells.count.sum() == 40 and cells.hidden_rows == 0
+
+
+def test_grid_size_limit_keeps_ids_in_uint32():
+    xy = np.random.default_rng(0).uniform(size=(40, 2))
+    cells = grid(xy, n=MAX_GRID_SIZE, min_count=1)  # 2**32 cells: a dense count would not fit
+    assert cells.ids.max() < 2**32 and len(cells) == 40
+    with pytest.raises(ValueError, match=f"at most {MAX_GRID_SIZE} cells per side, got 1000000"):
+        grid(xy, n=10**6)
+    with pytest.raises(ValueError, match="uint32"):
+        grid(xy, n=MAX_GRID_SIZE + 1)
+
+
+def test_no_visible_cell_warns_and_says_so():
+    xy = np.random.default_rng(0).uniform(size=(40, 2))
+    with pytest.warns(UserWarning, match="every cell is hidden; lower min_count or n"):
+        cells = grid(xy, n=20)  # 400 cells for 40 points: none reaches min_count=3
+    assert len(cells) == 0 and cells.hidden_rows == 40 and (cells.row_cell == -1).all()
+    assert "visible=0" in repr(cells) and "hidden_rows=40" in repr(cells)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        some = grid(xy, n=2)  # a grid with visible cells stays quiet
+    assert len(some) > 0 and some.hidden_rows == 40 - some.count.sum()
+
+
+def test_hidden_rows_leave_out_rows_not_kept():
+    xy = np.array([[0.0, 0.0], [0.1, 0.1], [1.0, 1.0], [np.nan, np.nan]])
+    cells = grid(xy, n=2, min_count=2, keep=np.array([True, True, True, False]))
+    assert cells.ids.tolist() == [0] and cells.hidden_rows == 1

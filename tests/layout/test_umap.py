@@ -74,3 +74,14 @@ def test_exact_and_nndescent_neighbours_both_keep_clusters(blobs):
         umap_layout(x, neighbors="exact", metric="manhattan")
     with pytest.raises(ValueError, match="unique=True"):
         umap_layout(x, neighbors="exact", unique=True)
+
+
+def test_tiny_inputs_start_from_random_positions():
+    # 3 rows with n_neighbors=2 are allowed (rows > n_neighbors), but a spectral start needs
+    # more than n_components + 1 rows: arpack used to fail with a TypeError deep inside scipy
+    x = np.random.default_rng(0).random((3, 8)).astype(np.float32)
+    a = umap_layout(x, n_neighbors=2, seed=1, n_epochs=20)
+    assert a.shape == (3, 2) and a.dtype == np.float32 and np.isfinite(a).all()
+    np.testing.assert_array_equal(a, umap_layout(x, n_neighbors=2, seed=1, n_epochs=20))
+    with pytest.raises(ValueError, match=r"needs more than n_components \+ 1 = 3 rows.*init='random'"):
+        umap_layout(x, n_neighbors=2, init="spectral")
