@@ -88,6 +88,17 @@ def test_unknown_devices_are_clear_errors(nets, data, tmp_path):
                  lambda: cache.to("gpu"), lambda: aw.ActivationCache.load(path, device="gpu")):
         with pytest.raises(ValueError, match="device='gpu' is not a device torch knows; pass 'cpu', 'cuda'"):
             call()
+    # a device type torch knows but this kit does not run on is refused before the model moves:
+    # on "meta" its weights could not be moved back
+    weight = full.state_dict()[next(iter(full.state_dict()))].clone()
+    for kind in ("meta", "mps", "xpu"):
+        for call in (lambda: aw.capture(full, data, LAYER, progress=False, device=kind),
+                     lambda: cache.to(kind), lambda: aw.ActivationCache.load(path, device=kind),
+                     lambda: aw.feature_vis(full, aw.objectives.channel(LAYER, 3), size=32,
+                                            steps=1, device=kind)):
+            with pytest.raises(ValueError, match=f"a '{kind}' device is not supported"):
+                call()
+    assert model_device(full).type == "cpu" and torch.equal(full.state_dict()[next(iter(full.state_dict()))], weight)
     if not torch.cuda.is_available():
         for call in (lambda: cache.to("cuda"), lambda: aw.ActivationCache.load(path, device="cuda")):
             with pytest.raises(ValueError, match="CUDA is not available here"):

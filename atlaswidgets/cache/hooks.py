@@ -145,6 +145,11 @@ def check_device(device: torch.device | str) -> torch.device:
     except (RuntimeError, TypeError):
         raise ValueError(f"device={device!r} is not a device torch knows; pass 'cpu', 'cuda', "
                          "'cuda:1', a torch.device, or None.") from None
+    if dev.type not in ("cpu", "cuda"):
+        # checked before a model is moved: on "meta" a model's weights cannot be moved back, and
+        # the other types (mps, xpu, ...) fail deep inside torch or in code tested only on cpu/cuda
+        raise ValueError(f"device={device!r}: atlaswidgets runs on 'cpu' or 'cuda' (a "
+                         f"{dev.type!r} device is not supported); pass 'cpu', 'cuda', 'cuda:1' or None.")
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device={device!r} but CUDA is not available here; use device='cpu' or None.")
