@@ -232,11 +232,16 @@ class ActivationCache:
             values=vals.cpu().numpy().astype(np.float32),
         )
 
-    def save(self, path: str | Path, shard_samples: int = 1024) -> Path:
-        """Write the cache as a store directory (see ``atlaswidgets.cache.store``)."""
+    def save(self, path: str | Path, shard_samples: int = 1024, *, overwrite: bool = False) -> Path:
+        """Write the cache as a store directory (see ``atlaswidgets.cache.store``).
+
+        A store already at ``path`` is replaced only when it holds this capture's data (say, the
+        store this cache was loaded from, before attributions were added); ``overwrite=True``
+        replaces any store there, as a cache not made by capture() needs.
+        """
         from .store import save_cache
 
-        return save_cache(self, path, shard_samples=shard_samples)
+        return save_cache(self, path, shard_samples=shard_samples, overwrite=overwrite)
 
     @classmethod
     def load(

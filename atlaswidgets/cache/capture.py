@@ -227,7 +227,7 @@ class _Run:
     def open_store(self, store: str | Path | None) -> None:
         if store is None:
             return
-        self.path = Path(store)
+        self.path = Path(store).expanduser()
         manifest = _store.check_target(self.path, self.fingerprint, "capture(..., store=path)")
         if manifest is None:
             return

@@ -21,6 +21,13 @@ directory, fsynced, then renamed over its final name, so a crash leaves either t
 The manifest is rewritten the same way after each shard. A shard counts only when the manifest
 lists it with a sha256 that matches the file's bytes: "the file exists" proves nothing.
 
+Saving over an existing store writes the new store into a sibling directory
+``.<name>.new.tmp-<host>-<pid>-<random>`` and swaps it in with two renames (the old store goes
+aside to ``.<name>.old.tmp-...``, the new one takes its name, then the old one is removed), so the
+old store stays loadable until the new one is complete. Should the process die between the two
+renames, the next read or write of the path (by a process on the same host) renames the aside
+copy back; a dead writer's half-written ``.new`` directory is removed.
+
 No pickle anywhere: tensors go through safetensors, everything else through JSON.
 """
 
@@ -29,16 +36,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from .cache import ActivationCache, LayerActs
+from .files import (MANIFEST, atomic_write, check_parents, is_ours_tmp, is_shard, recover, replace_dir,
+                    sha256_bytes, shard_name, siblings, user_path)
 from .hooks import check_device, env_device
+from .manifest import check_coverage, check_structure
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
 
@@ -47,8 +57,6 @@ __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifes
 # digests of two different hashes and report different data.
 SCHEMA_VERSION = 2
 FORMAT = "atlaswidgets.store"
-MANIFEST = "manifest.json"
-_TMP = ".tmp-"  # marks our temporary files: ".<final name>.tmp-<pid>-<random>"
 # the parts of a fingerprint that say how a store was captured; "data" is checked shard by shard
 CONFIG_KEYS = ("model", "model_class", "layers", "policy")
 
@@ -90,56 +98,18 @@ def config_differences(old: dict, new: dict) -> list[str]:
     return [k for k in CONFIG_KEYS if old.get(k) != new.get(k)]
 
 
-# ----------------------------------------------------------------------------- atomic files
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write bytes to ``path`` so that a crash leaves the old file or the new one, never half."""
-    tmp = path.with_name(f".{path.name}{_TMP}{os.getpid()}-{secrets.token_hex(4)}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    # makes the rename itself durable; not possible on every platform (Windows), where it is skipped
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.safetensors"
-
-
 # ----------------------------------------------------------------------------- reading
 
 
 def read_manifest(path: str | Path) -> dict[str, Any]:
-    """The manifest of a store, checked for format and schema version (not for completeness)."""
-    path = Path(path)
+    """The manifest of a store, checked for format, schema version and structure (not for
+    completeness)."""
+    path = user_path(path, "read_manifest(path)")
+    recover(path)
     file = path / MANIFEST
     if not path.is_dir():
         raise ValueError(f"No store at {str(path)!r}: it is not a directory. Pass the directory "
-                         "that cache.save(...) or capture(..., store=...) wrote.")
+                         "that cache.save(...) or capture(..., store=...) wrote." + _aside_hint(path))
     if not file.is_file():
         raise ValueError(
             f"{str(path)!r} has no {MANIFEST}, so it is not an atlaswidgets store (or a capture "
@@ -162,7 +132,17 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
             f"reads schema version {SCHEMA_VERSION}. Open it with the atlaswidgets version that "
             "wrote it, or capture the data again into a new directory."
         )
+    check_structure(manifest, file)
     return manifest
+
+
+def _aside_hint(path: Path) -> str:
+    # a save killed between its renames, whose aside copy could not be renamed back here
+    asides = siblings(Path(os.path.realpath(path)), "old")
+    if not asides:
+        return ""
+    return (f" A save into it was interrupted; the previous store is at {str(asides[-1])!r}: "
+            f"rename that directory to {str(path)!r} to get it back.")
 
 
 def read_shard(path: Path, record: dict) -> dict[str, torch.Tensor]:
@@ -173,7 +153,7 @@ def read_shard(path: Path, record: dict) -> dict[str, torch.Tensor]:
     except OSError as e:
         raise ValueError(f"Shard {record['file']!r} of the store {str(path)!r} cannot be read "
                          f"({e.strerror}). Capture again into a new directory.") from None
-    if _sha256_bytes(data) != record.get("sha256"):
+    if sha256_bytes(data) != record.get("sha256"):
         raise ValueError(
             f"Shard {record['file']!r} of the store {str(path)!r} does not match its checksum in "
             f"{MANIFEST}: the file was changed or damaged. Capture again with "
@@ -188,6 +168,7 @@ def verified_prefix(path: Path, manifest: dict) -> list[tuple[dict, dict[str, to
     A shard that is missing, damaged or out of order ends the prefix: it and everything after it
     is captured again.
     """
+    path = user_path(path, "verified_prefix(path)")
     done = []
     expected_start = 0
     for record in manifest.get("shards", []):
@@ -213,13 +194,18 @@ def load_cache(
     device : where the activations go; default the ATLASWIDGETS_DEVICE environment variable when
         set, else CUDA when available, else CPU (images stay on CPU)
     """
-    path = Path(path)
+    if model is not None and not isinstance(model, torch.nn.Module):
+        raise TypeError(f"model must be the torch.nn.Module the store was captured from (its "
+                        f"weights are checked against the store), got {type(model).__name__}. "
+                        "Pass the model, or leave model out to load without the check.")
+    path = user_path(path, "ActivationCache.load(path)")
     manifest = read_manifest(path)
-    if not manifest.get("complete"):
+    if not manifest["complete"]:
         raise ValueError(
             f"The store at {str(path)!r} is incomplete: its capture was interrupted; call "
             "capture(..., store=path) again to resume it from its last complete shard."
         )
+    check_coverage(manifest, path / MANIFEST)
     if model is not None:
         want = manifest.get("fingerprint", {}).get("model")
         if want is None:
@@ -232,14 +218,7 @@ def load_cache(
                 f"({manifest['fingerprint'].get('model_class')}, other weights) than the one "
                 "passed. Capture this model's activations into a new directory."
             )
-    records = manifest.get("shards", [])
-    expected = 0
-    for record in records:
-        if record.get("start") != expected or record.get("stop", -1) < expected:
-            raise ValueError(f"The shard list in {str(path / MANIFEST)!r} has a gap or overlap "
-                             f"at {record.get('file')!r}; the store is damaged. Capture again.")
-        expected = record["stop"]
-    pieces = [read_shard(path, r) for r in records]
+    pieces = [read_shard(path, r) for r in manifest["shards"]]
     dev = _default_device(device)
     cache = assemble(pieces, manifest, dev)
     if any("stats" in info for info in manifest["layers"].values()):
@@ -312,37 +291,45 @@ def assemble(
 # ----------------------------------------------------------------------------- writing
 
 
-def _is_ours_tmp(name: str) -> bool:
-    return name.startswith(".") and _TMP in name
-
-
-def check_target(path: Path, fingerprint: dict, action: str) -> dict | None:
-    """Make sure writing a store at ``path`` clobbers nothing; return its manifest if it is one.
-
-    An absent or empty directory is fine, and so is a store captured the same way (same model,
-    layers and policy). A file, a directory holding other files, or a store of another model,
-    layer set or policy is refused.
-    """
+def _holds_store(path: Path, action: str) -> bool:
+    """Whether ``path`` holds a store; False when it is absent or empty (only our temporaries).
+    A file, a path below a file, or a directory holding other files is refused."""
+    check_parents(path, action)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{str(path)!r} is a file, not a directory; {action} needs a directory. "
                          "Pass another path.")
     if not path.exists():
-        return None
-    entries = [e for e in os.listdir(path) if not _is_ours_tmp(e)]
+        return False
+    entries = [e for e in os.listdir(path) if not is_ours_tmp(e)]
     if not entries:
-        return None
+        return False
     if MANIFEST not in entries:
         raise ValueError(
             f"{str(path)!r} already holds files and is not an atlaswidgets store; refusing to "
             f"write into it. Pass a new or empty directory for {action}."
         )
+    return True
+
+
+def check_target(path: str | Path, fingerprint: dict, action: str, overwrite_hint: str = "") -> dict | None:
+    """Make sure writing a store at ``path`` clobbers nothing; return its manifest if it is one.
+
+    An absent or empty directory is fine, and so is a store captured the same way (same model,
+    layers and policy). A file, a directory holding other files, or a store of another model,
+    layer set or policy is refused.
+    overwrite_hint : how the caller lets a store be replaced anyway, added to the refusal
+    """
+    path = user_path(path, action)
+    recover(path)
+    if not _holds_store(path, action):
+        return None
     manifest = read_manifest(path)
     diff = config_differences(manifest.get("fingerprint", {}), fingerprint)
     if diff:
         raise ValueError(
             f"The store at {str(path)!r} was captured with {' and '.join(_OTHER[k] for k in diff)} "
-            f"than this {action}. Use another path, or delete the directory {str(path)!r} to "
-            "replace it."
+            f"than this {action}. Use another path, {overwrite_hint}or delete the directory "
+            f"{str(path)!r} to replace it."
         )
     return manifest
 
@@ -356,11 +343,11 @@ class StoreWriter:
     """
 
     def __init__(self, path: str | Path, header: dict, done: Iterable[dict] = ()):
-        self.path = Path(path)
+        self.path = user_path(path, "StoreWriter(path)")
         self.path.mkdir(parents=True, exist_ok=True)
         # temporaries left by a process killed mid-write are garbage by construction
         for name in os.listdir(self.path):
-            if _is_ours_tmp(name):
+            if is_ours_tmp(name):
                 (self.path / name).unlink(missing_ok=True)
         self.manifest = {
             "schema_version": SCHEMA_VERSION,
@@ -373,7 +360,7 @@ class StoreWriter:
 
     def _write_manifest(self) -> None:
         text = json.dumps(self.manifest, indent=1)
-        _atomic_write(self.path / MANIFEST, text.encode("utf-8"))
+        atomic_write(self.path / MANIFEST, text.encode("utf-8"))
 
     def write_shard(self, tensors: dict[str, torch.Tensor], start: int, stop: int, data_sha: str | None) -> None:
         """Write the shard of samples [start, stop) and list it in the manifest."""
@@ -381,9 +368,9 @@ class StoreWriter:
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
         data = _st_save(cpu, metadata={"start": str(start), "stop": str(stop)})
         name = shard_name(index)
-        _atomic_write(self.path / name, data)
+        atomic_write(self.path / name, data)
         self.manifest["shards"].append(
-            {"file": name, "sha256": _sha256_bytes(data), "start": start, "stop": stop,
+            {"file": name, "sha256": sha256_bytes(data), "start": start, "stop": stop,
              "data_sha256": data_sha}
         )
         self._write_manifest()
@@ -395,7 +382,7 @@ class StoreWriter:
         self._write_manifest()
         listed = {r["file"] for r in self.manifest["shards"]}
         for name in os.listdir(self.path):
-            if name.startswith("shard-") and name.endswith(".safetensors") and name not in listed:
+            if is_shard(name) and name not in listed:
                 (self.path / name).unlink(missing_ok=True)
 
 
@@ -416,34 +403,37 @@ def layer_header(cache: ActivationCache) -> dict[str, dict]:
     return out
 
 
-def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 1024) -> Path:
+def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 1024, *,
+               overwrite: bool = False) -> Path:
     """Write ``cache`` as a store directory at ``path`` and return the path.
 
     shard_samples : samples per shard file. Rows must be ordered by sample (as capture() makes
         them) to be split into shards; otherwise the cache is written as one shard, keeping its
         row order.
-    Refuses to write into a directory that holds other files, or over a store of another model,
-    layer set, policy or data; a store of the same capture is rewritten.
+    overwrite : replace whatever store is at ``path``, without checking that it holds this
+        cache's capture. Needed to save a hand-made cache (one not made by capture(), so without
+        a fingerprint) over an existing store, even the one it was loaded from.
+    Refuses to write into a directory that holds other files, or (without ``overwrite``) over a
+    store of another model, layer set, policy or data; a store of the same capture is rewritten.
+    An existing store stays whole until the new one is complete (see the module docstring).
     """
-    if isinstance(shard_samples, bool) or not isinstance(shard_samples, int) or shard_samples < 1:
-        raise ValueError(f"shard_samples must be a positive int, got {shard_samples!r}.")
+    step = _check_shard_samples(shard_samples)
+    if not isinstance(overwrite, bool):
+        raise TypeError(f"overwrite must be True or False, got {overwrite!r}.")
     if cache.n_samples == 0:
         raise ValueError("This cache holds no samples; there is nothing to save.")
-    path = Path(path)
+    action = "cache.save(path)"
+    path = user_path(path, action)
+    recover(path)
     fingerprint = dict(cache.meta.get("fingerprint", {}))
-    existing = check_target(path, fingerprint, "cache.save(path)")
-    if existing is not None and not _same_data(existing, fingerprint, cache):
-        raise ValueError(
-            f"The store at {str(path)!r} holds activations of other data, captured with the same "
-            "model, layers and policy; saving would replace them. Use another path, or delete "
-            f"the directory {str(path)!r} to replace it."
-        )
+    replacing = _holds_store(path, action)
+    if replacing and not overwrite:
+        _check_replaceable(path, fingerprint, cache, action)
     n = cache.n_samples
     ordered = all(
         la.n_rows == 0 or bool((la.sample_id[1:] >= la.sample_id[:-1]).all())
         for la in cache.layers.values()
     )
-    step = shard_samples if ordered else n
     header = {
         "fingerprint": fingerprint,
         "layers": layer_header(cache),
@@ -451,15 +441,55 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
         "classes": list(cache.classes) if cache.classes is not None else None,
         "meta": cache.meta,
     }
-    writer = StoreWriter(path, header)
+
+    def write(directory: Path) -> None:
+        _write_store(cache, directory, header, step if ordered else n)
+
+    if replacing:
+        replace_dir(path, write)
+    else:
+        write(path)  # nothing there to lose: straight into place
+    cache.path = path  # its icons can be kept beside it from now on
+    return path
+
+
+def _check_shard_samples(value: Any) -> int:
+    # numpy ints are welcome (capture() takes them too); bools are ints to Python but never meant
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"shard_samples must be a positive int, got {type(value).__name__} {value!r}.")
+    if value < 1:
+        raise ValueError(f"shard_samples must be a positive int, got {value!r}.")
+    return int(value)
+
+
+def _check_replaceable(path: Path, fingerprint: dict, cache: ActivationCache, action: str) -> None:
+    """Refuse to replace a store that may hold something else than this cache's data."""
+    existing = check_target(path, fingerprint, action, overwrite_hint="pass overwrite=True, ")
+    if existing.get("fingerprint", {}).get("data") is None and fingerprint.get("data") is None:
+        # neither side was made by capture(): nothing tells whether they hold the same data,
+        # and "both unknown" must not pass as "equal"
+        raise ValueError(
+            f"{str(path)!r} already holds a store, and neither it nor this cache was made by "
+            "capture(), so there is no fingerprint telling whether they hold the same data; "
+            "saving would replace it. Use another path, or pass overwrite=True to replace it."
+        )
+    if not _same_data(existing, fingerprint, cache):
+        raise ValueError(
+            f"The store at {str(path)!r} holds activations of other data, captured with the same "
+            "model, layers and policy; saving would replace them. Use another path, pass "
+            f"overwrite=True, or delete the directory {str(path)!r} to replace it."
+        )
+
+
+def _write_store(cache: ActivationCache, directory: Path, header: dict, step: int) -> None:
+    writer = StoreWriter(directory, header)
+    n = cache.n_samples
     for start in range(0, n, step):
         stop = min(n, start + step)
         tensors = shard_of(cache, start, stop)
         digest = data_sha256(cache.sample_digest, start, stop) if cache.sample_digest is not None else None
         writer.write_shard(tensors, start, stop, digest)
     writer.finish(n_samples=n)
-    cache.path = path  # its icons can be kept beside it from now on
-    return path
 
 
 def _same_data(manifest: dict, fingerprint: dict, cache: ActivationCache) -> bool:

@@ -35,7 +35,7 @@ from torch import nn
 
 from ..cache.cache import ActivationCache
 from ..cache.hooks import eval_mode, on_device, resolve_layers
-from ..cache.store import _atomic_write, _is_ours_tmp, model_fingerprint
+from ..cache.store import atomic_write, is_ours_tmp, model_fingerprint
 from .crops import sprite_sheet
 from .fv import _positive_int, forward_layers, model_input, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
@@ -305,7 +305,7 @@ def _stored(path: Path, key, settings, m, starts, run_chunk, progress) -> Icons:
             return _icons(loaded[0], loaded[1], per, path)
     path.mkdir(parents=True, exist_ok=True)
     for name in os.listdir(path):  # temporaries of a killed run are garbage by construction
-        if _is_ours_tmp(name):
+        if is_ours_tmp(name):
             (path / name).unlink(missing_ok=True)
     done = _verified_chunks(path, manifest, settings["size"]) if manifest is not None else []
     manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": key,
@@ -317,7 +317,7 @@ def _stored(path: Path, key, settings, m, starts, run_chunk, progress) -> Icons:
         imgs, vals = run_chunk(k)
         png, cols = sprite_sheet(imgs)
         name = f"chunk-{k:05d}.png"
-        _atomic_write(path / name, png)
+        atomic_write(path / name, png)
         manifest["chunks"].append({"file": name, "sha256": hashlib.sha256(png).hexdigest(),
                                    "count": len(imgs), "cols": cols, "values": vals.tolist()})
         _write_json(path / MANIFEST, manifest)
@@ -330,13 +330,13 @@ def _stored(path: Path, key, settings, m, starts, run_chunk, progress) -> Icons:
 
 def _finish(path: Path, manifest: dict, images: torch.Tensor, values: np.ndarray, per: int) -> None:
     png, cols = sprite_sheet(images)
-    _atomic_write(path / "icons.png", png)
+    atomic_write(path / "icons.png", png)
     index = {"size": int(images.shape[-1]), "cols": cols, "count": len(images),
              "per_direction": per,
              "icons": [{"direction": i // per, "variant": i % per, "value": float(v)}
                        for i, v in enumerate(values)]}
     index_bytes = json.dumps(index, indent=1).encode("utf-8")
-    _atomic_write(path / "index.json", index_bytes)
+    atomic_write(path / "index.json", index_bytes)
     manifest["sheet"] = {"file": "icons.png", "sha256": hashlib.sha256(png).hexdigest(),
                          "index_sha256": hashlib.sha256(index_bytes).hexdigest()}
     manifest["complete"] = True
@@ -347,7 +347,7 @@ def _finish(path: Path, manifest: dict, images: torch.Tensor, values: np.ndarray
 
 
 def _write_json(file: Path, obj: dict) -> None:
-    _atomic_write(file, json.dumps(obj, indent=1).encode("utf-8"))
+    atomic_write(file, json.dumps(obj, indent=1).encode("utf-8"))
 
 
 def _read_manifest(path: Path, key: str) -> dict | None:

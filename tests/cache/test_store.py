@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from atlaswidgets.cache import files as files_mod
 from atlaswidgets.cache import store as store_mod
 from atlaswidgets.cache.cache import ActivationCache, LayerActs
 from atlaswidgets.cache.capture import capture
@@ -198,7 +199,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(cache, tmp_path, mo
     def crash(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(store_mod.os, "replace", crash)
+    monkeypatch.setattr(files_mod.os, "replace", crash)
     with pytest.raises(OSError, match="disk full"):
         cache.save(path, shard_samples=16)
     monkeypatch.undo()
@@ -305,3 +306,219 @@ def test_streamed_store_equals_the_returned_cache(model, data, tmp_path, batch_s
     n_shards = -(-N_SAMPLES // shard_samples)
     assert files(path) == ["manifest.json"] + [f"shard-{i:05d}.safetensors" for i in range(n_shards)]
     assert_caches_equal(cache, load_cache(path, model=model, device="cpu"))
+
+
+# ----------------------------------------------------------------------------- re-saving a store
+
+
+def crash_on_shard(monkeypatch, which):
+    """Make the ``which``-th shard file written from now on fail as a full disk does."""
+    real, written = store_mod.atomic_write, []
+
+    def write(path, data):
+        if path.name.startswith("shard-"):
+            written.append(path.name)
+            if len(written) == which:
+                raise OSError(28, "No space left on device")
+        real(path, data)
+
+    monkeypatch.setattr(store_mod, "atomic_write", write)
+
+
+def test_a_failed_re_save_keeps_the_complete_store(cache, tmp_path, monkeypatch):
+    path = cache.save(tmp_path / "s", shard_samples=16)
+    before = {f: (path / f).read_bytes() for f in files(path)}
+    loaded = ActivationCache.load(path, device="cpu")
+    crash_on_shard(monkeypatch, 2)
+    with pytest.raises(OSError, match="No space left on device"):
+        loaded.save(path, shard_samples=16)
+    monkeypatch.undo()
+    assert {f: (path / f).read_bytes() for f in files(path)} == before  # not a byte changed
+    assert files(tmp_path) == ["s"]  # the half-written new store beside it is gone
+    assert_caches_equal(cache, load_cache(path, device="cpu"))
+
+
+def test_re_saving_to_the_store_it_was_loaded_from_keeps_what_lives_beside_it(cache, tmp_path):
+    path = cache.save(tmp_path / "s", shard_samples=8)
+    icons = path / "icons-0123"  # render/icons.py keeps rendered icons inside the store
+    icons.mkdir()
+    (icons / "icons.png").write_bytes(b"png")
+    loaded = ActivationCache.load(path, device="cpu")
+    loaded.save(path, shard_samples=20)
+    assert files(path) == ["icons-0123", "manifest.json", "shard-00000.safetensors", "shard-00001.safetensors"]
+    assert (icons / "icons.png").read_bytes() == b"png"
+    assert files(tmp_path) == ["s"]
+    assert_caches_equal(cache, load_cache(path, device="cpu"))
+
+
+def test_re_saving_through_a_symlink_replaces_the_store_where_it_lives(cache, tmp_path):
+    real = cache.save(tmp_path / "real", shard_samples=16)
+    link = tmp_path / "link"
+    link.symlink_to(real, target_is_directory=True)
+    cache.save(link, shard_samples=8)
+    assert link.is_symlink() and len(read_manifest(real)["shards"]) == 5
+    assert files(tmp_path) == ["link", "real"]
+    assert_caches_equal(cache, load_cache(link, device="cpu"))
+
+
+def rename_failing_at(monkeypatch, calls, error):
+    """os.rename (used by the store's files module) raising ``error`` at the given call numbers (1-based)."""
+    real, count = os.rename, []
+
+    def rename(src, dst):
+        count.append(1)
+        if len(count) in calls:
+            raise error
+        real(src, dst)
+
+    monkeypatch.setattr(files_mod.os, "rename", rename)
+
+
+def test_a_failed_swap_puts_the_old_store_back(cache, tmp_path, monkeypatch):
+    path = cache.save(tmp_path / "s", shard_samples=16)
+    rename_failing_at(monkeypatch, {2}, KeyboardInterrupt())  # new -> path fails after old -> aside
+    with pytest.raises(KeyboardInterrupt):
+        cache.save(path, shard_samples=8)
+    monkeypatch.undo()
+    assert files(tmp_path) == ["s"]
+    assert len(read_manifest(path)["shards"]) == 3  # the old store, not the new one of 5 shards
+    assert_caches_equal(cache, load_cache(path, device="cpu"))
+
+
+def test_a_process_killed_between_the_renames_loses_neither_store(cache, tmp_path, monkeypatch):
+    path = cache.save(tmp_path / "s", shard_samples=16)
+    # the second rename fails and so does putting the old store back: as if killed in between
+    rename_failing_at(monkeypatch, {2, 3}, OSError("killed"))
+    with pytest.raises(OSError, match="killed"):
+        cache.save(path, shard_samples=8)
+    monkeypatch.undo()
+    assert not path.exists()
+    aside = [f for f in files(tmp_path) if f.startswith(".s.old.tmp-")]
+    assert len(aside) == 1 and files(tmp_path) == aside  # the old store, whole, aside
+    # while its writer (this process) lives, nothing is moved: it may be mid-swap
+    with pytest.raises(ValueError, match="A save into it was interrupted; the previous store is at .*rename"):
+        load_cache(path)
+    monkeypatch.setattr(files_mod, "writer_gone", lambda sibling: True)  # the writer has died
+    assert_caches_equal(cache, load_cache(path, device="cpu"))
+    assert files(tmp_path) == ["s"] and len(read_manifest(path)["shards"]) == 3
+
+
+def test_leftovers_of_a_save_killed_after_the_swap_are_tidied(cache, tmp_path, monkeypatch):
+    path = cache.save(tmp_path / "s", shard_samples=16)
+    old = cache.save(tmp_path / ".s.old.tmp-00000000-1-ab", shard_samples=8)  # killed before removing it
+    (old / "icons-0123").mkdir()
+    (old / "icons-0123" / "icons.png").write_bytes(b"png")
+    half = tmp_path / ".s.new.tmp-00000000-1-cd"  # a half-written store of a killed save
+    half.mkdir()
+    (half / "shard-00000.safetensors").write_bytes(b"half")
+    load_cache(path, device="cpu")
+    assert len(files(tmp_path)) == 3  # a live writer's (or another host's) siblings are left alone
+    monkeypatch.setattr(files_mod, "writer_gone", lambda sibling: True)
+    assert_caches_equal(cache, load_cache(path, device="cpu"))
+    assert files(tmp_path) == ["s"]
+    assert (path / "icons-0123" / "icons.png").read_bytes() == b"png"  # moved into the store
+    assert len(read_manifest(path)["shards"]) == 3
+
+
+def test_writer_gone_asks_the_os_about_this_host_only(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    host = files_mod.owner().split("-")[0]
+    assert files_mod.writer_gone(tmp_path / f".s.old.tmp-{host}-{dead}-ab")
+    assert not files_mod.writer_gone(tmp_path / f".s.old.tmp-{host}-{os.getpid()}-ab")  # this process
+    assert not files_mod.writer_gone(tmp_path / f".s.old.tmp-ffffffff-{dead}-ab")  # another host
+    assert not files_mod.writer_gone(tmp_path / ".s.old.tmp-garbage")
+
+
+# ----------------------------------------------------------------------------- hand-made caches
+
+
+def hand_made(n):
+    la = LayerActs(torch.full((n, 3), 1.0), torch.arange(n), torch.zeros(n, 2, dtype=torch.long), (1, 1), (1, 1))
+    return ActivationCache({"l": la}, torch.zeros(n, dtype=torch.long), torch.zeros(n, 2))
+
+
+def test_a_hand_made_cache_does_not_silently_replace_another(tmp_path):
+    a, b = hand_made(4), hand_made(6)
+    path = a.save(tmp_path / "s")
+    with pytest.raises(ValueError, match="neither it nor this cache was made by capture.*pass overwrite=True"):
+        b.save(path)
+    assert load_cache(path, device="cpu").n_samples == 4
+    # re-saving a hand-made cache, even over the store it was loaded from, needs overwrite=True:
+    # nothing tells whether it was changed into other data since
+    loaded = load_cache(path, device="cpu")
+    with pytest.raises(ValueError, match="neither it nor this cache"):
+        loaded.save(path)
+    save_cache(loaded, path, overwrite=True)
+    b.save(path, overwrite=True)  # the method passes it on
+    assert load_cache(path, device="cpu").n_samples == 6
+    with pytest.raises(TypeError, match="overwrite must be True or False"):
+        save_cache(b, path, overwrite="yes")
+
+
+def test_overwrite_replaces_a_store_of_another_capture_but_never_other_files(cache, tmp_path):
+    path = hand_made(4).save(tmp_path / "s")
+    with pytest.raises(ValueError, match="captured with another model.* than this cache.save.*pass overwrite=True"):
+        cache.save(path)
+    save_cache(cache, path, overwrite=True)
+    assert_caches_equal(cache, load_cache(path, device="cpu"))
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "todo.txt").write_text("keep me")
+    with pytest.raises(ValueError, match="already holds files and is not an atlaswidgets store"):
+        save_cache(cache, notes, overwrite=True)
+    assert files(notes) == ["todo.txt"]
+
+
+# ----------------------------------------------------------------------------- paths and arguments
+
+
+def test_a_tilde_means_the_home_directory(cache, model, data, tmp_path, monkeypatch):
+    home, cwd = tmp_path / "home", tmp_path / "cwd"
+    home.mkdir(), cwd.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(cwd)
+    path = cache.save("~/aw_store", shard_samples=16)
+    assert path == home / "aw_store" and files(path)[0] == "manifest.json"
+    assert files(cwd) == []  # no literal "./~"
+    assert read_manifest("~/aw_store")["complete"]
+    assert_caches_equal(cache, load_cache("~/aw_store", device="cpu"))
+    assert_caches_equal(cache, ActivationCache.load("~/aw_store", device="cpu"))
+    header = {"fingerprint": {}, "layers": {}, "input_hw": [1, 1], "classes": None, "meta": {}}
+    store_mod.StoreWriter("~/w", header)
+    assert files(home) == ["aw_store", "w"] and files(cwd) == []
+    captured = cap(model, data, store="~/captured")
+    assert captured.path == home / "captured" and files(cwd) == []  # icons are kept beside it
+
+
+def test_a_path_below_a_file_is_refused_clearly(cache, model, data, tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(ValueError, match="afile' is a file, so .*sub' cannot be a directory below it"):
+        cache.save(afile / "sub")
+    with pytest.raises(ValueError, match="is a file, so .* cannot be a directory below it"):
+        cap(model, data, store=afile / "sub" / "deeper")
+    assert afile.read_text() == "x"
+
+
+def test_shard_samples_takes_numpy_ints_but_not_bools(cache, tmp_path):
+    import numpy as np
+
+    path = cache.save(tmp_path / "s", shard_samples=np.int64(16))
+    assert [s["stop"] for s in read_manifest(path)["shards"]] == [16, 32, 40]
+    for bad in (True, np.bool_(True), "16", 16.0):
+        with pytest.raises(TypeError, match="shard_samples must be a positive int"):
+            cache.save(tmp_path / "t", shard_samples=bad)
+    for bad in (0, np.int32(-1)):
+        with pytest.raises(ValueError, match="shard_samples must be a positive int"):
+            cache.save(tmp_path / "t", shard_samples=bad)
+    assert not (tmp_path / "t").exists()
+
+
+def test_load_refuses_a_model_that_is_not_a_module(cache, tmp_path):
+    path = cache.save(tmp_path / "s")
+    with pytest.raises(TypeError, match="model must be the torch.nn.Module the store was captured from.*got str"):
+        ActivationCache.load(path, model="kitchen")
