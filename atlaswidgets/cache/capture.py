@@ -32,6 +32,7 @@ Layer selection and the hooks context manager live in ``hooks.py``; they are re-
 from __future__ import annotations
 
 import hashlib
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -42,7 +43,7 @@ from torch import nn
 
 from . import store as _store
 from .cache import ActivationCache
-from .data import DIGEST_SIZE, batches, check_batch, display_uint8, logits_of, sample_digests
+from .data import DIGEST_SIZE, batches, check_batch, check_display, display_uint8, logits_of, sample_digests
 from .hooks import LayerSpec, eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .sampling import LIST_HINT, Sampler, receptive_field
 from .stats_capture import StatsRecorder, stats_from_shards
@@ -82,14 +83,18 @@ def capture(
         (a DataLoader) of image batches, (images, labels, ...) batches or dict batches. Dicts keep
         images under the first key of ``data.IMAGE_KEYS`` present ("images", "image",
         "pixel_values", ...) and labels under ``data.LABEL_KEYS`` ("labels", "label", ...).
-        Missing labels become -1. Images may be normalised; they must be float and all of one
-        height and width.
+        Labels are class indices, one per image, shape (N,): -1 for no label, and below
+        ``len(classes)`` when class names are known (class names, one-hot rows or floats are
+        refused with the fix to use). Missing labels become -1. Images may be normalised (see
+        ``to_display``); they must be float and all of one height and width.
     layers : a ``named_modules()`` name, a list of names, or a predicate (name, module) -> bool
     sample : "random" (``per_image`` positions per sample, seeded), "all" or "mean" (see module doc)
     dtype : dtype of the cached activations (float32, float16 or bfloat16); logits stay float32
     keep_images : keep a uint8 copy (n_samples, 3, H, W) of the inputs for display, made by
         ``to_display(batch)`` (for normalised inputs: map them back to RGB in [0, 1]) or, without
-        it, by clamping the inputs to [0, 1]
+        it, by clamping the inputs to [0, 1]. Inputs well outside [0, 1] without ``to_display``
+        warn (UserWarning); a ``to_display`` that returns no floats, or values well outside
+        [0, 1], is refused on the first batch
     store : a directory to stream shards of ``shard_samples`` samples into while capturing. If it
         already holds shards of the same capture (same model, layers, policy), they are reused after
         checking that the data matches, and the capture resumes after them with bit-identical results.
@@ -124,7 +129,10 @@ def capture(
     run = _Run(model, names, sample, int(per_image), int(seed), dtype, keep_images, to_display,
                classes, int(shard_samples), stats_cfg)
     run.open_store(store)
-    stream, total = batches(data, int(batch_size))
+    # labels are checked against the class names before the model sees them: a pair's or a dict's
+    # all at once here, an iterable's batch by batch in check_batch
+    n_classes = len(classes) if classes else None
+    stream, total = batches(data, int(batch_size), n_classes)
     run.capacity = total if total else None
     from tqdm.auto import tqdm
 
@@ -136,7 +144,7 @@ def capture(
             with torch.no_grad(), hooks(model, names, run.hook) as recorded:
                 run.recorded = recorded
                 for i, (images, labels) in enumerate(stream):
-                    images, labels = check_batch(images, labels, i)
+                    images, labels = check_batch(images, labels, i, n_classes)
                     run.feed(images, labels)
                     bar.update(len(images))
             return run.finish()
@@ -336,9 +344,10 @@ class _Run:
                 p.requires_grad_(False)
             with torch.enable_grad():
                 try:
-                    self.model(x)
+                    out = self.model(x)
                 except RuntimeError as e:  # torch's shape and dtype errors; the hooks raise others
                     raise _model_failed(images, e) from e
+                logits_of(out, len(x))  # an output without logits fails now, not after a batch
                 for name in names:
                     shape, centre = self.sampler_output(name)
                     grad = None
@@ -354,8 +363,11 @@ class _Run:
     def _first_batch(self, images: torch.Tensor) -> None:
         """Measure each layer once: output shape, and receptive field by gradient."""
         probed = self._probe(images[:1], self.names)  # first: images the model cannot take fail here
-        if self.keep_images:
-            display_uint8(images[:1].to(self.dev), self.to_display)  # fail before any more work
+        if self.keep_images:  # after the probe, whose errors about the input layout come first
+            warning = check_display(images.to(self.dev), self.to_display)  # fail before more work
+            if warning is not None:
+                # stacklevel: _first_batch < feed < capture < the caller's line
+                warnings.warn(warning, UserWarning, stacklevel=4)
         # all units off at the centre of the first image give no gradient: ask a few more images
         dead = [n for n, (shape, g) in probed.items() if len(shape) == 4 and (g is None or not bool(g.any()))]
         if dead and len(images) > 1:

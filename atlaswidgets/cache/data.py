@@ -10,20 +10,44 @@ import numpy as np
 import torch
 import xxhash
 
-__all__ = ["batches", "check_batch", "sample_digests", "DIGEST_SIZE", "logits_of", "display_uint8"]
+__all__ = ["batches", "check_batch", "check_labels", "sample_digests", "DIGEST_SIZE", "logits_of",
+           "check_display", "display_uint8"]
 
 DIGEST_SIZE = 16  # bytes of one sample's digest (XXH3-128)
 
 def _as_tensor(x: Any) -> Any:
-    return torch.from_numpy(x) if isinstance(x, np.ndarray) else x
+    # only numeric arrays: torch has no string or object dtype, and labels checks name those
+    if isinstance(x, np.ndarray) and x.dtype.kind in "biufc":
+        return torch.from_numpy(x)
+    return x
 
 
-def _labels_like(x: Any, n: int | None) -> bool:
-    """Whether ``x`` looks like labels: a 1-d tensor or list of ints, of length n (any if None)."""
-    x = _as_tensor(x)
-    if isinstance(x, list):
-        return (n is None or len(x) == n) and all(isinstance(v, (int, np.integer)) for v in x)
-    return isinstance(x, torch.Tensor) and x.ndim == 1 and (n is None or len(x) == n)
+def _is_image_batch(x: Any) -> bool:
+    """Whether ``x`` is a batch of images (N, C, H, W), as a tensor or an array."""
+    return isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 4
+
+
+def _length(x: Any) -> int | None:
+    """len(x), or None for what has none (a scalar, a 0-d tensor)."""
+    try:
+        return len(x)
+    except TypeError:
+        return None
+
+
+def _could_be_labels(x: Any) -> bool:
+    """Whether ``x``, the second item of a pair, is meant as labels rather than another batch.
+
+    Batches of images are 4-d, so anything of one or two dimensions (class ids, a one-hot matrix,
+    a column) or a list of scalars (ints, floats, class names) is taken for labels, and then
+    checked, so that a wrong label type gets a message about labels instead of the second item
+    being run as "batch 1". A string is never labels (a file path in a list of batches).
+    """
+    if isinstance(x, (torch.Tensor, np.ndarray)):
+        return 1 <= x.ndim <= 2
+    if isinstance(x, (list, tuple)):
+        return not any(isinstance(v, (torch.Tensor, np.ndarray)) and v.ndim >= 2 for v in x)
+    return False
 
 
 # where dict-shaped data (a Hugging Face dataset in torch format, a DataLoader over a Dataset of
@@ -47,49 +71,43 @@ def _from_mapping(item: Mapping, what: str) -> tuple[Any, Any]:
     return _as_tensor(item[image_key]), _as_tensor(item[label_key]) if label_key is not None else None
 
 
-def batches(data: Any, batch_size: int) -> tuple[Iterable[tuple[Any, Any]], int | None]:
-    """(images, labels or None) batches of any accepted data form, and the sample count if known."""
+def batches(data: Any, batch_size: int, n_classes: int | None = None
+            ) -> tuple[Iterable[tuple[Any, Any]], int | None]:
+    """(images, labels or None) batches of any accepted data form, and the sample count if known.
+
+    n_classes : the number of class names, when known; labels of a pair or a dict of columns are
+        checked against it here, before the model runs (those of an iterable, by check_batch)
+    """
     data = _as_tensor(data)
     if isinstance(data, Mapping):  # one dataset as a dict of columns, e.g. {"images": ..., "labels": ...}
         images, labels = _from_mapping(data, "data")
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
             got = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise TypeError(f"data is a dict whose images must be one tensor (N, C, H, W), got {got}.")
-        if labels is not None and not _labels_like(labels, len(images)):
-            got = tuple(labels.shape) if isinstance(labels, torch.Tensor) else type(labels).__name__
+        if labels is not None and _length(labels) != len(images):
+            got = tuple(labels.shape) if hasattr(labels, "shape") else type(labels).__name__
             raise ValueError(f"data is a dict whose labels must be one integer per image, shape "
                              f"({len(images)},), got {got}.")
+        if labels is not None:
+            labels = check_labels(labels, len(images), "data's labels", n_classes)
         data = images
     else:
         labels = None
     if isinstance(data, torch.Tensor):
         n = len(data) if data.ndim > 0 else 0
-        labels = torch.as_tensor(labels) if labels is not None else None
         return ((data[i : i + batch_size], labels[i : i + batch_size] if labels is not None else None)
                 for i in range(0, n, batch_size)), n
     # (images, labels, ...extra) of one dataset, e.g. kitchen.dataset(n); a list of image
     # batches differs in that its second item is another (N, C, H, W) batch
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) >= 2
-        and isinstance(_as_tensor(data[0]), torch.Tensor)
-        and _as_tensor(data[0]).ndim == 4
-        and _labels_like(data[1], len(data[0]))
-    ):
-        images, labels = _as_tensor(data[0]), torch.as_tensor(_as_tensor(data[1]))
-        n = len(images)
+    if isinstance(data, (tuple, list)) and len(data) >= 2 and _is_image_batch(data[0]) \
+            and _could_be_labels(data[1]):
+        images, n = _as_tensor(data[0]), len(data[0])
+        if len(data[1]) != n:
+            got = f"shape {tuple(data[1].shape)}" if hasattr(data[1], "shape") else f"{len(data[1])} items"
+            raise ValueError(f"data is a pair (images, labels) with {n} images, but its labels "
+                             f"have {got}; pass one integer label per image, shape ({n},).")
+        labels = check_labels(data[1], n, "data's labels", n_classes)  # all of them, before any work
         return ((images[i : i + batch_size], labels[i : i + batch_size]) for i in range(0, n, batch_size)), n
-    if (
-        isinstance(data, (tuple, list))
-        and len(data) >= 2
-        and isinstance(_as_tensor(data[0]), torch.Tensor)
-        and _as_tensor(data[0]).ndim == 4
-        and _labels_like(data[1], None)
-    ):  # (images, labels) whose labels do not fit; running it as a list of batches would fail later
-        second = _as_tensor(data[1])
-        got = f"shape {tuple(second.shape)}" if isinstance(second, torch.Tensor) else f"{len(second)} items"
-        raise ValueError(f"data is a pair (images, labels) with {len(data[0])} images, but its labels "
-                         f"have {got}; pass one integer label per image, shape ({len(data[0])},).")
     if isinstance(data, (str, bytes, Path)):
         raise TypeError(_DATA_FORMS + f" Got {type(data).__name__}.")
     try:
@@ -120,8 +138,12 @@ def _split(item: Any, index: int) -> tuple[Any, Any]:
     raise TypeError(_DATA_FORMS + f" Batch {index} is a {type(item).__name__}.")
 
 
-def check_batch(images: Any, labels: Any, index: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Images as a float tensor (N, C, H, W) and labels as an integer tensor (N,) or None."""
+def check_batch(images: Any, labels: Any, index: int, n_classes: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Images as a float tensor (N, C, H, W) and labels as an integer tensor (N,) or None.
+
+    n_classes : the number of class names, when known; labels must then be below it
+    """
     images = _as_tensor(images)
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"Batch {index}: images must be a float tensor of shape (N, C, H, W), got "
@@ -141,14 +163,103 @@ def check_batch(images: Any, labels: Any, index: int) -> tuple[torch.Tensor, tor
             f"dtype {images.dtype}. Convert, e.g. images.float() / 255."
         )
     if labels is not None:
-        labels = torch.as_tensor(_as_tensor(labels))
-        if labels.ndim != 1 or len(labels) != len(images):
-            raise ValueError(f"Batch {index}: labels must have shape ({len(images)},), one per "
-                             f"image, got shape {tuple(labels.shape)}.")
-        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool:
-            raise TypeError(f"Batch {index}: labels must be integer class indices, got dtype "
-                            f"{labels.dtype}. Pass labels.long() (use -1 for unknown).")
+        labels = check_labels(labels, len(images), f"Batch {index}: labels", n_classes)
     return images, labels
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def check_labels(labels: Any, n: int, where: str, n_classes: int | None = None) -> torch.Tensor:
+    """``labels`` as an integer tensor (n,) of class indices (-1: no label), or an error naming
+    what is wrong and how to fix it.
+
+    where : how the messages name the labels, e.g. "Batch 3: labels" or "data's labels"
+    n_classes : the number of class names, when known; labels must then be below it
+    """
+    labels = _label_tensor(labels, where)
+    shape = tuple(labels.shape)
+    # the shapes other libraries give labels in, each with its one-line fix
+    if labels.ndim == 2 and shape == (n, 1):
+        raise ValueError(f"{where} have shape {shape}, a column; capture takes one class index per "
+                         f"image, shape ({n},): pass labels.squeeze(1) or labels.reshape(-1).")
+    if labels.ndim == 2 and shape[0] == n:
+        raise ValueError(f"{where} have shape {shape}, one-hot vectors or scores of {shape[1]} "
+                         f"classes per image; capture takes one class index per image, shape "
+                         f"({n},): pass labels.argmax(1).")
+    if labels.ndim != 1 or len(labels) != n:
+        raise ValueError(f"{where} must have shape ({n},), one per image, got shape {shape}.")
+    _check_label_values(labels, where)
+    _check_label_range(labels, where, n_classes)
+    return labels
+
+
+def _label_tensor(labels: Any, where: str) -> torch.Tensor:
+    """Labels of any form as a tensor; class names, which no tensor holds, are refused here."""
+    labels = _as_tensor(labels)
+    if isinstance(labels, torch.Tensor):
+        return labels
+    if isinstance(labels, np.ndarray):  # strings or objects: see _as_tensor
+        labels = labels.tolist()
+    if not isinstance(labels, (list, tuple)):
+        raise TypeError(f"{where} must be integer class indices, one per image, got "
+                        f"{type(labels).__name__}.")
+    flat = labels
+    while flat and isinstance(flat[0], (list, tuple)):  # nested lists, e.g. one-hot rows
+        flat = flat[0]
+    first = flat[0] if flat else None
+    if isinstance(first, (str, bytes)):
+        raise TypeError(
+            f"{where} must be integer class indices, got str ({first!r}); map class names to ids "
+            "and pass classes=[...], e.g. classes = sorted(set(names)); labels = "
+            "[classes.index(c) for c in names]; capture(..., classes=classes)."
+        )
+    try:
+        return torch.as_tensor(labels)
+    except (TypeError, ValueError, RuntimeError):
+        kinds = sorted({type(v).__name__ for v in flat})
+        raise TypeError(f"{where} must be integer class indices, one per image, got a "
+                        f"{type(labels).__name__} of {', '.join(kinds)}.") from None
+
+
+def _check_label_values(labels: torch.Tensor, where: str) -> None:
+    """Labels of an integer dtype; whole numbers stored as floats get the cast to use."""
+    if not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
+        return
+    what = f"dtype {labels.dtype}"
+    if labels.dtype == torch.bool:
+        raise TypeError(f"{where} must be integer class indices, got bool ({what}); pass "
+                        "labels.long() if True and False are classes 1 and 0.")
+    values = labels.detach().reshape(-1)
+    fractional = values[values != values.round()] if not labels.is_complex() else values
+    if len(fractional):
+        raise TypeError(f"{where} must be integer class indices, got float ({what}) such as "
+                        f"{fractional[0].item():g}, not a class index. Pass the class index of "
+                        "each image (-1 for unknown), or leave the labels out.")
+    raise TypeError(f"{where} must be integer class indices, got float ({what}) holding whole "
+                    "numbers; pass labels.long() (use -1 for unknown).")
+
+
+def _check_label_range(labels: torch.Tensor, where: str, n_classes: int | None) -> None:
+    """Class indices of existing classes: -1 (no label, as capture gives unlabelled data) up to
+    n_classes - 1. Other values would show in the atlas as made-up class names."""
+    if len(labels) == 0:
+        return
+    low, high = (int(v) for v in torch.aminmax(labels))
+    if low < -1:
+        at = int((labels < -1).nonzero()[0])
+        raise ValueError(f"{where} hold {int(labels[at])} at position {at}; class indices are 0 "
+                         "or more, or -1 for no label.")
+    if n_classes is not None and high >= n_classes:
+        at = int((labels >= n_classes).nonzero()[0])
+        raise ValueError(
+            f"{where} hold {int(labels[at])} at position {at}, but classes has {n_classes} names; "
+            f"pass the full class list as classes=[...], or labels 0..{n_classes - 1} "
+            "(-1 for no label)."
+        )
+
+
+# ----------------------------------------------------------------------------- checksums
 
 
 def sample_digests(images: torch.Tensor, labels: torch.Tensor) -> bytes:
@@ -176,10 +287,12 @@ def logits_of(out: Any, n: int) -> torch.Tensor:
     """The model's logits as float32 (N, n_outputs), from a tensor, (logits, ...), or .logits."""
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         out = out[0]  # e.g. (logits, aux) outputs
-    elif isinstance(out, dict) and isinstance(out.get("logits"), torch.Tensor):
+    elif isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
         out = out["logits"]
     elif isinstance(getattr(out, "logits", None), torch.Tensor):
         out = out.logits
+    elif isinstance(out, Mapping):
+        raise ValueError(_no_logits_key(out, n))
     if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != n:
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(f"The model's output must be a tensor of logits (N, n_classes) with N={n}, "
@@ -187,11 +300,79 @@ def logits_of(out: Any, n: int) -> torch.Tensor:
     return out.detach().reshape(n, -1).float()
 
 
-def display_uint8(x: torch.Tensor, to_display: Callable | None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 RGB images (N, 3, H, W) for display: ``to_display(x)`` (or x) clamped to [0, 1] x 255.
+def _no_logits_key(out: Mapping, n: int) -> str:
+    """The error for a dict output without "logits": its keys, and a wrapper picking the likely one."""
+    keys = sorted(map(str, out))[:20]
+    # the likeliest logits: a tensor with one row per image
+    likely = [k for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n]
+    key = likely[0] if likely else (next(iter(out), "...") if out else "...")
+    return (
+        f"The model returned a dict with keys {keys} and no tensor under 'logits', the only key the "
+        "logits (N, n_classes) are read from (other outputs: a tensor, a tuple whose first item is "
+        "the logits, or an object with .logits). Wrap the model so that it returns them, e.g. a "
+        f"module whose forward(x) returns model(x)[{key!r}]."
+    )
 
-    out : a uint8 tensor (N, 3, H, W) to write into (and return) instead of a new one
+
+# ----------------------------------------------------------------------------- display copies
+
+# Display copies are RGB in [0, 1]. Inputs or to_display results beyond these bounds are taken for
+# another scale, not for a slight overshoot: images in [0, 1] stay inside them even after
+# resampling (bicubic or antialiased resizing overshoots by a few percent) or light noise, and the
+# shipped kitchen data is exactly in [0, 1]; images in 0..255 exceed 1.5 as soon as any pixel is
+# brighter than 1/255, and ImageNet-normalised ones reach -2.1 at black and 2.6 at white (a [-1, 1]
+# normalisation, -1 at black).
+DISPLAY_LOW, DISPLAY_HIGH = -0.5, 1.5
+
+_DISPLAY_FIX = (
+    "to_display=fn mapping a batch of model inputs to RGB in [0, 1], e.g. for ImageNet-normalised "
+    "inputs, with mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) and std = "
+    "torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), to_display=lambda x: x * std.to(x) + "
+    "mean.to(x); for inputs in 0..255, to_display=lambda x: x / 255"
+)
+
+
+def _outside_display_range(x: torch.Tensor) -> tuple[float, float] | None:
+    """(min, max) of x's finite values when they lie well outside [0, 1] (see DISPLAY_LOW), else
+    None. Non-finite values are left to the check of the activations, which names the sample."""
+    values = x.detach().float()
+    values = values[torch.isfinite(values)]
+    if values.numel() == 0:
+        return None
+    low, high = (float(v) for v in torch.aminmax(values))
+    return (low, high) if low < DISPLAY_LOW or high > DISPLAY_HIGH else None
+
+
+def check_display(x: torch.Tensor, to_display: Callable | None) -> str | None:
+    """Check the display copies of the first batch ``x``, once per capture.
+
+    A ``to_display`` that returns no floats, or values well outside [0, 1], is refused: clipping
+    would make its images all white or black. Without ``to_display``, inputs well outside [0, 1]
+    are allowed (the model may want them) but return a warning text, since clipping them to
+    [0, 1] for display ruins most of each image.
     """
+    if to_display is None:
+        found = _outside_display_range(x)
+        if found is None:
+            return None
+        return (
+            f"The model's inputs range from {found[0]:.4g} to {found[1]:.4g}, not [0, 1], and the "
+            "display copies of them (cache.images, the atlas's pictures) are clipped to [0, 1], "
+            f"which loses most of each image. Pass {_DISPLAY_FIX}; or keep_images=False."
+        )
+    shown = _shown(x, to_display)
+    found = _outside_display_range(shown)
+    if found is not None:
+        raise ValueError(
+            f"to_display must return floats in [0, 1] of shape (N, 3, H, W), got values from "
+            f"{found[0]:.4g} to {found[1]:.4g}; clipped, its images would be mostly black or white. "
+            f"Pass {_DISPLAY_FIX}."
+        )
+    return None
+
+
+def _shown(x: torch.Tensor, to_display: Callable | None) -> torch.Tensor:
+    """``to_display(x)`` (or x), checked: floats of shape (N, 3 or 1, H, W)."""
     shown = to_display(x) if to_display is not None else x
     if not isinstance(shown, torch.Tensor) or shown.ndim != 4 or shown.shape[1] not in (1, 3) \
             or shown.shape[0] != x.shape[0]:
@@ -201,6 +382,28 @@ def display_uint8(x: torch.Tensor, to_display: Callable | None, out: torch.Tenso
             "that are not RGB in [0, 1], pass to_display=fn mapping a batch to RGB in [0, 1], or "
             "keep_images=False."
         )
+    if shown.shape[2:] != x.shape[2:]:
+        # crops and receptive-field boxes are in input pixels, so the copies keep the inputs' size
+        raise ValueError(
+            f"to_display must keep the inputs' height and width {tuple(x.shape[2:])}, got "
+            f"{tuple(shown.shape[2:])}: the atlas crops its pictures in input pixels. Map colours "
+            "only (resize the inputs themselves if they are too large)."
+        )
+    if not shown.is_floating_point():  # e.g. (x * 255).byte(): scaled by 255 again, all white
+        raise ValueError(
+            f"to_display must return floats in [0, 1] of shape (N, 3, H, W), got dtype {shown.dtype}. "
+            "Return the [0, 1] floats (e.g. x.float() / 255 instead of bytes); capture makes the "
+            "uint8 copy itself."
+        )
+    return shown
+
+
+def display_uint8(x: torch.Tensor, to_display: Callable | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 RGB images (N, 3, H, W) for display: ``to_display(x)`` (or x) clamped to [0, 1] x 255.
+
+    out : a uint8 tensor (N, 3, H, W) to write into (and return) instead of a new one
+    """
+    shown = _shown(x, to_display)
     if shown.shape[1] == 1:
         shown = shown.expand(-1, 3, -1, -1)
     # one new float tensor, changed in place: this runs on every batch
