@@ -19,6 +19,40 @@ from .hooks import check_device
 __all__ = ["ActivationCache", "LayerActs", "TopExamples"]
 
 
+def checked_direction(direction: Any, n_channels: int, layer: str) -> torch.Tensor:
+    """``direction`` as a 1-D float tensor of ``n_channels`` values, detached from autograd (a
+    classifier's weight row is a natural direction and requires grad), or a clear error."""
+    if isinstance(direction, (bool, str, bytes)) or not isinstance(
+            direction, (torch.Tensor, np.ndarray, list, tuple)):
+        raise TypeError(f"A direction must be a tensor or array of {n_channels} numbers (one per "
+                        f"channel of layer {layer!r}), got {type(direction).__name__}.")
+    try:
+        d = torch.as_tensor(direction.detach() if isinstance(direction, torch.Tensor)
+                            else np.asarray(direction, dtype=np.float64))
+    except (TypeError, ValueError):
+        raise TypeError(f"A direction must hold numbers, got {direction!r:.80}.") from None
+    if d.is_complex() or d.dtype == torch.bool:
+        raise TypeError(f"A direction must hold real numbers, got {d.dtype}.")
+    if d.ndim != 1 or d.shape[0] != n_channels:
+        raise ValueError(f"A direction for layer {layer!r} must have shape ({n_channels},), "
+                         f"got {tuple(d.shape)}.")
+    d = d.float()
+    if not bool(torch.isfinite(d).all()):
+        raise ValueError("The direction contains NaN or infinite values.")
+    if not bool(d.any()):
+        raise ValueError("The direction is all zeros: every row scores 0, so nothing can be ranked; "
+                         "pass a non-zero direction.")
+    return d
+
+
+def finite_scores(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` if all finite; float32 overflow (a direction with huge entries) gives a clear error."""
+    if not bool(torch.isfinite(scores).all()):
+        raise ValueError("Scores along this direction overflow float32 (the direction's entries are "
+                         "too large); pass a smaller one, e.g. direction / direction.norm().")
+    return scores
+
+
 @dataclass(repr=False)
 class LayerActs:
     """Activations of one layer.
@@ -180,6 +214,14 @@ class ActivationCache:
     def label_names(self, sample_id: np.ndarray | torch.Tensor) -> list[str]:
         """Class name of each given sample ("?" where unknown)."""
         ids = torch.as_tensor(sample_id).cpu()
+        if ids.numel() == 0:
+            return []
+        if ids.is_floating_point() or ids.dtype == torch.bool or ids.is_complex():
+            raise TypeError(f"sample ids must be integers, got {ids.dtype}.")
+        if (int(ids.min()) < 0 or int(ids.max()) >= self.n_samples):
+            # a negative id would silently index from the end
+            raise ValueError(f"sample ids must be in [0, {self.n_samples - 1}] (this cache has "
+                             f"{self.n_samples} samples), got {int(ids.min())}..{int(ids.max())}.")
         labels = self.labels.cpu()[ids].tolist()
         if self.classes is None:
             return [str(v) if v >= 0 else "?" for v in labels]
@@ -198,18 +240,12 @@ class ActivationCache:
         per_sample : keep only the best row of each sample, so k distinct samples come back
         """
         la = self.layer(layer)
-        d = torch.as_tensor(direction)
-        if d.ndim != 1 or d.shape[0] != la.n_channels:
-            raise ValueError(
-                f"direction must have shape ({la.n_channels},) for this layer, got {tuple(d.shape)}."
-            )
-        if not torch.isfinite(d).all():
-            raise ValueError("direction contains NaN or infinite values.")
+        d = checked_direction(direction, la.n_channels, layer or next(iter(self.layers)))
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}.")
         k = int(k)
         scores = la.acts @ d.to(device=la.acts.device, dtype=la.acts.dtype)  # the one matmul
-        scores = scores.float()
+        scores = finite_scores(scores.float())
         if per_sample:
             best = torch.full((self.n_samples,), -torch.inf, device=scores.device)
             best = best.scatter_reduce(0, la.sample_id, scores, reduce="amax")

@@ -14,7 +14,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .cache import ActivationCache
+from .cache import ActivationCache, checked_direction, finite_scores
 from .topk import DEFAULT_RANGES, Examples, UnitSamples, _check_count, _check_ranges, _range_name
 
 __all__ = ["unit_samples", "unit_maxima"]
@@ -40,12 +40,8 @@ def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:
     if isinstance(unit, bool) or not isinstance(unit, (torch.Tensor, np.ndarray, list, tuple)):
         raise TypeError(f"unit must be a channel index (int) or a direction (array of shape "
                         f"({la.n_channels},)), got {type(unit).__name__}.")
-    d = torch.as_tensor(np.asarray(unit) if not isinstance(unit, torch.Tensor) else unit).float()
-    if d.ndim != 1 or d.shape[0] != la.n_channels:
-        raise ValueError(f"A direction for layer {layer!r} must have shape ({la.n_channels},), got {tuple(d.shape)}.")
-    if not bool(torch.isfinite(d).all()):
-        raise ValueError("The direction contains NaN or infinite values.")
-    return la.acts.float() @ d.to(la.acts.device)
+    d = checked_direction(unit, la.n_channels, layer)
+    return finite_scores(la.acts.float() @ d.to(la.acts.device))
 
 
 def unit_maxima(cache: ActivationCache, unit, layer: str | None = None) -> Examples:
@@ -91,7 +87,7 @@ def _rows_samples(cache, layer, unit, n, n_top, ranges, n_random, seed, maxima=N
         groups[_range_name(qa, qb)] = ex(rng.permutation(pool)[:n])
         names[_range_name(qa, qb)] = (qa, qb)
     groups["random"] = ex(rng.permutation(asc)[: (n if n_random is None else n_random)])
-    unit_id = int(unit) if isinstance(unit, (int, np.integer)) else np.asarray(torch.as_tensor(unit).cpu())
+    unit_id = int(unit) if isinstance(unit, (int, np.integer)) else np.asarray(torch.as_tensor(unit).detach().cpu())
     return UnitSamples(layer, unit_id, groups, names, "rows")
 
 

@@ -23,6 +23,19 @@ EXACT_MAX_ROWS_CPU = 50_000
 NEIGHBORS = ("auto", "exact", "nndescent")
 
 
+def _check_seed_and_min_dist(seed, min_dist, spread) -> None:
+    """Here rather than deep inside umap-learn/scikit-learn, whose messages name settings
+    (``spread``) that the atlas functions do not take."""
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
+                             or not 0 <= seed < 2**32):
+        raise ValueError(f"seed must be an int in [0, 2**32) or None, got {seed!r}.")
+    if isinstance(min_dist, bool) or not isinstance(min_dist, (int, float, np.integer, np.floating)):
+        raise TypeError(f"min_dist must be a number, got {type(min_dist).__name__}.")
+    if not 0 <= min_dist <= spread:
+        raise ValueError(f"min_dist must be in [0, {spread}] (umap-learn's spread), got {min_dist!r}; "
+                         "0.1 packs alike rows tightly, 0.5 spreads them over more cells.")
+
+
 def umap_layout(
     acts,
     n_neighbors: int = 15,
@@ -57,6 +70,7 @@ def umap_layout(
     x = _validate(acts, n_neighbors)
     if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
         raise ValueError(f"n_components must be an int >= 1 (2 for an atlas), got {n_components!r}.")
+    _check_seed_and_min_dist(seed, min_dist, umap_kwargs.get("spread", 1.0))
     if neighbors not in NEIGHBORS:
         raise ValueError(f"neighbors must be one of {NEIGHBORS}, got {neighbors!r}.")
     if neighbors == "exact" and metric not in EXACT_METRICS:

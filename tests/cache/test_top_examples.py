@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+import atlaswidgets as aw
 from atlaswidgets.cache.capture import capture
 
 
@@ -45,8 +46,16 @@ def test_k_is_capped_by_the_number_of_rows(model, data):
 
 
 def test_bad_directions(cache):
-    with pytest.raises(ValueError, match=r"direction must have shape \(16,\)"):
+    with pytest.raises(ValueError, match=r"direction for layer 'conv2' must have shape \(16,\)"):
         cache.top_examples(torch.ones(8), layer="conv2")
+    with pytest.raises(ValueError, match="all zeros"):
+        cache.top_examples(torch.zeros(16), layer="conv2")
+    with pytest.raises(ValueError, match="overflow float32.*direction.norm"):
+        cache.top_examples(torch.full((16,), 1e38), layer="conv2")
+    with pytest.raises(TypeError, match="must be a tensor or array of 16 numbers.*got str"):
+        cache.top_examples("wok", layer="conv2")
+    with pytest.raises(TypeError, match="must hold numbers"):
+        cache.top_examples(["a"] * 16, layer="conv2")
     with pytest.raises(ValueError, match="NaN or infinite"):
         cache.top_examples(torch.full((16,), float("nan")), layer="conv2")
     with pytest.raises(ValueError, match="k must be a positive int"):
@@ -55,3 +64,25 @@ def test_bad_directions(cache):
         cache.top_examples(torch.ones(16))
     with pytest.raises(KeyError, match="was not captured"):
         cache.top_examples(torch.ones(16), layer="fc")
+
+
+def test_a_weight_row_that_requires_grad_is_a_direction(cache):
+    # a classifier's weight row is the natural direction to ask about, and it requires grad
+    weight = torch.nn.Linear(16, 3).weight
+    assert weight.requires_grad
+    got = cache.top_examples(weight[1], k=5, layer="conv2")
+    want = cache.top_examples(weight[1].detach().numpy(), k=5, layer="conv2")
+    np.testing.assert_array_equal(got.rows, want.rows)
+    assert len(aw.unit_samples(cache, weight[1], layer="conv2", n=2).groups["top"].sample_id) == 2
+    with pytest.raises(ValueError, match="all zeros"):
+        aw.unit_samples(cache, torch.zeros(16), layer="conv2")
+
+
+def test_label_names_refuse_ids_out_of_range(cache):
+    assert cache.label_names([0, cache.n_samples - 1]) == cache.label_names(np.array([0, cache.n_samples - 1]))
+    assert cache.label_names([]) == []
+    for bad in ([-1], [cache.n_samples]):  # -1 used to name the last sample's class
+        with pytest.raises(ValueError, match=rf"sample ids must be in \[0, {cache.n_samples - 1}\]"):
+            cache.label_names(bad)
+    with pytest.raises(TypeError, match="must be integers"):
+        cache.label_names([0.5])

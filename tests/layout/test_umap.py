@@ -85,3 +85,17 @@ def test_tiny_inputs_start_from_random_positions():
     np.testing.assert_array_equal(a, umap_layout(x, n_neighbors=2, seed=1, n_epochs=20))
     with pytest.raises(ValueError, match=r"needs more than n_components \+ 1 = 3 rows.*init='random'"):
         umap_layout(x, n_neighbors=2, init="spectral")
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    (dict(seed="x"), ValueError, "seed must be an int in"),
+    (dict(seed=-1), ValueError, "seed must be an int in"),
+    (dict(seed=True), ValueError, "seed must be an int in"),
+    (dict(min_dist=-1), ValueError, r"min_dist must be in \[0, 1.0\]"),
+    (dict(min_dist=5), ValueError, r"min_dist must be in \[0, 1.0\]"),
+    (dict(min_dist="0.1"), TypeError, "min_dist must be a number"),
+])
+def test_bad_settings_are_refused_before_umap_runs(kwargs, error, match):
+    x = np.random.default_rng(0).random((30, 8)).astype(np.float32)
+    with pytest.raises(error, match=match):
+        umap_layout(x, n_neighbors=5, **kwargs)
