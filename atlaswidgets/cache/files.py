@@ -115,10 +115,10 @@ def siblings(path: Path, kind: str) -> list[Path]:
     return sorted(path.parent / n for n in names if n.startswith(prefix))
 
 
-def writer_gone(sibling: Path) -> bool:
-    """Whether the process that made a sibling has ended. Unknown (another host, not POSIX, where a
-    signal 0 is no probe) counts as running: then its leftovers are left alone."""
-    parts = sibling.name.rsplit(_TMP, 1)[1].split("-")
+def writer_gone(path: Path) -> bool:
+    """Whether the process that made the sibling ``path`` has ended. Unknown (another host, not
+    POSIX, where a signal 0 is no probe) counts as running: then its leftovers are left alone."""
+    parts = path.name.rsplit(_TMP, 1)[1].split("-")
     if len(parts) < 2 or parts[0] != owner().split("-")[0] or os.name != "posix":
         return False
     try:

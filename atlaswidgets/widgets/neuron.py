@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import traitlets
 
-from ..cache.cache import ActivationCache
+from ..cache.cache import ActivationCache, checked_direction
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ..render.crops import _resize, _windows, display_images, sprite_sheet
@@ -218,18 +218,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             raise TypeError(f"label must be a str, got {type(label).__name__}.")
         name = self.layer if layer is None else self._check_layer(layer, self.layers)
         c = self._cache[name].n_channels
-        if isinstance(vector, torch.Tensor):
-            vector = vector.detach().cpu().numpy()
-        try:
-            d = np.asarray(vector, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise TypeError(f"A direction must be an array of numbers, shape ({c},).") from None
-        if d.shape != (c,):
-            raise ValueError(f"A direction for layer {name!r} must have shape ({c},), got {d.shape}.")
-        if not np.isfinite(d).all():
-            raise ValueError("The direction contains NaN or infinite values.")
-        if not np.any(d):
-            raise ValueError("The direction is all zeros; it ranks nothing.")
+        d = checked_direction(vector, c, name).cpu().numpy()
         with self.hold_sync():
             if name != self.layer:
                 self._busy = True
@@ -239,7 +228,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
                     self.channel = min(self.channel, c - 1)
                 finally:
                     self._busy = False
-            self._direction = d.astype(np.float32)
+            self._direction = d
             self._label = label
             self._show()
 
