@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache, LayerActs, TopExamples
-from ..render.crops import boxed_images, crop_rows, display_images
+from ..cache.crops import boxed_images, crop_rows, display_images
 from .grid import Cells, grid
 from .umap import umap_layout
 

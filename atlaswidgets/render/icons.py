@@ -34,9 +34,9 @@ import torch
 from torch import nn
 
 from ..cache.cache import ActivationCache
+from ..cache.crops import sprite_sheet
 from ..cache.hooks import eval_mode, on_device, resolve_layers
 from ..cache.store import atomic_write, is_ours_tmp, model_fingerprint
-from .crops import sprite_sheet
 from .fv import _positive_int, forward_layers, model_input, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
 

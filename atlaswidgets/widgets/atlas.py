@@ -55,7 +55,7 @@ from torch import nn
 
 from ..cache.cache import ActivationCache
 from ..layout.atlas import Atlas, _class_name, build_atlas
-from ..render.crops import sprite_sheet
+from ..cache.crops import sprite_sheet
 from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
 __all__ = ["AtlasWidget", "ICON_KINDS"]

@@ -22,7 +22,7 @@ import traitlets
 
 from ..cache.cache import ActivationCache
 from ..layout.atlas import Atlas
-from ..render.crops import boxed_images, sprite_sheet
+from ..cache.crops import boxed_images, sprite_sheet
 from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
 __all__ = ["ExamplePanel"]

@@ -36,7 +36,7 @@ import traitlets
 from ..cache.cache import ActivationCache, checked_direction
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
-from ..render.crops import _resize, _windows, display_images, sprite_sheet
+from ..cache.crops import display_images, resize_images, rf_windows, sprite_sheet
 from ._common import RollsBackPageState, esm, from_buffer, refuses, to_buffer
 from .neuron_facts import LayerOutputs, UnitFacts, activation_maps, render_icon
 
@@ -398,13 +398,13 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         ex = samples.all()
         s = self.thumb_size
         images = display_images(cache)
-        pics = _resize(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
+        pics = resize_images(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
         sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
         maps, boxes = None, None
         if self._outputs is not None and len(ex):
             maps = activation_maps(self._outputs, images, ex.sample_id, layer, unit, la.hw)
         elif len(ex):
-            y0, x0, ch, cw = _windows(cache, la, images.shape[-2:], torch.as_tensor(ex.yx), shift=False)
+            y0, x0, ch, cw = rf_windows(cache, la, images.shape[-2:], torch.as_tensor(ex.yx), shift=False)
             h, w = images.shape[-2:]
             b = torch.stack([y0, x0, y0 + ch, x0 + cw], 1).double() * torch.tensor([s / h, s / w, s / h, s / w])
             boxes = b.round().long().clamp(0, s).numpy()
