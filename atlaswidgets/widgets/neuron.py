@@ -34,11 +34,12 @@ import torch
 import traitlets
 
 from ..cache.cache import ActivationCache, checked_direction
+from ..cache.crops import display_images, resize_images, rf_windows, sprite_sheet
+from ..cache.facts import LayerOutputs, UnitFacts, activation_maps
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
-from ..cache.crops import display_images, resize_images, rf_windows, sprite_sheet
 from ._common import RollsBackPageState, esm, from_buffer, refuses, to_buffer
-from .neuron_facts import LayerOutputs, UnitFacts, activation_maps, render_icon
+from .display import to_png
 
 __all__ = ["NeuronViewer"]
 
@@ -462,8 +463,11 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             return
         if key not in self._icon_memo:
             try:
-                self._icon_memo[key] = (render_icon(self._model, self.layer, unit, self._cache.input_hw,
-                                                     self._icon_steps, self._normalize), "feature visualisation")
+                from ..render.icons import unit_icon  # feature vis imports its own modules lazily
+
+                icon = unit_icon(self._model, self.layer, unit, self._cache.input_hw, self._icon_steps,
+                                 self._normalize)
+                self._icon_memo[key] = (to_png(icon), "feature visualisation")
             except (ValueError, TypeError, RuntimeError) as e:
                 self._icon_memo[key] = (b"", f"no icon: {e}")
         png, note = self._icon_memo[key]
