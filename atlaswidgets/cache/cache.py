@@ -16,7 +16,7 @@ import torch
 
 from .hooks import check_device
 
-__all__ = ["ActivationCache", "LayerActs", "TopExamples"]
+__all__ = ["ActivationCache", "LayerActs", "LayerNotCaptured", "TopExamples"]
 
 
 def checked_direction(direction: Any, n_channels: int, layer: str) -> torch.Tensor:
@@ -51,6 +51,14 @@ def finite_scores(scores: torch.Tensor) -> torch.Tensor:
         raise ValueError("Scores along this direction overflow float32 (the direction's entries are "
                          "too large); pass a smaller one, e.g. direction / direction.norm().")
     return scores
+
+
+class LayerNotCaptured(KeyError, ValueError):
+    """A layer name that a cache does not hold: a bad argument (ValueError), and the KeyError that
+    ``cache[name]`` raises, so either ``except`` catches it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError's own str() would quote the message
 
 
 @dataclass(repr=False)
@@ -162,7 +170,7 @@ class ActivationCache:
         try:
             return self.layers[layer]
         except KeyError:
-            raise KeyError(
+            raise LayerNotCaptured(
                 f"Layer {layer!r} was not captured; this cache has {list(self.layers)}."
             ) from None
 
@@ -175,16 +183,30 @@ class ActivationCache:
         first = next(iter(self.layers.values()), None)
         return first.acts.device if first is not None else self.logits.device
 
-    def layer(self, name: str | None = None) -> LayerActs:
-        """The named layer, or the only one when the cache has one."""
+    def layer_name(self, name: str | None = None) -> str:
+        """The name of a layer of this cache: ``name`` checked, or the only layer when None.
+
+        Every function that takes ``layer=`` for a cache resolves it here (``hooks.resolve_layers``
+        does the same for a model's layers). Raises ValueError for None when the cache has several
+        layers, TypeError for a non-string, and ``LayerNotCaptured`` (a ValueError and a KeyError)
+        for a layer the cache does not hold.
+        """
         if name is None:
             if len(self.layers) != 1:
                 raise ValueError(
                     f"This cache has {len(self.layers)} layers {list(self.layers)}; "
                     "pass layer=... to say which."
                 )
-            return next(iter(self.layers.values()))
-        return self[name]
+            return next(iter(self.layers))
+        if not isinstance(name, str):
+            raise TypeError(f"layer must be a layer name (str), got {type(name).__name__}.")
+        if name not in self.layers:
+            raise LayerNotCaptured(f"Layer {name!r} was not captured; this cache has {list(self.layers)}.")
+        return name
+
+    def layer(self, name: str | None = None) -> LayerActs:
+        """The named layer, or the only one when the cache has one (see ``layer_name``)."""
+        return self.layers[self.layer_name(name)]
 
     def attribution(self, layer: str | None, target: Any) -> torch.Tensor:
         """Stored attribution of ``layer``'s rows toward ``target``, shape (n_rows, n_channels).
@@ -239,8 +261,9 @@ class ActivationCache:
         direction : array, shape (n_channels,)
         per_sample : keep only the best row of each sample, so k distinct samples come back
         """
-        la = self.layer(layer)
-        d = checked_direction(direction, la.n_channels, layer or next(iter(self.layers)))
+        name = self.layer_name(layer)
+        la = self.layers[name]
+        d = checked_direction(direction, la.n_channels, name)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}.")
         k = int(k)

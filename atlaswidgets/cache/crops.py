@@ -172,8 +172,6 @@ def _prepare(cache: ActivationCache, layer, rows, size):
     images = display_images(cache)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}.")
-    if layer is not None and layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
     la = cache.layer(layer)
     r = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
     if r.ndim != 1 or (r.size and not np.issubdtype(r.dtype, np.integer)):

@@ -20,16 +20,6 @@ from .topk import DEFAULT_RANGES, Examples, UnitSamples, _check_count, _check_ra
 __all__ = ["unit_samples", "unit_maxima"]
 
 
-def _layer_name(cache: ActivationCache, layer: str | None) -> str:
-    if layer is None:
-        if len(cache.layers) != 1:
-            raise ValueError(f"This cache has layers {list(cache.layers)}; pass layer=... to say which.")
-        return next(iter(cache.layers))
-    if layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
-    return layer
-
-
 def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:
     """Each cached row's value of the unit (a channel index or a direction), float32 (n_rows,)."""
     la = cache.layers[layer]
@@ -50,7 +40,7 @@ def unit_maxima(cache: ActivationCache, unit, layer: str | None = None) -> Examp
     unit : a channel index, or a direction of shape (n_channels,) (its value is the dot product)
     Returns Examples with one entry per sample that has rows, in sample order (ties: the first row).
     """
-    name = _layer_name(cache, layer)
+    name = cache.layer_name(layer)
     la = cache.layers[name]
     scores = _scores(cache, name, unit)
     best = torch.full((cache.n_samples,), -math.inf, device=scores.device)
@@ -116,7 +106,7 @@ def unit_samples(
     Returns a UnitSamples whose groups are "top", one per range, then "random"; each example is
     a sample at its strongest position.
     """
-    name = _layer_name(cache, layer)
+    name = cache.layer_name(layer)
     n = _check_count(n, "n")
     if n_top is not None:
         n_top = _check_count(n_top, "n_top")

@@ -243,7 +243,7 @@ def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tupl
         raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
     if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
         raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}.")
-    name = _layer_name(cache, layer)
+    name = cache.layer_name(layer)
     la = cache[name]
     if la.n_rows == 0:
         raise ValueError(f"Layer {name!r} has no rows; capture some data first.")
@@ -303,21 +303,6 @@ def cache_identity(cache: ActivationCache) -> dict | None:
         "data": fp["data"],
         "policy": {k: v for k, v in policy.items() if k not in _NOT_ROWS},
     }
-
-
-def _layer_name(cache: ActivationCache, layer: str | None) -> str:
-    if layer is None:
-        if len(cache.layers) != 1:
-            raise ValueError(
-                f"This cache has {len(cache.layers)} layers {list(cache.layers)}; pass layer=... "
-                "to say which one the atlas shows."
-            )
-        return next(iter(cache.layers))
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}.")
-    if layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
-    return layer
 
 
 def _typical_rows(acts: torch.Tensor, cells: Cells) -> np.ndarray:

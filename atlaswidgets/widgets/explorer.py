@@ -251,10 +251,7 @@ def _pick_layer(cache: ActivationCache, layer: str | None, atlas: Atlas | None) 
     if layer is None:
         raise ValueError("The Explorer's viewer reads per-channel statistics, and this cache has none; "
                          "capture with stats=True: aw.capture(model, data, layers, stats=True).")
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}.")
-    if layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
+    layer = cache.layer_name(layer)
     if layer not in with_stats:
         raise ValueError(f"Layer {layer!r} has no per-channel statistics, which the viewer reads; capture "
                          f"it with stats=True. Layers with statistics: {with_stats}.")

@@ -348,10 +348,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             self._show()
 
     def _check_layer(self, layer, allowed) -> str:
-        if not isinstance(layer, str):
-            raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}.")
-        if layer not in self._cache.layers:
-            raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(self._cache.layers)}.")
+        layer = self._cache.layer_name(layer)
         if layer not in allowed:
             raise ValueError(f"Layer {layer!r} has no per-channel statistics; capture it with "
                              f"stats=True (aw.capture(model, data, {layer!r}, stats=True)). "
