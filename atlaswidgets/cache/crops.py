@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from .cache import ActivationCache
 
-__all__ = ["crop_rows", "boxed_images", "display_images", "sprite_sheet", "rf_windows", "resize_images"]
+__all__ = ["crop_rows", "boxed_images", "display_images", "sprite_sheet", "rf_windows", "resize_images",
+           "thumb_boxes"]
 
 # outline of the receptive field on example pictures: a light core with dark edges reads on any image
 _BOX_CORE = (255, 214, 0)
@@ -89,17 +90,29 @@ def boxed_images(
     if k == 0:
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
     sid, yx = _rows_of(la, rows_t)
-    h, w = images.shape[-2:]
     pics = resize_images(images[sid], size)
+    boxes = thumb_boxes(cache, la, images.shape[-2:], yx, size)
+    for i in range(k):  # k is a page of examples (tens), not the rows of a layer
+        _outline(pics[i], boxes[i].tolist(), width)
+    return pics
+
+
+def thumb_boxes(cache: ActivationCache, la, image_hw, yx, size: int) -> torch.Tensor:
+    """The receptive field of positions ``yx`` on a ``size`` x ``size`` thumbnail of the images.
+
+    la : the layer's LayerActs; image_hw : (h, w) of the display images the thumbnails shrink
+    yx : int tensor, shape (k, 2), grid positions; (-1, -1) ("mean" rows) gets the whole picture
+    Returns int64 tensor, shape (k, 4): y0, x0, y1, x1 in thumbnail pixels (y1/x1 exclusive),
+    clipped to [0, size].
+    """
+    h, w = int(image_hw[0]), int(image_hw[1])
+    yx = torch.as_tensor(yx)
     y0, x0, ch, cw = rf_windows(cache, la, (h, w), yx, shift=False)
     boxes = torch.stack([y0, x0, y0 + ch, x0 + cw], dim=1).float()
     boxes = boxes.clamp_min(0) * torch.tensor([size / h, size / w, size / h, size / w])
     boxes = boxes.round().long().clamp(0, size)
-    whole = yx[:, 0] < 0
-    boxes[whole] = torch.tensor([0, 0, size, size])
-    for i in range(k):  # k is a page of examples (tens), not the rows of a layer
-        _outline(pics[i], boxes[i].tolist(), width)
-    return pics
+    boxes[yx[:, 0] < 0] = torch.tensor([0, 0, size, size])
+    return boxes
 
 
 def sprite_sheet(icons, cols: int | None = None, fmt: str = "png") -> tuple[bytes, int]:

@@ -34,7 +34,7 @@ import torch
 import traitlets
 
 from ..cache.cache import ActivationCache, checked_direction
-from ..cache.crops import display_images, resize_images, rf_windows, sprite_sheet
+from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
 from ..cache.facts import LayerOutputs, UnitFacts, activation_maps
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
@@ -402,10 +402,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         if self._outputs is not None and len(ex):
             maps = activation_maps(self._outputs, images, ex.sample_id, layer, unit, la.hw)
         elif len(ex):
-            y0, x0, ch, cw = rf_windows(cache, la, images.shape[-2:], torch.as_tensor(ex.yx), shift=False)
-            h, w = images.shape[-2:]
-            b = torch.stack([y0, x0, y0 + ch, x0 + cw], 1).double() * torch.tensor([s / h, s / w, s / h, s / w])
-            boxes = b.round().long().clamp(0, s).numpy()
+            boxes = thumb_boxes(cache, la, images.shape[-2:], ex.yx, s).numpy()
         edges, counts, quantiles, marks, hist_note = self._facts.distribution(layer, unit, maxima)
         related, up, down, related_note = self._facts.related(layer, unit, self._n_related)
         if d is None:
