@@ -8,8 +8,9 @@ In the page, cell (row, col) covers the canvas rectangle (CSS pixels from its to
 ``scale,offsetX,offsetY`` is the root element's ``data-view`` attribute. A browser test clicks a
 cell at ``(offsetX + (col + 0.5) * scale, offsetY + (row + 0.5) * scale)``.
 
-Zoom levels (``atlaswidgets.layout.levels``). Level 0 is the atlas as built (n x n cells); level k bins the same layout (same xy,
-no new UMAP run, same ``min_count``) into ``n * 2**k`` cells per side, so fine cell (r, c) lies
+Zoom levels (built by ``atlaswidgets.layout.levels``). Level 0 is the atlas as built (n x n
+cells); level k bins the same layout (same xy, no new UMAP run, same ``min_count``) into
+``n * 2**k`` cells per side, so fine cell (r, c) lies
 inside coarse cell (r >> k, c >> k). When the person zooms in far enough (a cell drawn more than
 about 1.6 times its size at the home view), the page asks for the next level by setting ``level``;
 Python answers with that level's cells and sprite in one message, and the page keeps the same
@@ -54,9 +55,9 @@ import traitlets
 from torch import nn
 
 from ..cache.cache import ActivationCache
+from ..cache.crops import sprite_sheet
 from ..layout.atlas import Atlas, _class_name, build_atlas
 from ..layout.levels import AtlasLevels, carry_selection
-from ..cache.crops import sprite_sheet
 from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
 __all__ = ["AtlasWidget", "ICON_KINDS"]
