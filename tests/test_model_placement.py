@@ -18,7 +18,7 @@ import atlaswidgets as aw
 from atlaswidgets.cache.hooks import as_model_input, model_device, model_dtype, on_device, placement
 from atlaswidgets.experiments.diff import diff_models
 from atlaswidgets.render.icons import render_icons
-from atlaswidgets.widgets.neuron_facts import LayerOutputs
+from atlaswidgets.cache.facts import LayerOutputs
 from atlaswidgets.zoo import kitchen
 
 LAYER = "block4"

@@ -78,7 +78,7 @@ def test_quickstart(tmp_path, artifacts):
 
 NEURON_VIEWER_FACTS = """
 import json as _json
-from atlaswidgets.widgets.explorer import strongest_cells as _strongest
+from atlaswidgets.layout.select import strongest_cells as _strongest
 _rows = explorer.atlas_widget.atlas.rows_of(noodle_cells)
 _mean = cache["block4"].acts[_rows].double().mean(0).numpy()
 explorer.viewer.show_channel(noodles_channel)

@@ -8,7 +8,7 @@ import atlaswidgets as aw
 
 
 def test_every_public_name_resolves_to_its_object_not_a_module():
-    import atlaswidgets.render.crops  # noqa: F401  (imports the subpackage named "render")
+    import atlaswidgets.render.icons  # noqa: F401  (imports the subpackage named "render")
 
     for name in aw.__all__:
         value = getattr(aw, name)

@@ -19,7 +19,7 @@ from .test_notebooks import WIDGET_MIME, _run
 AUDIT_FACTS = """
 import json as _json
 import resource as _resource
-from atlaswidgets.widgets.explorer import strongest_cells as _strongest
+from atlaswidgets.layout.select import strongest_cells as _strongest
 print("FACTS" + _json.dumps({
     "peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
     "variant": VARIANT,

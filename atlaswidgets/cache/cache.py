@@ -16,7 +16,7 @@ import torch
 
 from .hooks import check_device
 
-__all__ = ["ActivationCache", "LayerActs", "TopExamples"]
+__all__ = ["ActivationCache", "LayerActs", "LayerNotCaptured", "TopExamples", "best_per_sample", "best_rows"]
 
 
 def checked_direction(direction: Any, n_channels: int, layer: str) -> torch.Tensor:
@@ -51,6 +51,14 @@ def finite_scores(scores: torch.Tensor) -> torch.Tensor:
         raise ValueError("Scores along this direction overflow float32 (the direction's entries are "
                          "too large); pass a smaller one, e.g. direction / direction.norm().")
     return scores
+
+
+class LayerNotCaptured(KeyError, ValueError):
+    """A layer name that a cache does not hold: a bad argument (ValueError), and the KeyError that
+    ``cache[name]`` raises, so either ``except`` catches it."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError's own str() would quote the message
 
 
 @dataclass(repr=False)
@@ -98,20 +106,74 @@ class LayerActs:
 
 @dataclass
 class TopExamples:
-    """Rows of a layer that align most with a direction, best first.
+    """Dataset examples of a unit or a direction: samples, each at one position, with a value.
 
-    rows, sample_id : int64 arrays, shape (k,)
-    yx : int64 array, shape (k, 2)
-    values : float32 array, shape (k,), the dot product of each row with the direction
+    The one result type of every example query: ``top_examples``, an atlas's ``examples``, the
+    streamed statistics' top and quantile samples (``ChannelStats``), ``unit_samples``.
+
+    sample_id : int64 array, shape (k,)
+    yx : int64 array, shape (k, 2), the position on the layer's grid ((-1, -1) for "mean" rows)
+    values : float32 array, shape (k,), the unit's value there (for a direction, the dot product)
+    rows : int64 array, shape (k,), the cached rows the examples are, or None when they come from
+        statistics streamed over every position (most positions are not cached rows)
     """
 
-    rows: np.ndarray
     sample_id: np.ndarray
     yx: np.ndarray
     values: np.ndarray
+    rows: np.ndarray | None = None
 
     def __len__(self) -> int:
-        return len(self.rows)
+        return len(self.sample_id)
+
+
+def best_per_sample(sample_id: torch.Tensor, scores: torch.Tensor, n_samples: int | None = None) -> torch.Tensor:
+    """Each sample's best entry: where its score is highest.
+
+    sample_id : int64 tensor, shape (r,), the sample of each entry (e.g. of each row of a layer)
+    scores : float tensor, shape (r,), on the same device, without NaN
+    n_samples : int > every sample id; default the largest id + 1
+    Returns int64 tensor, shape (m,): for each sample with an entry, in sample order, the position
+    (into ``sample_id``) of its highest score; ties go to the first position.
+    """
+    r = int(sample_id.shape[0])
+    if n_samples is None:
+        n_samples = int(sample_id.max()) + 1 if r else 0
+    best = torch.full((n_samples,), -torch.inf, device=scores.device, dtype=scores.dtype)
+    best = best.scatter_reduce(0, sample_id, scores, reduce="amax")
+    is_best = scores == best[sample_id]
+    first = torch.full((n_samples,), r, device=scores.device, dtype=torch.long)
+    idx = torch.arange(r, device=scores.device)
+    first = first.scatter_reduce(0, sample_id[is_best], idx[is_best], reduce="amin")
+    return first[first < r]
+
+
+def best_rows(la: "LayerActs", scores, k: int, rows=None) -> "TopExamples":
+    """The ``k`` best-scoring rows of a layer, at most one per sample, best first.
+
+    scores : float tensor or array, shape (r,), the score of each of ``rows``
+    rows : int tensor or array, shape (r,), row indices of the layer; None for all its rows
+    Returns TopExamples of up to ``k`` distinct samples; ties go to the earlier of ``rows``.
+    """
+    device = la.sample_id.device  # only the picked rows leave a GPU cache
+    scores = torch.as_tensor(scores, device=device)
+    rows_t = None if rows is None else torch.as_tensor(rows, dtype=torch.long, device=device)
+    sample_id = la.sample_id if rows_t is None else la.sample_id[rows_t]
+    pos = _ranked(best_per_sample(sample_id, scores), scores, int(k))
+    picked = pos if rows_t is None else rows_t[pos]
+    return TopExamples(
+        sample_id=sample_id[pos].cpu().numpy().astype(np.int64),
+        yx=la.yx[picked].cpu().numpy().astype(np.int64),
+        values=scores[pos].cpu().numpy().astype(np.float32),
+        rows=picked.cpu().numpy().astype(np.int64),
+    )
+
+
+def _ranked(positions: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k`` best of ``positions`` by score, best first; ties keep the order of position."""
+    positions = positions.sort().values
+    order = torch.argsort(scores[positions], descending=True, stable=True)
+    return positions[order[:k]]
 
 
 @dataclass(repr=False)
@@ -162,7 +224,7 @@ class ActivationCache:
         try:
             return self.layers[layer]
         except KeyError:
-            raise KeyError(
+            raise LayerNotCaptured(
                 f"Layer {layer!r} was not captured; this cache has {list(self.layers)}."
             ) from None
 
@@ -175,16 +237,30 @@ class ActivationCache:
         first = next(iter(self.layers.values()), None)
         return first.acts.device if first is not None else self.logits.device
 
-    def layer(self, name: str | None = None) -> LayerActs:
-        """The named layer, or the only one when the cache has one."""
+    def layer_name(self, name: str | None = None) -> str:
+        """The name of a layer of this cache: ``name`` checked, or the only layer when None.
+
+        Every function that takes ``layer=`` for a cache resolves it here (``hooks.resolve_layers``
+        does the same for a model's layers). Raises ValueError for None when the cache has several
+        layers, TypeError for a non-string, and ``LayerNotCaptured`` (a ValueError and a KeyError)
+        for a layer the cache does not hold.
+        """
         if name is None:
             if len(self.layers) != 1:
                 raise ValueError(
                     f"This cache has {len(self.layers)} layers {list(self.layers)}; "
                     "pass layer=... to say which."
                 )
-            return next(iter(self.layers.values()))
-        return self[name]
+            return next(iter(self.layers))
+        if not isinstance(name, str):
+            raise TypeError(f"layer must be a layer name (str), got {type(name).__name__}.")
+        if name not in self.layers:
+            raise LayerNotCaptured(f"Layer {name!r} was not captured; this cache has {list(self.layers)}.")
+        return name
+
+    def layer(self, name: str | None = None) -> LayerActs:
+        """The named layer, or the only one when the cache has one (see ``layer_name``)."""
+        return self.layers[self.layer_name(name)]
 
     def attribution(self, layer: str | None, target: Any) -> torch.Tensor:
         """Stored attribution of ``layer``'s rows toward ``target``, shape (n_rows, n_channels).
@@ -239,33 +315,22 @@ class ActivationCache:
         direction : array, shape (n_channels,)
         per_sample : keep only the best row of each sample, so k distinct samples come back
         """
-        la = self.layer(layer)
-        d = checked_direction(direction, la.n_channels, layer or next(iter(self.layers)))
+        name = self.layer_name(layer)
+        la = self.layers[name]
+        d = checked_direction(direction, la.n_channels, name)
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"k must be a positive int, got {k!r}.")
         k = int(k)
         scores = la.acts @ d.to(device=la.acts.device, dtype=la.acts.dtype)  # the one matmul
         scores = finite_scores(scores.float())
         if per_sample:
-            best = torch.full((self.n_samples,), -torch.inf, device=scores.device)
-            best = best.scatter_reduce(0, la.sample_id, scores, reduce="amax")
-            # a row wins its sample when it reaches the sample's max; ties go to the first row
-            is_best = scores == best[la.sample_id]
-            first = torch.full((self.n_samples,), la.n_rows, device=scores.device, dtype=torch.long)
-            idx = torch.arange(la.n_rows, device=scores.device)
-            first = first.scatter_reduce(0, la.sample_id[is_best], idx[is_best], reduce="amin")
-            candidates = first[first < la.n_rows]
-            kk = min(k, candidates.numel())
-            vals, order = scores[candidates].topk(kk)
-            rows = candidates[order]
-        else:
-            kk = min(k, la.n_rows)
-            vals, rows = scores.topk(kk)
+            return best_rows(la, scores, k)
+        vals, rows = scores.topk(min(k, la.n_rows))
         return TopExamples(
-            rows=rows.cpu().numpy(),
             sample_id=la.sample_id[rows].cpu().numpy(),
             yx=la.yx[rows].cpu().numpy(),
             values=vals.cpu().numpy().astype(np.float32),
+            rows=rows.cpu().numpy(),
         )
 
     def save(self, path: str | Path, shard_samples: int = 1024, *, overwrite: bool = False) -> Path:

@@ -19,7 +19,7 @@ from torch import nn
 
 from .sampling import LIST_HINT
 
-__all__ = ["LayerSpec", "resolve_layers", "hooks", "eval_mode", "model_device", "model_dtype", "placement",
+__all__ = ["LayerSpec", "resolve_layers", "hooks", "forward_layers", "eval_mode", "model_device", "model_dtype", "placement",
            "on_device", "as_model_input"]
 
 LayerSpec = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
@@ -104,6 +104,35 @@ def hooks(
     finally:
         for handle in handles:
             handle.remove()
+
+
+class _Enough(Exception):
+    """Raised by a hook once every needed layer has run: the rest of the forward pass is wasted."""
+
+
+def forward_layers(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Run ``model`` on ``x`` until every layer in ``layers`` has produced its output.
+
+    Returns dict layer name -> output. Hooks live only inside this call.
+    """
+    got: dict[str, torch.Tensor] = {}
+
+    def keep(name, out):
+        got[name] = out
+        if len(got) == len(layers):
+            raise _Enough
+        return None
+
+    with hooks(model, list(layers), keep):
+        try:
+            model(x)
+        except _Enough:
+            pass
+    missing = [n for n in layers if n not in got]
+    if missing:
+        raise ValueError(f"Layers {missing} did not run in the model's forward pass; an objective "
+                         "can only use layers the forward pass calls.")
+    return got
 
 
 @contextlib.contextmanager

@@ -47,10 +47,11 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .cache import TopExamples
 from .sampling import _splitmix64, _splitmix64_int
 
 __all__ = [
-    "DEFAULT_RANGES", "STATS_DEFAULTS", "ChannelStats", "Examples", "UnitSamples",
+    "DEFAULT_RANGES", "STATS_DEFAULTS", "ChannelStats", "UnitSamples",
     "stats_config",
 ]
 
@@ -186,42 +187,27 @@ def _bottom_r(group, key, payload: Sequence[torch.Tensor], n_groups: int, r: int
 
 
 @dataclass
-class Examples:
-    """Some samples of a unit, each at its strongest position.
-
-    sample_id : int64 array, shape (n,); yx : int64 array, shape (n, 2)
-    values : float32 array, shape (n,), the unit's activation there (the sample's maximum)
-    """
-
-    sample_id: np.ndarray
-    yx: np.ndarray
-    values: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.sample_id)
-
-
-@dataclass
 class UnitSamples:
     """Top samples, then samples from quantile ranges, then a plain random sample, of one unit.
 
-    groups : dict name -> Examples, in display order: "top", "[0.99, 0.999]", ..., "random"
+    groups : dict name -> TopExamples, in display order: "top", "[0.99, 0.999]", ..., "random"
     ranges : dict name -> (qa, qb) quantile range of each quantile group
     source : "stats" (streamed over every position during capture) or "rows" (the cached rows)
     """
 
     layer: str
     unit: Any
-    groups: dict[str, Examples]
+    groups: dict[str, TopExamples]
     ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
     source: str = "stats"
 
-    def all(self) -> Examples:
-        """Every group's examples together (duplicates kept)."""
+    def all(self) -> TopExamples:
+        """Every group's examples together (duplicates kept); ``rows`` when every group has them."""
         parts = list(self.groups.values())
-        return Examples(np.concatenate([p.sample_id for p in parts]),
-                        np.concatenate([p.yx for p in parts]).reshape(-1, 2),
-                        np.concatenate([p.values for p in parts]).astype(np.float32))
+        rows = None if any(p.rows is None for p in parts) else np.concatenate([p.rows for p in parts])
+        return TopExamples(np.concatenate([p.sample_id for p in parts]),
+                           np.concatenate([p.yx for p in parts]).reshape(-1, 2),
+                           np.concatenate([p.values for p in parts]).astype(np.float32), rows)
 
 
 def _range_name(qa: float, qb: float) -> str:
@@ -491,14 +477,14 @@ class ChannelStats:
         w = self.hw[1]
         return np.stack([pos // w, pos % w], axis=-1).reshape(-1, 2).astype(np.int64)
 
-    def top(self, channel: int, n: int | None = None) -> Examples:
+    def top(self, channel: int, n: int | None = None) -> TopExamples:
         """The channel's top samples, strongest first (at most k)."""
         c = self._channel(channel)
         n = self.k if n is None else min(_check_count(n, "n"), self.k)
         v = self.top_value[c, :n].cpu().numpy()
         keep = np.isfinite(v)
-        return Examples(self.top_sample[c, :n].cpu().numpy()[keep],
-                        self._yx(self.top_pos[c, :n].cpu().numpy()[keep]), v[keep].astype(np.float32))
+        return TopExamples(self.top_sample[c, :n].cpu().numpy()[keep],
+                           self._yx(self.top_pos[c, :n].cpu().numpy()[keep]), v[keep].astype(np.float32))
 
     def histogram(self, channel: int, of: str = "positions") -> tuple[np.ndarray, np.ndarray]:
         """(edges (bins + 1,) float64, counts (bins,) int64) of a channel's activations.
@@ -521,7 +507,7 @@ class ChannelStats:
             raise ValueError("No data has been seen yet.")
         return float(np.interp(q * cum[-1], cum, edges))
 
-    def sample_range(self, channel: int, qa: float, qb: float, n: int, seed: int = 0) -> Examples:
+    def sample_range(self, channel: int, qa: float, qb: float, n: int, seed: int = 0) -> TopExamples:
         """Up to n samples whose maxima lie in the quantile range [qa, qb) (see module docstring)."""
         c = self._channel(channel)
         counts = self.maxima.counts[c].cpu().double()
@@ -533,7 +519,7 @@ class ChannelStats:
         key = self.r_key[c].cpu()
         involved = frac > 0
         if not bool(involved.any()):
-            return Examples(np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
+            return TopExamples(np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
         limit = key[:, -1][involved].min()  # below it, every bin involved kept all its items
         live = (key != _EMPTY) & (key < limit)
         eligible = live & (_hash01(key, seed) < frac[:, None])
@@ -542,7 +528,7 @@ class ChannelStats:
         pick = lambda t: t[c].cpu()[eligible][order].numpy()  # noqa: E731
         vals, sids, pos = pick(self.r_value), pick(self.r_sample), pick(self.r_pos)
         by_value = np.argsort(-vals, kind="stable")
-        return Examples(sids[by_value], self._yx(pos[by_value]), vals[by_value].astype(np.float32))
+        return TopExamples(sids[by_value], self._yx(pos[by_value]), vals[by_value].astype(np.float32))
 
     def samples(self, channel: int, n: int = 20, n_top: int | None = None,
                 ranges=DEFAULT_RANGES, n_random: int | None = None, seed: int = 0,

@@ -14,20 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .cache import ActivationCache, checked_direction, finite_scores
-from .topk import DEFAULT_RANGES, Examples, UnitSamples, _check_count, _check_ranges, _range_name
+from .cache import ActivationCache, TopExamples, best_per_sample, checked_direction, finite_scores
+from .topk import DEFAULT_RANGES, UnitSamples, _check_count, _check_ranges, _range_name
 
 __all__ = ["unit_samples", "unit_maxima"]
-
-
-def _layer_name(cache: ActivationCache, layer: str | None) -> str:
-    if layer is None:
-        if len(cache.layers) != 1:
-            raise ValueError(f"This cache has layers {list(cache.layers)}; pass layer=... to say which.")
-        return next(iter(cache.layers))
-    if layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
-    return layer
 
 
 def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:
@@ -44,39 +34,35 @@ def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:
     return finite_scores(la.acts.float() @ d.to(la.acts.device))
 
 
-def unit_maxima(cache: ActivationCache, unit, layer: str | None = None) -> Examples:
+def unit_maxima(cache: ActivationCache, unit, layer: str | None = None) -> TopExamples:
     """Each sample's best cached row for a unit: its value there and its position.
 
     unit : a channel index, or a direction of shape (n_channels,) (its value is the dot product)
-    Returns Examples with one entry per sample that has rows, in sample order (ties: the first row).
+    Returns TopExamples with one entry per sample that has rows, in sample order (ties: the first
+    row), ``rows`` included.
     """
-    name = _layer_name(cache, layer)
+    name = cache.layer_name(layer)
     la = cache.layers[name]
     scores = _scores(cache, name, unit)
-    best = torch.full((cache.n_samples,), -math.inf, device=scores.device)
-    best = best.scatter_reduce(0, la.sample_id, scores, reduce="amax")
-    hit = scores == best[la.sample_id]
-    first = torch.full((cache.n_samples,), la.n_rows, device=scores.device, dtype=torch.long)
-    first = first.scatter_reduce(0, la.sample_id[hit], torch.arange(la.n_rows, device=scores.device)[hit], reduce="amin")
-    present = first < la.n_rows
-    rows = first[present].cpu().numpy()
-    return Examples(torch.nonzero(present).flatten().cpu().numpy(),
-                    la.yx.cpu().numpy()[rows].reshape(-1, 2),
-                    best[present].cpu().numpy().astype(np.float32))
+    rows = best_per_sample(la.sample_id, scores, cache.n_samples)
+    return TopExamples(la.sample_id[rows].cpu().numpy(),
+                       la.yx[rows].cpu().numpy().reshape(-1, 2),
+                       scores[rows].cpu().numpy().astype(np.float32),
+                       rows.cpu().numpy())
 
 
 def _rows_samples(cache, layer, unit, n, n_top, ranges, n_random, seed, maxima=None) -> UnitSamples:
     """Exact groups from the cached rows: each sample's best cached row, ranked."""
     if maxima is None:
         maxima = unit_maxima(cache, unit, layer)
-    sids, yx, vals = maxima.sample_id, maxima.yx, maxima.values
+    sids, yx, vals, rows = maxima.sample_id, maxima.yx, maxima.values, maxima.rows
     order = np.lexsort((sids, -vals))  # strongest first, ties by sample id
     asc = order[::-1]
     m = len(order)
 
     def ex(idx):
         idx = idx[np.argsort(-vals[idx], kind="stable")]
-        return Examples(sids[idx], yx[idx].reshape(-1, 2), vals[idx])
+        return TopExamples(sids[idx], yx[idx].reshape(-1, 2), vals[idx], None if rows is None else rows[idx])
 
     rng = np.random.default_rng(seed)
     groups = {"top": ex(order[: (n if n_top is None else n_top)])}
@@ -101,7 +87,7 @@ def unit_samples(
     n_random: int | None = None,
     seed: int = 0,
     source: str = "auto",
-    maxima: Examples | None = None,
+    maxima: TopExamples | None = None,
 ) -> UnitSamples:
     """Top samples, quantile-range samples and a random sample of a channel or a direction.
 
@@ -116,7 +102,7 @@ def unit_samples(
     Returns a UnitSamples whose groups are "top", one per range, then "random"; each example is
     a sample at its strongest position.
     """
-    name = _layer_name(cache, layer)
+    name = cache.layer_name(layer)
     n = _check_count(n, "n")
     if n_top is not None:
         n_top = _check_count(n_top, "n_top")

@@ -46,7 +46,7 @@ def patch_from_cell(atlas, cache: ActivationCache, cell: int | None = None, *,
     float32 tensor, shape (3, size, size), RGB in [0, 1] (the cache's display images). For a model
     that takes normalised input, normalise the patch like the images before ``patch_attack``.
     """
-    from ..render.crops import _windows, crop_rows, display_images
+    from ..cache.crops import crop_rows, display_images, rf_windows
 
     _check_atlas_cache(atlas, cache)
     images = display_images(cache)  # a clear error for a cache without images
@@ -59,7 +59,7 @@ def patch_from_cell(atlas, cache: ActivationCache, cell: int | None = None, *,
     la = cache[atlas.layer]
     _check_crop(crop)
     if size is None:
-        _, _, ch, cw = _windows(cache, la, images.shape[-2:], la.yx.cpu()[[row]], fraction=crop)
+        _, _, ch, cw = rf_windows(cache, la, images.shape[-2:], la.yx.cpu()[[row]], fraction=crop)
         size = max(ch, cw)
     else:
         _check_int(size, "size", 1)
@@ -88,7 +88,7 @@ def patch_from_icon(model: nn.Module, atlas, cache: ActivationCache, cell: int |
     -------
     float32 tensor, shape (3, size, size), RGB in [0, 1]
     """
-    from ..render.crops import _windows
+    from ..cache.crops import rf_windows
     from ..render.icons import render_icons
 
     _check_atlas_cache(atlas, cache)
@@ -104,7 +104,7 @@ def patch_from_icon(model: nn.Module, atlas, cache: ActivationCache, cell: int |
                         whiten=cache, store=store, progress=progress, **render_kwargs).icons[0]
     la = cache[atlas.layer]
     centre = torch.tensor([[la.hw[0] // 2, la.hw[1] // 2]])
-    y0, x0, ch, cw = _windows(cache, la, (h, w), centre, fraction=crop)
+    y0, x0, ch, cw = rf_windows(cache, la, (h, w), centre, fraction=crop)
     cut = icon[:, int(y0[0]) : int(y0[0]) + ch, int(x0[0]) : int(x0[0]) + cw].float()[None]
     if size is None:
         size = max(ch, cw)

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..cache.cache import ActivationCache, LayerActs, TopExamples
-from ..render.crops import boxed_images, crop_rows, display_images
+from ..cache.cache import ActivationCache, LayerActs, TopExamples, best_rows
+from ..cache.crops import boxed_images, crop_rows, display_images
 from .grid import Cells, grid
 from .umap import umap_layout
 
@@ -139,7 +139,7 @@ class Atlas:
         rows_t = torch.as_tensor(rows, device=la.acts.device)
         member_acts = la.acts[rows_t].float()
         scores = member_acts @ member_acts.mean(0)  # one matmul over the selection
-        return _best_per_sample(la, rows, scores.cpu().numpy(), k)
+        return best_rows(la, scores, k, rows=rows_t)
 
     def _selection_rows(self, cell_ids, k) -> np.ndarray:
         """Checks shared by the example queries; returns the selection's member rows."""
@@ -165,28 +165,8 @@ class Atlas:
 
 def _no_examples() -> TopExamples:
     return TopExamples(
-        rows=np.zeros(0, np.int64), sample_id=np.zeros(0, np.int64),
-        yx=np.zeros((0, 2), np.int64), values=np.zeros(0, np.float32),
-    )
-
-
-def _best_per_sample(la: LayerActs, rows: np.ndarray, scores: np.ndarray, k: int) -> TopExamples:
-    """The ``k`` best-scoring rows, at most one per sample, best first.
-
-    rows : int64 array, shape (r,), candidate row indices; scores : float array, shape (r,)
-    """
-    at = torch.as_tensor(rows, device=la.sample_id.device)  # only these rows leave a GPU cache
-    samples = la.sample_id[at].cpu().numpy()
-    # best row per sample: sort by score, then keep each sample's first appearance
-    by_score = np.argsort(-scores, kind="stable")
-    _, first = np.unique(samples[by_score], return_index=True)
-    best = by_score[np.sort(first)][: int(k)]
-    picked = rows[best]
-    return TopExamples(
-        rows=picked.astype(np.int64),
-        sample_id=samples[best].astype(np.int64),
-        yx=la.yx[at[torch.as_tensor(best)]].cpu().numpy().astype(np.int64),
-        values=np.asarray(scores)[best].astype(np.float32),
+        sample_id=np.zeros(0, np.int64), yx=np.zeros((0, 2), np.int64),
+        values=np.zeros(0, np.float32), rows=np.zeros(0, np.int64),
     )
 
 
@@ -243,7 +223,7 @@ def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tupl
         raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
     if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
         raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}.")
-    name = _layer_name(cache, layer)
+    name = cache.layer_name(layer)
     la = cache[name]
     if la.n_rows == 0:
         raise ValueError(f"Layer {name!r} has no rows; capture some data first.")
@@ -303,21 +283,6 @@ def cache_identity(cache: ActivationCache) -> dict | None:
         "data": fp["data"],
         "policy": {k: v for k, v in policy.items() if k not in _NOT_ROWS},
     }
-
-
-def _layer_name(cache: ActivationCache, layer: str | None) -> str:
-    if layer is None:
-        if len(cache.layers) != 1:
-            raise ValueError(
-                f"This cache has {len(cache.layers)} layers {list(cache.layers)}; pass layer=... "
-                "to say which one the atlas shows."
-            )
-        return next(iter(cache.layers))
-    if not isinstance(layer, str):
-        raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}.")
-    if layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
-    return layer
 
 
 def _typical_rows(acts: torch.Tensor, cells: Cells) -> np.ndarray:

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..attribution import _name, _resolve, target_key
-from ..cache.cache import ActivationCache, TopExamples
-from .atlas import Atlas, _best_per_sample, _checked_layer, _grid_parts, _no_examples
+from ..cache.cache import ActivationCache, TopExamples, best_rows
+from .atlas import Atlas, _checked_layer, _grid_parts, _no_examples
 from .umap import umap_layout
 
 __all__ = ["ComparisonAtlas", "compare_atlas"]
@@ -86,7 +86,7 @@ class ComparisonAtlas(Atlas):
             return _no_examples()
         d = self.diff[rows].astype(np.float64)
         side = 1.0 if d.mean() >= 0 else -1.0
-        return _best_per_sample(self.acts, rows, side * d, k)
+        return best_rows(self.acts, side * d, k, rows=rows)
 
     @property
     def x(self) -> np.ndarray:

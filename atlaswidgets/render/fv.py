@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache.hooks import eval_mode, hooks, model_device, model_dtype, on_device, resolve_layers
+from ..cache.hooks import eval_mode, forward_layers, model_device, model_dtype, on_device, resolve_layers
 from .objectives import Objective
 from .param import make_image
 from .transforms import as_transform
@@ -44,10 +44,6 @@ class Rendered:
                 f"{np.array2string(self.values[:4], precision=3)}{'...' if len(self.values) > 4 else ''})")
 
 
-class _Enough(Exception):
-    """Raised by a hook once every needed layer has run: the rest of the forward pass is wasted."""
-
-
 def _positive_int(name: str, v, lo: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
@@ -62,31 +58,6 @@ def model_input(model: nn.Module, images: torch.Tensor, normalize: Callable | No
     x = normalize(x) if normalize is not None else x
     dtype = model_dtype(model)
     return x.to(dtype) if dtype is not None else x
-
-
-def forward_layers(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Run ``model`` on ``x`` until every layer in ``layers`` has produced its output.
-
-    Returns dict layer name -> output. Hooks live only inside this call.
-    """
-    got: dict[str, torch.Tensor] = {}
-
-    def keep(name, out):
-        got[name] = out
-        if len(got) == len(layers):
-            raise _Enough
-        return None
-
-    with hooks(model, list(layers), keep):
-        try:
-            model(x)
-        except _Enough:
-            pass
-    missing = [n for n in layers if n not in got]
-    if missing:
-        raise ValueError(f"Layers {missing} did not run in the model's forward pass; an objective "
-                         "can only use layers the forward pass calls.")
-    return got
 
 
 def render(

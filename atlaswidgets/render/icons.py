@@ -34,13 +34,13 @@ import torch
 from torch import nn
 
 from ..cache.cache import ActivationCache
-from ..cache.hooks import eval_mode, on_device, resolve_layers
+from ..cache.crops import sprite_sheet
+from ..cache.hooks import eval_mode, forward_layers, on_device, resolve_layers
 from ..cache.store import atomic_write, is_ours_tmp, model_fingerprint
-from .crops import sprite_sheet
-from .fv import _positive_int, forward_layers, model_input, render
+from .fv import _positive_int, model_input, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
 
-__all__ = ["Icons", "render_icons", "cell_icons", "FORMAT"]
+__all__ = ["Icons", "render_icons", "cell_icons", "unit_icon", "FORMAT"]
 
 FORMAT = "atlaswidgets.icons"
 SCHEMA_VERSION = 1
@@ -205,6 +205,22 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None, **
     if "store" not in kwargs and home is not None and os.access(home, os.W_OK):
         kwargs["store"] = home  # beside the activation store (a read-only one is left alone)
     return render_icons(model, atlas.layer, means, **kwargs)
+
+
+def unit_icon(model: nn.Module, layer: str, unit, input_hw, steps: int,
+              normalize: Callable | None) -> torch.Tensor:
+    """A feature visualisation of one unit (the neuron viewer's icon), seed 0.
+
+    unit : a channel index, or a direction of shape (n_channels,)
+    input_hw : the model's input size (the cache's ``input_hw``); the icon is that size, or 64 px
+        when it is unknown
+    Returns the image, shape (3, s, s), values in [0, 1].
+    """
+    from . import objectives
+
+    size = int(min(input_hw)) if min(input_hw) >= 8 else 64
+    obj = objectives.channel(layer, unit) if isinstance(unit, int) else objectives.direction(layer, unit)
+    return render(model, obj, size=size, steps=steps, normalize=normalize, seed=0).images[0]
 
 
 # ----------------------------------------------------------------------------- rendering

@@ -8,8 +8,9 @@ In the page, cell (row, col) covers the canvas rectangle (CSS pixels from its to
 ``scale,offsetX,offsetY`` is the root element's ``data-view`` attribute. A browser test clicks a
 cell at ``(offsetX + (col + 0.5) * scale, offsetY + (row + 0.5) * scale)``.
 
-Zoom levels. Level 0 is the atlas as built (n x n cells); level k bins the same layout (same xy,
-no new UMAP run, same ``min_count``) into ``n * 2**k`` cells per side, so fine cell (r, c) lies
+Zoom levels (built by ``atlaswidgets.layout.levels``). Level 0 is the atlas as built (n x n
+cells); level k bins the same layout (same xy, no new UMAP run, same ``min_count``) into
+``n * 2**k`` cells per side, so fine cell (r, c) lies
 inside coarse cell (r >> k, c >> k). When the person zooms in far enough (a cell drawn more than
 about 1.6 times its size at the home view), the page asks for the next level by setting ``level``;
 Python answers with that level's cells and sprite in one message, and the page keeps the same
@@ -54,8 +55,9 @@ import traitlets
 from torch import nn
 
 from ..cache.cache import ActivationCache
+from ..cache.crops import sprite_sheet
 from ..layout.atlas import Atlas, _class_name, build_atlas
-from ..render.crops import sprite_sheet
+from ..layout.levels import AtlasLevels, carry_selection
 from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
 __all__ = ["AtlasWidget", "ICON_KINDS"]
@@ -164,7 +166,7 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         self._cache = cache
         self._model = model
         self._fv_options = dict(fv_options or {})
-        self._levels: dict[int, Atlas] = {0: atlas}
+        self._levels = AtlasLevels(atlas, self._regrid)
         self._levels_asked = levels
         self._icon_sets: dict[tuple[int, str], torch.Tensor] = {}
         self._quiet = True  # the observers below ignore the traits __init__ sets
@@ -196,15 +198,12 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         """The Atlas of zoom ``level`` (built on first use: the level-0 layout re-binned into
         ``n * 2**level`` cells per side, no new UMAP run)."""
         level = self._checked_level(level)
-        if level not in self._levels:
-            base = self._levels[0]
-            try:
-                self._levels[level] = self._regrid(base, base.cells.n * 2 ** level)
-            except ValueError:
-                # too fine for this data: stop the page from asking for it again
-                self.n_levels = min(self.n_levels, level)
-                raise
-        return self._levels[level]
+        try:
+            return self._levels[level]
+        except ValueError:
+            # too fine for this data: stop the page from asking for it again
+            self.n_levels = min(self.n_levels, level)
+            raise
 
     def use_icons(self, kind: str) -> None:
         """Show "examples" (dataset crops) or "feature-vis" icons, at this level and the others.
@@ -377,8 +376,8 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     def _show_level(self, level: int) -> None:
         atlas = self.atlas_at(level)
         icons = self._icons_of(atlas, level, self.icons)  # may render: before anything changes
-        carried = _carry_selection(self._atlas, atlas, self.selected)
-        lit = _carry_selection(self._atlas, atlas, self.highlighted)
+        carried = carry_selection(self._atlas, atlas, self.selected)
+        lit = carry_selection(self._atlas, atlas, self.highlighted)
         with self.hold_sync():
             self.selected = []  # checked against the old cells, so it must go before them
             self.highlighted = []
@@ -417,7 +416,7 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
             self.selected = []  # checked against the old cells, so it must go before them
             self.highlighted = []
             self._atlas = new
-            self._levels = {0: new}
+            self._levels = AtlasLevels(new, self._regrid)
             self._icon_sets = {(0, kind): icons} if kind == "feature-vis" else {}
             self.n_levels = self._max_levels(self._levels_asked)
             self._set_traits(new, 0, kind, icons)
@@ -433,26 +432,6 @@ _NO_MODEL = (
 def _check_kind(kind) -> None:
     if kind not in ICON_KINDS:
         raise ValueError(f"icons must be one of {list(ICON_KINDS)}, got {kind!r}.")
-
-
-def _carry_selection(old: Atlas, new: Atlas, selected: list[int]) -> list[int]:
-    """The cells of ``new`` that cover the selected cells of ``old``, two grids of one layout whose
-    sides differ by a power of two: the visible children when zooming in, the parents when out."""
-    if not selected:
-        return []
-    n_old, n_new = old.cells.n, new.cells.n
-    ids = np.asarray(selected, dtype=np.int64)
-    row, col = ids // n_old, ids % n_old
-    if n_new >= n_old:
-        f = n_new // n_old
-        sub = np.arange(f)
-        rows = (row[:, None, None] * f + sub[None, :, None]).repeat(f, 2)
-        cols = (col[:, None, None] * f + sub[None, None, :]).repeat(f, 1)
-        wanted = (rows * n_new + cols).ravel()
-    else:
-        f = n_old // n_new
-        wanted = (row // f) * n_new + col // f
-    return sorted(set(np.intersect1d(wanted, new.cells.ids).tolist()))
 
 
 def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None) -> dict:

@@ -21,8 +21,8 @@ import numpy as np
 import traitlets
 
 from ..cache.cache import ActivationCache
+from ..cache.crops import boxed_images, sprite_sheet
 from ..layout.atlas import Atlas
-from ..render.crops import boxed_images, sprite_sheet
 from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
 __all__ = ["ExamplePanel"]

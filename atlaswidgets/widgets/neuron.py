@@ -34,11 +34,12 @@ import torch
 import traitlets
 
 from ..cache.cache import ActivationCache, checked_direction
+from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
+from ..cache.facts import LayerOutputs, UnitFacts, activation_maps
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
-from ..render.crops import _resize, _windows, display_images, sprite_sheet
 from ._common import RollsBackPageState, esm, from_buffer, refuses, to_buffer
-from .neuron_facts import LayerOutputs, UnitFacts, activation_maps, render_icon
+from .display import to_png
 
 __all__ = ["NeuronViewer"]
 
@@ -347,10 +348,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             self._show()
 
     def _check_layer(self, layer, allowed) -> str:
-        if not isinstance(layer, str):
-            raise TypeError(f"layer must be a layer name (str), got {type(layer).__name__}.")
-        if layer not in self._cache.layers:
-            raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(self._cache.layers)}.")
+        layer = self._cache.layer_name(layer)
         if layer not in allowed:
             raise ValueError(f"Layer {layer!r} has no per-channel statistics; capture it with "
                              f"stats=True (aw.capture(model, data, {layer!r}, stats=True)). "
@@ -398,16 +396,13 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         ex = samples.all()
         s = self.thumb_size
         images = display_images(cache)
-        pics = _resize(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
+        pics = resize_images(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
         sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
         maps, boxes = None, None
         if self._outputs is not None and len(ex):
             maps = activation_maps(self._outputs, images, ex.sample_id, layer, unit, la.hw)
         elif len(ex):
-            y0, x0, ch, cw = _windows(cache, la, images.shape[-2:], torch.as_tensor(ex.yx), shift=False)
-            h, w = images.shape[-2:]
-            b = torch.stack([y0, x0, y0 + ch, x0 + cw], 1).double() * torch.tensor([s / h, s / w, s / h, s / w])
-            boxes = b.round().long().clamp(0, s).numpy()
+            boxes = thumb_boxes(cache, la, images.shape[-2:], ex.yx, s).numpy()
         edges, counts, quantiles, marks, hist_note = self._facts.distribution(layer, unit, maxima)
         related, up, down, related_note = self._facts.related(layer, unit, self._n_related)
         if d is None:
@@ -462,8 +457,11 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             return
         if key not in self._icon_memo:
             try:
-                self._icon_memo[key] = (render_icon(self._model, self.layer, unit, self._cache.input_hw,
-                                                     self._icon_steps, self._normalize), "feature visualisation")
+                from ..render.icons import unit_icon  # feature vis imports its own modules lazily
+
+                icon = unit_icon(self._model, self.layer, unit, self._cache.input_hw, self._icon_steps,
+                                 self._normalize)
+                self._icon_memo[key] = (to_png(icon), "feature visualisation")
             except (ValueError, TypeError, RuntimeError) as e:
                 self._icon_memo[key] = (b"", f"no icon: {e}")
         png, note = self._icon_memo[key]

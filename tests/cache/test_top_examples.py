@@ -86,3 +86,42 @@ def test_label_names_refuse_ids_out_of_range(cache):
             cache.label_names(bad)
     with pytest.raises(TypeError, match="must be integers"):
         cache.label_names([0.5])
+
+
+def test_best_rows_of_a_subset_keep_one_row_per_sample(cache):
+    from atlaswidgets.cache.cache import best_per_sample, best_rows
+
+    la = cache["conv2"]
+    rows = np.arange(3, la.n_rows, 2)  # every other row: a selection's members, say
+    scores = (la.acts[torch.as_tensor(rows)] @ torch.linspace(1, -1, 16)).numpy()
+    got = best_rows(la, scores, 7, rows=rows)
+    # brute force: each sample's best of the given rows, then the best samples
+    best = {}
+    for r, s in zip(rows, scores):
+        sid = int(la.sample_id[r])
+        if sid not in best or s > best[sid][1]:
+            best[sid] = (int(r), float(s))
+    want = sorted(best.values(), key=lambda rs: -rs[1])[:7]
+    assert got.rows.tolist() == [r for r, _ in want]
+    np.testing.assert_allclose(got.values, [s for _, s in want], rtol=1e-6)
+    assert len(set(got.sample_id.tolist())) == len(got) == 7
+    np.testing.assert_array_equal(got.yx, la.yx.numpy()[got.rows])
+    # the positions come in sample order, one per sample present; ties go to the first entry
+    pos = best_per_sample(torch.tensor([2, 0, 2, 0]), torch.tensor([1.0, 5.0, 1.0, 5.0]))
+    assert pos.tolist() == [1, 0]
+
+
+def test_every_example_query_returns_top_examples(cache, model, data):
+    direction = torch.linspace(-1, 1, 16)
+    maxima = aw.unit_maxima(cache, direction, layer="conv2")
+    assert isinstance(maxima, aw.TopExamples)
+    la = cache["conv2"]
+    np.testing.assert_array_equal(la.sample_id.numpy()[maxima.rows], maxima.sample_id)
+    np.testing.assert_allclose((la.acts[torch.as_tensor(maxima.rows)] @ direction).numpy(), maxima.values,
+                               rtol=1e-5, atol=1e-6)
+    samples = aw.unit_samples(cache, direction, layer="conv2", n=3)
+    assert all(isinstance(g, aw.TopExamples) and g.rows is not None for g in samples.groups.values())
+    assert isinstance(samples.all(), aw.TopExamples) and len(samples.all().rows) == len(samples.all())
+    # streamed statistics see every position, most of which are no cached row: no rows
+    streamed = capture(model, data, ["conv2"], stats=True, progress=False).stats["conv2"].top(0, 3)
+    assert isinstance(streamed, aw.TopExamples) and streamed.rows is None and len(streamed) == 3

@@ -296,7 +296,7 @@ def synthetic_comparison():
 
 
 def test_patch_from_cell_ranks_members_by_attribution_difference(synthetic_comparison):
-    from atlaswidgets.render.crops import crop_rows
+    from atlaswidgets.cache.crops import crop_rows
 
     cache, _, comp = synthetic_comparison
     la = cache["block"]
@@ -322,7 +322,7 @@ def test_patch_from_cell_ranks_members_by_attribution_difference(synthetic_compa
 
 
 def test_patch_from_cell_on_a_plain_atlas_uses_its_top_example(synthetic_comparison):
-    from atlaswidgets.render.crops import crop_rows
+    from atlaswidgets.cache.crops import crop_rows
 
     cache, xy, _ = synthetic_comparison
     atlas = aw.build_atlas(cache, "block", grid_size=4, xy=xy)

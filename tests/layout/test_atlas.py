@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from atlaswidgets.layout.atlas import build_atlas
-from atlaswidgets.render.crops import crop_rows
+from atlaswidgets.cache.crops import crop_rows
 
 from ._synthetic import clustered_cache
 

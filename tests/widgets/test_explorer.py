@@ -9,7 +9,8 @@ import torch
 
 import atlaswidgets as aw
 from atlaswidgets.widgets import explorer
-from atlaswidgets.widgets.explorer import Explorer, selection_direction, strongest_cells
+from atlaswidgets.layout.select import selection_direction, strongest_cells
+from atlaswidgets.widgets.explorer import Explorer
 from atlaswidgets.zoo import kitchen
 
 from .conftest import XSS

@@ -1,7 +1,7 @@
-"""What the neuron viewer shows about a unit besides its examples: the distribution of its
-per-sample maxima, the channels most correlated with it, the classes it pushes up and down, its
-activation maps on given images, and its feature-vis icon. Plain computations on a cache (and a
-model), kept apart from the widget's traits and messages.
+"""What a neuron viewer shows about a unit besides its examples: the distribution of its
+per-sample maxima, the channels most correlated with it, the classes it pushes up and down, and its
+activation maps on given images. Plain computations on a cache (and a model); the NeuronViewer
+only holds their results and draws them.
 """
 
 from __future__ import annotations
@@ -12,13 +12,12 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..attribution import target_key
-from ..cache.cache import ActivationCache
-from ..cache.hooks import eval_mode
-from ..cache.topk import DEFAULT_RANGES
-from ..cache.units import unit_maxima
+from .cache import ActivationCache
+from .hooks import as_model_input, eval_mode, forward_layers
+from .topk import DEFAULT_RANGES
+from .units import unit_maxima
 
-__all__ = ["LayerOutputs", "UnitFacts", "activation_maps", "render_icon"]
+__all__ = ["LayerOutputs", "UnitFacts", "activation_maps"]
 
 
 class UnitFacts:
@@ -92,6 +91,8 @@ class UnitFacts:
     def class_means(self, layer: str) -> tuple[list[str], torch.Tensor]:
         """Class names with a single-class attribution, and each one's mean per channel, shape
         (n_classes_found, n_channels)."""
+        from ..attribution import target_key  # at call time: the cache package is imported first
+
         la = self._cache[layer]
         cache = self._cache
         n_out = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else 0
@@ -143,9 +144,6 @@ class LayerOutputs:
         return result
 
     def _run(self, images, layer: str, hw, ids: list[int]) -> torch.Tensor:
-        from ..cache.hooks import as_model_input
-        from ..render.fv import forward_layers
-
         x = images[torch.as_tensor(ids)].float() / 255
         if self._input_hw[0] > 0 and tuple(x.shape[-2:]) != self._input_hw:
             x = torch.nn.functional.interpolate(x, size=self._input_hw, mode="bilinear", align_corners=False)
@@ -176,15 +174,3 @@ def activation_maps(outputs: LayerOutputs, images, sample_id, layer, unit, hw) -
     else:
         maps = torch.einsum("nchw,c->nhw", out, torch.as_tensor(unit, device=out.device, dtype=out.dtype))
     return maps.cpu().numpy().astype(np.float32)[inverse]
-
-
-def render_icon(model, layer, unit, input_hw, steps, normalize) -> bytes:
-    """PNG bytes of a feature visualisation of the unit at the model's input size."""
-    from ..render import objectives
-    from ..render.fv import render
-    from .display import to_png
-
-    size = int(min(input_hw)) if min(input_hw) >= 8 else 64
-    obj = objectives.channel(layer, unit) if isinstance(unit, int) else objectives.direction(layer, unit)
-    result = render(model, obj, size=size, steps=steps, normalize=normalize, seed=0)
-    return to_png(result.images[0])

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from atlaswidgets.cache.cache import ActivationCache, LayerActs
-from atlaswidgets.render.crops import boxed_images, crop_rows, sprite_sheet
+from atlaswidgets.cache.crops import boxed_images, crop_rows, sprite_sheet
 
 
 def _cache(yx, images, hw=(4, 4), rf=(8, 8), input_hw=(32, 32)):

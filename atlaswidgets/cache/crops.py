@@ -1,5 +1,8 @@
 """Dataset-example pictures of cached rows: receptive-field crops, outlined images, sprite sheets.
 
+They sit beside ``regions`` (where a row looks) because the layouts, the widgets and the
+experiments all cut pictures from the cache; ``render`` is feature visualisation.
+
 Where a row looks follows ``atlaswidgets.cache.regions``: a row at grid position (y, x) of a layer
 with an (H, W) grid is centred on input pixel ((y + 0.5) * H_in / H, (x + 0.5) * W_in / W), and
 sees a window the size of the layer's receptive field. The cache's display images may be smaller
@@ -14,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..cache.cache import ActivationCache
+from .cache import ActivationCache
 
-__all__ = ["crop_rows", "boxed_images", "display_images", "sprite_sheet"]
+__all__ = ["crop_rows", "boxed_images", "display_images", "sprite_sheet", "rf_windows", "resize_images",
+           "thumb_boxes"]
 
 # outline of the receptive field on example pictures: a light core with dark edges reads on any image
 _BOX_CORE = (255, 214, 0)
@@ -56,17 +60,17 @@ def crop_rows(cache: ActivationCache, layer: str | None, rows, size: int = 48,
     sid, yx = _rows_of(la, rows_t)
     whole = yx[:, 0] < 0
     if whole.any():
-        out[whole] = _resize(images[sid[whole]], size)
+        out[whole] = resize_images(images[sid[whole]], size)
     part = ~whole
     if part.any():
-        y0, x0, ch, cw = _windows(cache, la, images.shape[-2:], yx[part], fraction=fraction)
+        y0, x0, ch, cw = rf_windows(cache, la, images.shape[-2:], yx[part], fraction=fraction)
         pics = images[sid[part]]  # (p, 3, h, w)
         ys = y0[:, None] + torch.arange(ch)  # (p, ch)
         xs = x0[:, None] + torch.arange(cw)  # (p, cw)
         idx = torch.arange(len(pics))[:, None, None]
         # advanced indexing puts the gathered (p, ch, cw) first and the channel axis last
         crops = pics.permute(0, 2, 3, 1)[idx, ys[:, :, None], xs[:, None, :]]
-        out[part] = _resize(crops.permute(0, 3, 1, 2), size)
+        out[part] = resize_images(crops.permute(0, 3, 1, 2), size)
     return out
 
 
@@ -86,17 +90,29 @@ def boxed_images(
     if k == 0:
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
     sid, yx = _rows_of(la, rows_t)
-    h, w = images.shape[-2:]
-    pics = _resize(images[sid], size)
-    y0, x0, ch, cw = _windows(cache, la, (h, w), yx, shift=False)
-    boxes = torch.stack([y0, x0, y0 + ch, x0 + cw], dim=1).float()
-    boxes = boxes.clamp_min(0) * torch.tensor([size / h, size / w, size / h, size / w])
-    boxes = boxes.round().long().clamp(0, size)
-    whole = yx[:, 0] < 0
-    boxes[whole] = torch.tensor([0, 0, size, size])
+    pics = resize_images(images[sid], size)
+    boxes = thumb_boxes(cache, la, images.shape[-2:], yx, size)
     for i in range(k):  # k is a page of examples (tens), not the rows of a layer
         _outline(pics[i], boxes[i].tolist(), width)
     return pics
+
+
+def thumb_boxes(cache: ActivationCache, la, image_hw, yx, size: int) -> torch.Tensor:
+    """The receptive field of positions ``yx`` on a ``size`` x ``size`` thumbnail of the images.
+
+    la : the layer's LayerActs; image_hw : (h, w) of the display images the thumbnails shrink
+    yx : int tensor, shape (k, 2), grid positions; (-1, -1) ("mean" rows) gets the whole picture
+    Returns int64 tensor, shape (k, 4): y0, x0, y1, x1 in thumbnail pixels (y1/x1 exclusive),
+    clipped to [0, size].
+    """
+    h, w = int(image_hw[0]), int(image_hw[1])
+    yx = torch.as_tensor(yx)
+    y0, x0, ch, cw = rf_windows(cache, la, (h, w), yx, shift=False)
+    boxes = torch.stack([y0, x0, y0 + ch, x0 + cw], dim=1).float()
+    boxes = boxes.clamp_min(0) * torch.tensor([size / h, size / w, size / h, size / w])
+    boxes = boxes.round().long().clamp(0, size)
+    boxes[yx[:, 0] < 0] = torch.tensor([0, 0, size, size])
+    return boxes
 
 
 def sprite_sheet(icons, cols: int | None = None, fmt: str = "png") -> tuple[bytes, int]:
@@ -169,8 +185,6 @@ def _prepare(cache: ActivationCache, layer, rows, size):
     images = display_images(cache)
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
         raise ValueError(f"size must be an int >= 1, got {size!r}.")
-    if layer is not None and layer not in cache.layers:
-        raise ValueError(f"Layer {layer!r} was not captured; this cache has {list(cache.layers)}.")
     la = cache.layer(layer)
     r = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
     if r.ndim != 1 or (r.size and not np.issubdtype(r.dtype, np.integer)):
@@ -187,9 +201,15 @@ def _rows_of(la, rows_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return la.sample_id[at].cpu(), la.yx[at].cpu()
 
 
-def _windows(cache, la, image_hw, yx, shift: bool = True, fraction: float = 1.0):
-    """Top-left corner (p,) and size of each row's receptive-field window (its side times
-    ``fraction``) in image pixels."""
+def rf_windows(cache, la, image_hw, yx, shift: bool = True, fraction: float = 1.0):
+    """Each row's receptive-field window in the pixels of images of size ``image_hw``.
+
+    la : the layer's LayerActs; yx : int tensor, shape (p, 2), grid positions of the rows
+    shift : move windows inwards at the image border (a crop then never needs padding)
+    fraction : float in (0, 1], the window's side as a share of the receptive field's
+    Returns (y0, x0, ch, cw): int64 tensors of shape (p,), the top-left corners, and the window's
+    height and width (ints, the same for every row).
+    """
     h, w = int(image_hw[0]), int(image_hw[1])
     h_in, w_in = cache.input_hw
     if h_in <= 0 or w_in <= 0:  # no recorded input size: the images are the input
@@ -208,7 +228,7 @@ def _windows(cache, la, image_hw, yx, shift: bool = True, fraction: float = 1.0)
     return y0, x0, ch, cw
 
 
-def _resize(pics: torch.Tensor, size: int) -> torch.Tensor:
+def resize_images(pics: torch.Tensor, size: int) -> torch.Tensor:
     """uint8 (k, 3, h, w) -> uint8 (k, 3, size, size), bilinear with antialiasing when shrinking."""
     if pics.shape[-2:] == (size, size):
         return pics.clone()
