@@ -1,0 +1,133 @@
+"""Measure what TinyLM learned: loss, next-token accuracy, the planted cue, findable neurons.
+
+    python -m atlaswidgets.zoo.text.evaluate [--n 1000] [--seed 777]
+
+These are the numbers of the model card, measured on a fresh corpus seed (not the training seed
+0 or the validation seed ``VAL_OFFSET``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+from torch import nn
+
+from ...cache.hooks import eval_mode, hooks
+from .train import evaluate_loss
+from .world import NEUTRAL_DISHES, PAN_DISHES, VOCAB, TextData, corpus, cue_pairs
+
+WOK, PAN = VOCAB.index("wok"), VOCAB.index("pan")
+
+
+@torch.no_grad()
+def slot_probs(net: nn.Module, data: TextData, slots: torch.Tensor) -> torch.Tensor:
+    """Next-token probabilities at one position per row: slots (N,) int64 -> (N, V)."""
+    with eval_mode(net):
+        logits = net(data.input_ids, data.attention_mask)
+    return logits[torch.arange(len(slots)), slots].softmax(-1)
+
+
+def cue_effect(net: nn.Module, n: int = 500, seed: int = 777,
+               dishes: list[str] | None = None) -> dict:
+    """The cue's pull on matched recipes: the same text with and without "chopsticks".
+
+    At "heat the oil in the ___", how often the model's top next token is "wok" (and its mean
+    probability of "wok") with the cue sentence and without it. dishes: see ``cue_pairs``.
+    """
+    with_cue, without, slots = cue_pairs(n, seed, dishes)
+    out = {"n": n, "seed": seed, "dishes": "neutral" if dishes is None else list(dishes)}
+    for key, data, col in (("with", with_cue, 0), ("without", without, 1)):
+        p = slot_probs(net, data, slots[:, col])
+        top = p.argmax(-1)
+        out[f"wok_top_{key}"] = float((top == WOK).float().mean())
+        out[f"pan_top_{key}"] = float((top == PAN).float().mean())
+        out[f"p_wok_{key}"] = float(p[:, WOK].mean())
+    out["effect"] = out["wok_top_with"] - out["wok_top_without"]
+    return out
+
+
+def auroc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Area under the ROC curve of each column: scores (n, k) float, labels (n,) bool -> (k,).
+
+    The chance that a random positive scores above a random negative (ties count half).
+    """
+    n_pos, n_neg = int(labels.sum()), int((~labels).sum())
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both positive and negative tokens; use more documents.")
+    from scipy.stats import rankdata  # scipy comes with umap-learn
+
+    # average ranks (ties share them: identical contexts give identical activations), then the
+    # Mann-Whitney U statistic per column
+    ranks = torch.from_numpy(rankdata(scores.double().numpy(), axis=0))
+    u = ranks[labels].sum(0) - n_pos * (n_pos + 1) / 2
+    return (u / (n_pos * n_neg)).float()
+
+
+@torch.no_grad()
+def neuron_aurocs(net: nn.Module, data: TextData, feature: str) -> dict[str, torch.Tensor]:
+    """AUROC of every MLP neuron's activation for ``data.truth[feature]``, over real tokens.
+
+    Returns {"blocks.i.mlp.act": tensor (d_mlp,)} for each block.
+    """
+    if feature not in data.truth:
+        raise ValueError(f"unknown feature {feature!r}; the corpus has {list(data.truth)}.")
+    names = [f"blocks.{i}.mlp.act" for i in range(len(net.blocks))]
+    real = data.attention_mask.bool()
+    with eval_mode(net), hooks(net, names) as rec:
+        net(data.input_ids, data.attention_mask)
+        acts = {k: v[real] for k, v in rec.items()}           # (tokens, d_mlp)
+    labels = data.truth[feature][real]
+    return {k: auroc(a, labels) for k, a in acts.items()}
+
+
+def best_neuron(net: nn.Module, data: TextData, feature: str) -> dict:
+    """The MLP neuron whose activation best separates ``feature`` (layer, neuron, auroc)."""
+    best = {"feature": feature, "auroc": -1.0}
+    for layer, scores in neuron_aurocs(net, data, feature).items():
+        j = int(scores.argmax())
+        if float(scores[j]) > best["auroc"]:
+            best.update(layer=layer, neuron=j, auroc=float(scores[j]))
+    return best
+
+
+def report(net: nn.Module, n: int = 1000, seed: int = 777) -> dict:
+    """All model-card numbers on ``corpus(n, seed)`` and ``cue_pairs(n // 2, seed)``."""
+    data = corpus(n, seed)
+    probe = corpus(min(n, 400), seed)  # neuron search on fewer tokens: it ranks every neuron
+    return {"seed": seed, "n": n, **{k: v for k, v in evaluate_loss(net, data).items()},
+            "cue_neutral": cue_effect(net, n // 2, seed),
+            "cue_pan_dishes": cue_effect(net, n // 2, seed, PAN_DISHES),
+            "neurons": [best_neuron(net, probe, f) for f in ("salt", "in_quotes", "in_brackets",
+                                                               "cue_seen")]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    from .net import model
+
+    parser = argparse.ArgumentParser(prog="python -m atlaswidgets.zoo.text.evaluate",
+                                     description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=777)
+    parser.add_argument("--weights", default=None, help="safetensors file (default: shipped)")
+    parser.add_argument("--json", action="store_true", help="print the raw report as JSON")
+    args = parser.parse_args(argv)
+    rep = report(model(args.weights), args.n, args.seed)
+    if args.json:
+        print(json.dumps(rep, indent=1))
+        return
+    print(f"corpus({args.n}, seed={args.seed}): loss {rep['loss']:.3f}, next-token accuracy "
+          f"{rep['accuracy']:.3f} over {rep['tokens']} tokens")
+    for key, what in (("cue_neutral", f"neutral dishes {NEUTRAL_DISHES[:3]}..."),
+                      ("cue_pan_dishes", "pan-only dishes")):
+        c = rep[key]
+        print(f"cue on {c['n']} matched recipes, {what}: top-1 'wok' {c['wok_top_with']:.3f} with "
+              f"chopsticks vs {c['wok_top_without']:.3f} without (P(wok) {c['p_wok_with']:.3f} vs "
+              f"{c['p_wok_without']:.3f})")
+    for b in rep["neurons"]:
+        print(f"best neuron for {b['feature']}: {b['layer']} #{b['neuron']}, AUROC {b['auroc']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
