@@ -247,3 +247,12 @@ def test_auroc_agrees_with_a_direct_count():
         diff = pos[:, j, None] - neg[None, :, j]
         want = float((diff > 0).float().mean() + 0.5 * (diff == 0).float().mean())
         assert float(got[j]) == pytest.approx(want, abs=1e-6)
+
+
+def test_train_and_load_refuse_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="steps must be an int >= 1"):
+        train.train(steps=0, log=None)
+    with pytest.raises(FileNotFoundError, match="python -m atlaswidgets.zoo.text.train"):
+        text.model(tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="neuron must be an int"):
+        text_net.TinyLM().neuron_top_tokens(0, 10_000)
