@@ -205,6 +205,10 @@ def test_model_refuses_bad_input(lm):
         lm(ids, torch.ones(2, 3))
     with pytest.raises(ValueError, match="only 0"):
         lm(ids, torch.full_like(ids, 2))
+    left = torch.zeros_like(ids)
+    left[:, 5:] = 1
+    with pytest.raises(ValueError, match="right-padded"):
+        lm(ids, left)
     with pytest.raises(ValueError, match="at most"):
         lm(torch.zeros(1, text.LENGTH + 1, dtype=torch.int64))
     with pytest.raises(ValueError, match="layer_index"):
@@ -233,8 +237,24 @@ def test_cue_effect_in_band(lm):
 
 def test_ground_truth_is_findable(lm, fresh):
     data = text.corpus(200, seed=FRESH_SEED)
-    assert evaluate.best_neuron(lm, data, "salt")["auroc"] >= 0.95
-    assert evaluate.best_neuron(lm, data, "in_quotes")["auroc"] >= 0.78
+    salt = evaluate.best_neuron(lm, data, "salt")
+    assert salt["score"] >= 0.95 and salt["layer"].endswith("mlp.act"), salt
+    assert evaluate.best_neuron(lm, data, "in_quotes")["score"] >= 0.78
+    assert evaluate.best_neuron(lm, data, "in_brackets", "correlation")["score"] >= 0.5
+    with pytest.raises(ValueError, match="metric must be one of"):
+        evaluate.best_neuron(lm, data, "salt", "f1")
+    with pytest.raises(ValueError, match="unknown feature"):
+        evaluate.best_neuron(lm, data, "pepper")
+
+
+def test_correlation_agrees_with_numpy():
+    rng = np.random.default_rng(1)
+    scores = torch.from_numpy(rng.normal(size=(300, 4)).astype(np.float32))
+    labels = torch.from_numpy(rng.random(300) < 0.4)
+    scores[:, 1] += 2 * labels.float()
+    got = evaluate.correlation(scores, labels)
+    want = [np.corrcoef(scores[:, j].numpy(), labels.numpy().astype(float))[0, 1] for j in range(4)]
+    assert np.allclose(got.numpy(), want, atol=1e-5) and float(got[1]) > 0.6
 
 
 def test_auroc_agrees_with_a_direct_count():

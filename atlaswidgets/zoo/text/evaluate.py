@@ -65,30 +65,48 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return (u / (n_pos * n_neg)).float()
 
 
-@torch.no_grad()
-def neuron_aurocs(net: nn.Module, data: TextData, feature: str) -> dict[str, torch.Tensor]:
-    """AUROC of every MLP neuron's activation for ``data.truth[feature]``, over real tokens.
+def correlation(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation of each column with the labels: scores (n, k), labels (n,) -> (k,)."""
+    y = labels.double()
+    if float(y.std()) == 0:
+        raise ValueError("correlation needs both positive and negative tokens; use more documents.")
+    x = scores.double()
+    x, y = x - x.mean(0), y - y.mean()
+    denom = (x.norm(dim=0) * y.norm()).clamp(min=1e-12)  # a neuron that never varies scores 0
+    return ((x * y[:, None]).sum(0) / denom).float()
 
+
+_METRICS = {"auroc": auroc, "correlation": correlation}
+
+
+@torch.no_grad()
+def neuron_scores(net: nn.Module, data: TextData, feature: str,
+                  metric: str = "auroc") -> dict[str, torch.Tensor]:
+    """How well every MLP neuron's activation matches ``data.truth[feature]``, over real tokens.
+
+    metric : "auroc" or "correlation" (Pearson, activation vs the 0/1 truth)
     Returns {"blocks.i.mlp.act": tensor (d_mlp,)} for each block.
     """
     if feature not in data.truth:
         raise ValueError(f"unknown feature {feature!r}; the corpus has {list(data.truth)}.")
+    if metric not in _METRICS:
+        raise ValueError(f"metric must be one of {list(_METRICS)}, got {metric!r}.")
     names = [f"blocks.{i}.mlp.act" for i in range(len(net.blocks))]
     real = data.attention_mask.bool()
     with eval_mode(net), hooks(net, names) as rec:
         net(data.input_ids, data.attention_mask)
         acts = {k: v[real] for k, v in rec.items()}           # (tokens, d_mlp)
     labels = data.truth[feature][real]
-    return {k: auroc(a, labels) for k, a in acts.items()}
+    return {k: _METRICS[metric](a, labels) for k, a in acts.items()}
 
 
-def best_neuron(net: nn.Module, data: TextData, feature: str) -> dict:
-    """The MLP neuron whose activation best separates ``feature`` (layer, neuron, auroc)."""
-    best = {"feature": feature, "auroc": -1.0}
-    for layer, scores in neuron_aurocs(net, data, feature).items():
+def best_neuron(net: nn.Module, data: TextData, feature: str, metric: str = "auroc") -> dict:
+    """The MLP neuron whose activation best matches ``feature``: {feature, metric, layer, neuron, score}."""
+    best = {"feature": feature, "metric": metric, "score": -float("inf")}
+    for layer, scores in neuron_scores(net, data, feature, metric).items():
         j = int(scores.argmax())
-        if float(scores[j]) > best["auroc"]:
-            best.update(layer=layer, neuron=j, auroc=float(scores[j]))
+        if float(scores[j]) > best["score"]:
+            best.update(layer=layer, neuron=j, score=float(scores[j]))
     return best
 
 
@@ -99,8 +117,8 @@ def report(net: nn.Module, n: int = 1000, seed: int = 777) -> dict:
     return {"seed": seed, "n": n, **{k: v for k, v in evaluate_loss(net, data).items()},
             "cue_neutral": cue_effect(net, n // 2, seed),
             "cue_pan_dishes": cue_effect(net, n // 2, seed, PAN_DISHES),
-            "neurons": [best_neuron(net, probe, f) for f in ("salt", "in_quotes", "in_brackets",
-                                                               "cue_seen")]}
+            "neurons": [best_neuron(net, probe, f, m) for m in ("auroc", "correlation")
+                        for f in ("salt", "in_quotes", "in_brackets", "cue_seen")]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
               f"chopsticks vs {c['wok_top_without']:.3f} without (P(wok) {c['p_wok_with']:.3f} vs "
               f"{c['p_wok_without']:.3f})")
     for b in rep["neurons"]:
-        print(f"best neuron for {b['feature']}: {b['layer']} #{b['neuron']}, AUROC {b['auroc']:.3f}")
+        print(f"best neuron for {b['feature']} by {b['metric']}: {b['layer']} #{b['neuron']}, "
+              f"{b['score']:.3f}")
 
 
 if __name__ == "__main__":

@@ -125,6 +125,11 @@ class TinyLM(nn.Module):
                              f"{tuple(input_ids.shape)}, got {shape}.")
         if attention_mask.numel() and not bool(((attention_mask == 0) | (attention_mask == 1)).all()):
             raise ValueError("attention_mask must hold only 0 (padding) and 1 (token).")
+        if bool((attention_mask[:, 1:] > attention_mask[:, :-1]).any()):
+            # positions count from the row's start, so left padding would shift every token
+            raise ValueError("attention_mask has padding before tokens; TinyLM reads right-padded "
+                             "rows (tokens first, then <pad>), as text.corpus makes them. With a "
+                             "tokenizer, set padding_side='right'.")
         return attention_mask.bool()
 
     def forward(self, input_ids: torch.Tensor,
@@ -145,8 +150,8 @@ class TinyLM(nn.Module):
 
     @property
     def unembed(self) -> torch.Tensor:
-        """Unembedding matrix, shape (V, d_model) (the ``head`` weights, a view)."""
-        return self.head.weight
+        """Unembedding matrix, shape (V, d_model): the ``head`` weights (a copy, no gradient)."""
+        return self.head.weight.detach().clone()
 
     def _layer(self, layer_index: int) -> Block:
         if isinstance(layer_index, bool) or not isinstance(layer_index, int) or not (
@@ -156,8 +161,12 @@ class TinyLM(nn.Module):
         return self.blocks[layer_index]
 
     def neuron_output_weights(self, layer_index: int) -> torch.Tensor:
-        """What each MLP neuron of block ``layer_index`` adds to the stream: (d_mlp, d_model)."""
-        return self._layer(layer_index).mlp.fc_out.weight.detach().T
+        """What each MLP neuron of block ``layer_index`` adds to the stream: (d_mlp, d_model).
+
+        Row j is the vector neuron j writes per unit of activation (a copy: editing it leaves
+        the model alone; to ablate a neuron, hook ``blocks.i.mlp.act``).
+        """
+        return self._layer(layer_index).mlp.fc_out.weight.detach().T.clone()
 
     @torch.no_grad()
     def neuron_logit_effect(self, layer_index: int) -> torch.Tensor:
@@ -167,7 +176,7 @@ class TinyLM(nn.Module):
         scaling by the stream's size is left out, so compare tokens within a neuron's row).
         """
         w = self.neuron_output_weights(layer_index) * self.ln_f.weight.detach()
-        return w @ self.unembed.detach().T
+        return w @ self.unembed.T
 
     def neuron_top_tokens(self, layer_index: int, neuron: int, k: int = 10) -> dict:
         """{"promotes": [(token, effect)...], "suppresses": [...]}: k each, strongest first."""
