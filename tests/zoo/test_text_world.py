@@ -237,10 +237,15 @@ def test_cue_effect_in_band(lm):
 
 def test_ground_truth_is_findable(lm, fresh):
     data = text.corpus(200, seed=FRESH_SEED)
-    salt = evaluate.best_neuron(lm, data, "salt")
+    acts = evaluate.neuron_activations(lm, data)
+    assert acts["blocks.0.mlp.act"].shape == (int(data.attention_mask.sum()), 384)
+    salt = evaluate.best_neuron(lm, data, "salt", acts=acts)
     assert salt["score"] >= 0.95 and salt["layer"].endswith("mlp.act"), salt
-    assert evaluate.best_neuron(lm, data, "in_quotes")["score"] >= 0.78
-    assert evaluate.best_neuron(lm, data, "in_brackets", "correlation")["score"] >= 0.5
+    assert evaluate.best_neuron(lm, data, "in_quotes", acts=acts)["score"] >= 0.78
+    assert evaluate.best_neuron(lm, data, "in_brackets", "correlation", acts)["score"] >= 0.5
+    # the explanation score that find_units reports for images: >= 0.7 is issue #15's bar
+    for feature in ("salt", "in_quotes"):
+        assert evaluate.best_neuron(lm, data, feature, "top_and_random", acts)["score"] >= 0.8
     with pytest.raises(ValueError, match="metric must be one of"):
         evaluate.best_neuron(lm, data, "salt", "f1")
     with pytest.raises(ValueError, match="unknown feature"):
@@ -255,6 +260,20 @@ def test_correlation_agrees_with_numpy():
     got = evaluate.correlation(scores, labels)
     want = [np.corrcoef(scores[:, j].numpy(), labels.numpy().astype(float))[0, 1] for j in range(4)]
     assert np.allclose(got.numpy(), want, atol=1e-5) and float(got[1]) > 0.6
+
+
+def test_top_and_random_by_hand():
+    rng = np.random.default_rng(2)
+    scores = torch.from_numpy(rng.normal(size=(500, 3)).astype(np.float32))
+    labels = torch.from_numpy(rng.random(500) < 0.1)
+    got = evaluate.top_and_random(scores, labels, n=20, seed=5)
+    rand = torch.randperm(500, generator=torch.Generator().manual_seed(5))[:20]
+    for j in range(3):
+        idx = torch.cat([scores[:, j].topk(20).indices, rand])
+        want = np.corrcoef(scores[idx, j].numpy(), labels[idx].numpy().astype(float))[0, 1]
+        assert float(got[j]) == pytest.approx(want, abs=1e-5)
+    with pytest.raises(ValueError, match="at least 40 tokens"):
+        evaluate.top_and_random(scores[:10], labels[:10])
 
 
 def test_auroc_agrees_with_a_direct_count():

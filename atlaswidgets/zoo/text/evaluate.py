@@ -56,12 +56,19 @@ def auroc(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     n_pos, n_neg = int(labels.sum()), int((~labels).sum())
     if n_pos == 0 or n_neg == 0:
         raise ValueError("AUROC needs both positive and negative tokens; use more documents.")
-    from scipy.stats import rankdata  # scipy comes with umap-learn
-
-    # average ranks (ties share them: identical contexts give identical activations), then the
-    # Mann-Whitney U statistic per column
-    ranks = torch.from_numpy(rankdata(scores.double().numpy(), axis=0))
-    u = ranks[labels].sum(0) - n_pos * (n_pos + 1) / 2
+    # Mann-Whitney U from average ranks, ties sharing them (identical contexts give identical
+    # activations): in each sorted column a value's rank is the middle of its run of equals
+    ordered, order = scores.float().T.sort(dim=1)                      # (k, n)
+    k, n = ordered.shape
+    pos = torch.arange(n).expand(k, n)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, pos, 0).cummax(dim=1).values
+    last = torch.where(ends, pos, n - 1).flip(1).cummin(dim=1).values.flip(1)
+    ranks = (first + last).double() / 2 + 1
+    u = (ranks * labels[order]).sum(1) - n_pos * (n_pos + 1) / 2
     return (u / (n_pos * n_neg)).float()
 
 
@@ -76,34 +83,62 @@ def correlation(scores: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return ((x * y[:, None]).sum(0) / denom).float()
 
 
-_METRICS = {"auroc": auroc, "correlation": correlation}
+def top_and_random(scores: torch.Tensor, labels: torch.Tensor, n: int = 20,
+                   seed: int = 0) -> torch.Tensor:
+    """Explanation score as in "Language models can explain neurons": per column, the correlation
+    of the 0/1 truth with the activations on that column's n strongest tokens plus n random ones.
+
+    scores (tokens, k), labels (tokens,) bool -> (k,); a column whose chosen tokens all share one
+    label scores 0. The random tokens are the same for every column (seeded).
+    """
+    m = len(scores)
+    if m < 2 * n:
+        raise ValueError(f"top_and_random needs at least {2 * n} tokens, got {m}; use more documents.")
+    rand = torch.randperm(m, generator=torch.Generator().manual_seed(seed))[:n]
+    idx = torch.cat([scores.topk(n, dim=0).indices, rand[:, None].expand(n, scores.shape[1])])
+    x = scores.gather(0, idx).double()                              # (2n, k)
+    y = labels[idx].double()
+    x, y = x - x.mean(0), y - y.mean(0)
+    denom = x.norm(dim=0) * y.norm(dim=0)
+    return torch.where(denom > 0, (x * y).sum(0) / denom.clamp(min=1e-12), 0.0).float()
+
+
+_METRICS = {"auroc": auroc, "correlation": correlation, "top_and_random": top_and_random}
 
 
 @torch.no_grad()
-def neuron_scores(net: nn.Module, data: TextData, feature: str,
-                  metric: str = "auroc") -> dict[str, torch.Tensor]:
+def neuron_activations(net: nn.Module, data: TextData) -> dict[str, torch.Tensor]:
+    """Every MLP neuron's activation on the real tokens: {"blocks.i.mlp.act": (tokens, d_mlp)}."""
+    names = [f"blocks.{i}.mlp.act" for i in range(len(net.blocks))]
+    real = data.attention_mask.bool()
+    with eval_mode(net), hooks(net, names) as rec:
+        net(data.input_ids, data.attention_mask)
+        return {k: v[real] for k, v in rec.items()}
+
+
+def neuron_scores(net: nn.Module, data: TextData, feature: str, metric: str = "auroc",
+                  acts: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
     """How well every MLP neuron's activation matches ``data.truth[feature]``, over real tokens.
 
-    metric : "auroc" or "correlation" (Pearson, activation vs the 0/1 truth)
+    metric : "auroc", "correlation" (Pearson, activation vs the 0/1 truth, all tokens) or
+        "top_and_random" (Pearson on each neuron's 20 strongest and 20 random tokens)
+    acts : ``neuron_activations(net, data)`` if already computed (scoring many features)
     Returns {"blocks.i.mlp.act": tensor (d_mlp,)} for each block.
     """
     if feature not in data.truth:
         raise ValueError(f"unknown feature {feature!r}; the corpus has {list(data.truth)}.")
     if metric not in _METRICS:
         raise ValueError(f"metric must be one of {list(_METRICS)}, got {metric!r}.")
-    names = [f"blocks.{i}.mlp.act" for i in range(len(net.blocks))]
-    real = data.attention_mask.bool()
-    with eval_mode(net), hooks(net, names) as rec:
-        net(data.input_ids, data.attention_mask)
-        acts = {k: v[real] for k, v in rec.items()}           # (tokens, d_mlp)
-    labels = data.truth[feature][real]
+    acts = neuron_activations(net, data) if acts is None else acts
+    labels = data.truth[feature][data.attention_mask.bool()]
     return {k: _METRICS[metric](a, labels) for k, a in acts.items()}
 
 
-def best_neuron(net: nn.Module, data: TextData, feature: str, metric: str = "auroc") -> dict:
+def best_neuron(net: nn.Module, data: TextData, feature: str, metric: str = "auroc",
+                acts: dict[str, torch.Tensor] | None = None) -> dict:
     """The MLP neuron whose activation best matches ``feature``: {feature, metric, layer, neuron, score}."""
     best = {"feature": feature, "metric": metric, "score": -float("inf")}
-    for layer, scores in neuron_scores(net, data, feature, metric).items():
+    for layer, scores in neuron_scores(net, data, feature, metric, acts).items():
         j = int(scores.argmax())
         if float(scores[j]) > best["score"]:
             best.update(layer=layer, neuron=j, score=float(scores[j]))
@@ -114,10 +149,11 @@ def report(net: nn.Module, n: int = 1000, seed: int = 777) -> dict:
     """All model-card numbers on ``corpus(n, seed)`` and ``cue_pairs(n // 2, seed)``."""
     data = corpus(n, seed)
     probe = corpus(min(n, 400), seed)  # neuron search on fewer tokens: it ranks every neuron
+    acts = neuron_activations(net, probe)
     return {"seed": seed, "n": n, **{k: v for k, v in evaluate_loss(net, data).items()},
             "cue_neutral": cue_effect(net, n // 2, seed),
             "cue_pan_dishes": cue_effect(net, n // 2, seed, PAN_DISHES),
-            "neurons": [best_neuron(net, probe, f, m) for m in ("auroc", "correlation")
+            "neurons": [best_neuron(net, probe, f, m, acts) for m in ("auroc", "correlation", "top_and_random")
                         for f in ("salt", "in_quotes", "in_brackets", "cue_seen")]}
 
 
