@@ -244,8 +244,8 @@ def test_ground_truth_is_findable(lm, fresh):
     assert evaluate.best_neuron(lm, data, "in_quotes", acts=acts)["score"] >= 0.78
     assert evaluate.best_neuron(lm, data, "in_brackets", "correlation", acts)["score"] >= 0.5
     # the explanation score that find_units reports for images: >= 0.7 is issue #15's bar
-    for feature in ("salt", "in_quotes"):
-        assert evaluate.best_neuron(lm, data, feature, "top_and_random", acts)["score"] >= 0.8
+    for feature, low in (("salt", 0.9), ("in_quotes", 0.75)):  # 0.995 and 0.948 when written
+        assert evaluate.best_neuron(lm, data, feature, "top_and_random", acts)["score"] >= low
     with pytest.raises(ValueError, match="metric must be one of"):
         evaluate.best_neuron(lm, data, "salt", "f1")
     with pytest.raises(ValueError, match="unknown feature"):
