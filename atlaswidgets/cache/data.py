@@ -165,7 +165,13 @@ def _text_columns(data: Mapping, batch_size: int, n_classes: int | None
     label_key = next((k for k in LABEL_KEYS if k in data), None)
     labels = None
     if label_key is not None:
-        labels = check_labels(data[label_key], n, "data's labels", n_classes)
+        labels = _as_tensor(data[label_key])
+        ids = inputs.get("input_ids")
+        if isinstance(labels, torch.Tensor) and isinstance(ids, torch.Tensor) and labels.ndim == 2 \
+                and labels.shape == ids.shape:
+            labels = None  # per-token targets (a language-modelling collator's), not sample classes
+        else:
+            labels = check_labels(labels, n, "data's labels", n_classes)
     return (({k: v[i : i + batch_size] for k, v in inputs.items()},
              labels[i : i + batch_size] if labels is not None else None)
             for i in range(0, n, batch_size)), n

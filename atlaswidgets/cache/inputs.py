@@ -11,7 +11,12 @@ A batch's input part is one of:
   under one of ``data.IMAGE_KEYS`` is an image batch, as before;
 - anything else, through ``capture(..., forward=fn)``: ``fn(inputs)`` returns the model's output.
   Its samples are counted along the first dimension of its tensors (or its length, for a list of
-  strings); a dict with ``input_ids`` keeps its token positions.
+  strings). A dict with ``input_ids`` keeps its token positions (``forward`` receives the dict);
+  other inputs carry no attention mask, so capture cannot tell their tokens from padding, and
+  refuses (N, T, D) layers on them.
+
+Labels of a text batch are one class index per sample; per-token labels (N, T) of the ids' shape
+(a language-modelling collator's targets) are not classes of the sample and are left out.
 
 Token batches are checked before the model runs: ids below the vocabulary size (from ``vocab=``
 or the model's input embedding), a 0/1 attention mask of the ids' shape.
@@ -165,11 +170,14 @@ class Batch:
         return _to(self.x, dev, dtype)
 
     def call(self, model: Any, x: Any, forward: Callable | None, preprocess: Callable | None) -> Any:
-        """The model's output on ``x`` (this batch, already on the device)."""
+        """The model's output on ``x`` (this batch, already on the device); an image batch goes
+        through ``preprocess`` first, also on its way to ``forward``."""
+        if self.kind == "image" and preprocess is not None:
+            x = preprocess(x)
         if forward is not None:
             return forward(x)
         if self.kind == "image":
-            return model(preprocess(x) if preprocess is not None else x)
+            return model(x)
         if isinstance(x, Mapping):
             return model(**x)
         return model(x)
@@ -222,7 +230,7 @@ def make_batch(x: Any, labels: Any, index: int, forward: Callable | None, vocab_
         if "input_ids" in x:
             ids, mask = x["input_ids"], x.get(MASK_KEY)
             ids, mask = check_tokens(ids, mask, index, vocab_size)
-            return Batch("tokens", x, len(ids), ids, mask)
+            return Batch("tokens", x, len(ids), ids, mask, per_sample_labels(labels, ids))
         if forward is None:
             bad = [k for k, v in x.items() if not isinstance(v, torch.Tensor)]
             if bad:
@@ -231,7 +239,7 @@ def make_batch(x: Any, labels: Any, index: int, forward: Callable | None, vocab_
                                 "tensors (a tokenizer needs return_tensors='pt'), or pass forward=fn.")
     elif isinstance(x, torch.Tensor) and x.ndim == 2 and not x.is_floating_point() and x.dtype != torch.bool:
         ids, _ = check_tokens(x, None, index, vocab_size)
-        return Batch("tokens", x, len(ids), ids, None)
+        return Batch("tokens", x, len(ids), ids, None, per_sample_labels(labels, ids))
     elif forward is None:
         raise TypeError(f"Batch {index} is {describe(x)}: not an image batch (a float tensor (N, C, H, W)), "
                         "token ids (an int tensor (N, T)) or a dict of tensors (passed as "
@@ -243,7 +251,15 @@ def make_batch(x: Any, labels: Any, index: int, forward: Callable | None, vocab_
         raise TypeError(f"Batch {index} is {describe(x)}, in which capture finds no samples: the inputs "
                         "passed to forward= must be tensors (N, ...), or dicts, tuples or lists of them, "
                         "or a list of strings.")
-    return Batch("other", x, n)
+    return Batch("other", x, n, labels=labels)
+
+
+def per_sample_labels(labels: Any, ids: torch.Tensor) -> Any:
+    """``labels``, or None for per-token labels (N, T) of the ids' shape (see the module doc)."""
+    labels = _tensor(labels)
+    if isinstance(labels, torch.Tensor) and labels.ndim == 2 and tuple(labels.shape) == tuple(ids.shape):
+        return None
+    return labels
 
 
 def check_tokens(ids: Any, mask: Any, index: int, vocab_size: int | None

@@ -119,8 +119,8 @@ class _Run:
             batch = Batch("image", images, len(images), labels=labels)
         else:
             batch = make_batch(x, labels, index, self.forward, self.vocab_size, LABEL_KEYS)
-            if labels is not None:
-                batch.labels = check_labels(labels, batch.n, f"Batch {index}: labels", n_classes)
+            if batch.labels is not None:
+                batch.labels = check_labels(batch.labels, batch.n, f"Batch {index}: labels", n_classes)
         if self.kind is not None and batch.kind != self.kind and batch.n:
             raise ValueError(f"Batch {index} holds {batch.kind} inputs, but the first batch held "
                              f"{self.kind} inputs; every batch must be of one kind.")
@@ -247,18 +247,23 @@ class _Run:
         try:
             return batch.call(self.model, x, self.forward, self.preprocess)
         except Exception as e:
-            if self.hook_error is not None or self.layer_info:
+            if self.hook_error is not None or self.layer_info or isinstance(e, torch.cuda.OutOfMemoryError):
                 raise
             if batch.kind == "image" and self.forward is None and isinstance(e, RuntimeError):
                 raise _model_failed(batch.x, e) from e
-            how = ("model(x)" if batch.kind == "image" else "model(**batch)" if isinstance(batch.x, dict)
-                   else "model(ids)" if batch.kind == "tokens" else "forward(batch)")
             cls = TypeError if isinstance(e, TypeError) else ValueError
+            why = f"{type(e).__name__}: {str(e).rstrip('. ')}"
+            if self.forward is not None:
+                raise cls(f"forward= failed on the first batch, {describe(batch.x)}, with {why}. "
+                          "Check that it takes one batch as the data gives it and returns the "
+                          "model's output.") from e
+            how = ("model(x)" if batch.kind == "image" else "model(**batch)" if isinstance(batch.x, dict)
+                   else "model(ids)")
             raise cls(
                 f"The model failed on the first batch, called as {how} with {describe(batch.x)}: "
-                f"{type(e).__name__}: {str(e).rstrip('. ')}. If the model takes its inputs another "
-                "way, pass forward=fn, a function that calls it on one batch and returns its "
-                "output, e.g. forward=lambda b: model(b['input_ids'], mask=b['attention_mask'])."
+                f"{why}. If the model takes its inputs another way, pass forward=fn, a function "
+                "that calls it on one batch and returns its output, e.g. "
+                "forward=lambda b: model(b['input_ids'], mask=b['attention_mask'])."
             ) from e
 
     def _probe(self, batch: Batch, names: list[str]) -> dict[str, tuple[tuple, Any]]:
@@ -343,6 +348,13 @@ class _Run:
             }
             if self.stats_cfg is not None:
                 self.layer_info[name]["stats"] = dict(self.stats_cfg)
+        blind = [n for n, info in self.layer_info.items() if info["kind"] == "tokens" and self.kind == "other"]
+        if blind:
+            raise ValueError(
+                f"Layer {blind[0]!r} outputs tokens (N, T, D), but the batches given to forward= carry no "
+                "input_ids and attention_mask, so capture cannot tell tokens from padding. Pass "
+                "tokenized dict batches ({'input_ids': ..., 'attention_mask': ...}); forward= "
+                "receives them as they are.")
         if self.kind != "image":
             self.input_hw = (1, max(info["hw"][1] for info in self.layer_info.values()))
         if self.path is not None and not self.closed:

@@ -126,16 +126,48 @@ def test_a_forward_function_takes_any_batch(lm, text):
     ids, mask = text
     texts = [" ".join(VOCAB[int(t)] for t in ids[i][mask[i].bool()]) for i in range(12)]
 
-    def forward(batch):  # a toy tokenizer: the texts are lists of strings
+    def tokenize(batch):  # a toy tokenizer of lists of strings
         rows = [[VOCAB.index(w) for w in s.split()] for s in batch]
         width = max(map(len, rows))
         x = torch.tensor([r + [0] * (width - len(r)) for r in rows])
         m = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])
-        return lm(x, attention_mask=m)
+        return {"input_ids": x, "attention_mask": m}
 
-    cache = cap(lm, [texts[:5], texts[5:]], sample="mean", forward=forward)
-    assert cache.n_samples == 12 and cache.tokens is None  # ids unknown to capture
-    assert cache.sample_digest.shape == (12, 16)
+    # raw strings carry no attention mask: capture cannot tell their tokens from padding
+    with pytest.raises(ValueError, match=r"Layer 'block' outputs tokens \(N, T, D\), but the batches given to "
+                                         r"forward= carry no input_ids and attention_mask"):
+        cap(lm, [texts[:5], texts[5:]], sample="mean", forward=lambda b: lm(**tokenize(b)))
+    # tokenized dict batches keep their tokens, and forward= receives them as they are
+    seen = []
+
+    def forward(batch):
+        seen.append(sorted(batch))
+        return lm(batch["input_ids"], batch["attention_mask"])
+
+    batches = [{**tokenize(texts[:5]), "labels": torch.zeros(5, dtype=torch.long)}, tokenize(texts[5:])]
+    cache = cap(lm, batches, sample="all", forward=forward)
+    assert seen[0] == ["attention_mask", "input_ids"]  # the labels were taken out
+    assert cache["block"].n_rows == int(mask.sum()) and torch.equal(cache.tokens[cache.tokens >= 0], ids[mask.bool()])
+    # per-token labels (a language-modelling collator's targets) are not classes of the sample
+    lm_labels = cap(lm, {"input_ids": ids, "attention_mask": mask, "labels": ids.clone()}, sample="mean")
+    assert bool((lm_labels.labels == -1).all())
+    # a failing forward= is named
+    with pytest.raises(ValueError, match=r"forward= failed on the first batch, a dict .* with KeyError"):
+        cap(lm, [tokenize(texts)], forward=lambda b: lm(b["ids"]))
+
+
+def test_a_layer_with_more_positions_than_tokens_is_refused(text):
+    ids, mask = text
+
+    class WithCls(TinyTextLM):  # prepends a token inside the model: positions are not the input's
+        def forward(self, input_ids, attention_mask=None):
+            x = torch.cat([torch.zeros_like(input_ids[:, :1]), input_ids], 1)
+            m = None if attention_mask is None else torch.cat([torch.ones_like(attention_mask[:, :1]), attention_mask], 1)
+            return super().forward(x, m)
+
+    with pytest.raises(ValueError, match=r"Layer 'block' outputs shape \(1, 10, 16\), but the input has 9 "
+                                         r"tokens per sample"):
+        cap(WithCls(0).eval(), {"input_ids": ids, "attention_mask": mask})
 
 
 def test_batch_encoding_is_a_mapping(lm, text):
@@ -221,7 +253,7 @@ class Pair(nn.Module):
         self.cls = nn.Linear(16, 3)
 
     def forward(self, input_ids, attention_mask=None):
-        out = self.lm(input_ids, attention_mask)["logits"]
+        self.lm(input_ids, attention_mask)  # runs lm.block, the layer captured
         emb = self.lm.embed(input_ids).mean(1)
         return emb, self.cls(emb)
 
@@ -245,6 +277,9 @@ def test_outputs_are_read_by_name_never_by_position(text):
     lm = TinyTextLM(0).eval()
     with pytest.raises(ValueError, match=r"logits='scores' does not name an item"):
         cap(lm, data, logits="scores")
+    named = cap(model, data, "lm.block", forward=lambda b: dict(zip(("emb", "scores"), model(**b))),
+                logits="scores")
+    assert torch.allclose(named.logits, want, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- store, resume, stats
