@@ -112,9 +112,13 @@ def capture(
         Labels are class indices, one per image, shape (N,): -1 for no label, and below
         ``len(classes)`` when class names are known (class names, one-hot rows or floats are
         refused with the fix to use). Missing labels become -1. Images may be normalised (see
-        ``to_display``); they must be float and all of one height and width.
+        ``to_display`` and ``preprocess``); they must be float and all of one height and width.
+        Text: token ids (N, T), a pair (ids, labels), a dict of columns or dict batches with
+        ``input_ids`` (and ``attention_mask``; a tokenizer's output), passed as ``model(**batch)``
+        without the label keys; anything else through ``forward``. See the module docstring.
     layers : a ``named_modules()`` name, a list of names, or a predicate (name, module) -> bool
-    sample : "random" (``per_image`` positions per sample, seeded), "all" or "mean" (see module doc)
+    sample : "random" (``per_image`` positions per sample, seeded; for text, up to ``per_image``
+        valid tokens), "all" or "mean" (see module doc)
     dtype : dtype of the cached activations (float32, float16 or bfloat16); logits stay float32
     keep_images : keep a uint8 copy (n_samples, 3, H, W) of the inputs for display, made by
         ``to_display(batch)`` (for normalised inputs: map them back to RGB in [0, 1]) or, without

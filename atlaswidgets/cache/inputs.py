@@ -267,8 +267,11 @@ def check_tokens(ids: Any, mask: Any, index: int, vocab_size: int | None
     """Token ids (N, T) int64 and the mask (N, T) bool (or None), on the CPU, or a clear error."""
     ids = _tensor(ids)
     if not isinstance(ids, torch.Tensor) or ids.ndim != 2 or ids.is_floating_point() or ids.dtype == torch.bool:
+        one = isinstance(ids, torch.Tensor) and ids.ndim == 1
+        hint = (" It looks like one example: batch them, e.g. with a DataLoader and a padding collator "
+                "(transformers.DataCollatorWithPadding)." if one else "")
         raise ValueError(f"Batch {index}: input_ids must be an integer tensor (N, T), got {describe(ids)}. "
-                         "A tokenizer gives one with return_tensors='pt' and padding=True.")
+                         f"A tokenizer gives one with return_tensors='pt' and padding=True.{hint}")
     ids = ids.detach().to("cpu", torch.int64)
     if ids.numel():
         low, high = (int(v) for v in torch.aminmax(ids))

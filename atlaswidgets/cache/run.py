@@ -351,10 +351,10 @@ class _Run:
         blind = [n for n, info in self.layer_info.items() if info["kind"] == "tokens" and self.kind == "other"]
         if blind:
             raise ValueError(
-                f"Layer {blind[0]!r} outputs tokens (N, T, D), but the batches given to forward= carry no "
-                "input_ids and attention_mask, so capture cannot tell tokens from padding. Pass "
-                "tokenized dict batches ({'input_ids': ..., 'attention_mask': ...}); forward= "
-                "receives them as they are.")
+                f"Layer {blind[0]!r} outputs tokens (N, T, D), but the batches carry no input_ids and "
+                "attention_mask, so capture cannot tell tokens from padding. Pass tokenized dict "
+                "batches ({'input_ids': ..., 'attention_mask': ...}); a forward= function receives "
+                "them as they are.")
         if self.kind != "image":
             self.input_hw = (1, max(info["hw"][1] for info in self.layer_info.values()))
         if self.path is not None and not self.closed:

@@ -134,8 +134,8 @@ def test_a_forward_function_takes_any_batch(lm, text):
         return {"input_ids": x, "attention_mask": m}
 
     # raw strings carry no attention mask: capture cannot tell their tokens from padding
-    with pytest.raises(ValueError, match=r"Layer 'block' outputs tokens \(N, T, D\), but the batches given to "
-                                         r"forward= carry no input_ids and attention_mask"):
+    with pytest.raises(ValueError, match=r"Layer 'block' outputs tokens \(N, T, D\), but the batches carry no "
+                                         r"input_ids and attention_mask"):
         cap(lm, [texts[:5], texts[5:]], sample="mean", forward=lambda b: lm(**tokenize(b)))
     # tokenized dict batches keep their tokens, and forward= receives them as they are
     seen = []
@@ -170,12 +170,30 @@ def test_a_layer_with_more_positions_than_tokens_is_refused(text):
         cap(WithCls(0).eval(), {"input_ids": ids, "attention_mask": mask})
 
 
-def test_batch_encoding_is_a_mapping(lm, text):
+def test_batch_encoding_model_output_and_a_tokenizer_vocab(lm, text):
     transformers = pytest.importorskip("transformers")
+    from transformers.modeling_outputs import CausalLMOutput
+
     ids, mask = text
     enc = transformers.BatchEncoding({"input_ids": ids, "attention_mask": mask})
-    cache = cap(lm, [enc], sample="all")
-    assert cache["block"].n_rows == int(mask.sum())
+
+    class Tokenizer:  # what capture reads of a tokenizer: get_vocab(), token -> id
+        def get_vocab(self):
+            return {f"w{i}": i for i in reversed(range(20))}
+
+    class HF(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lm = TinyTextLM(0)
+
+        def forward(self, input_ids, attention_mask=None):
+            return CausalLMOutput(logits=self.lm(input_ids, attention_mask)["logits"])
+
+    cache = cap(HF().eval(), [enc], "lm.block", sample="all", vocab=Tokenizer())
+    assert cache["lm.block"].n_rows == int(mask.sum())
+    assert cache.vocab == [f"w{i}" for i in range(20)] and cache.meta["output"] == "per_token"
+    with pytest.raises(ValueError, match=r"input_ids must be an integer tensor \(N, T\).*one example"):
+        cap(lm, [{"input_ids": ids[0]}])
 
 
 # ----------------------------------------------------------------------------- bad input
