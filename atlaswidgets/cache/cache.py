@@ -70,6 +70,10 @@ class LayerActs:
     yx : tensor, shape (n_rows, 2), int64, position on the layer grid; (-1, -1) for "mean" rows
     hw : (height, width) of the layer's output grid
     rf : (height, width) in input pixels of the effective receptive field of one position
+        ((1, 1) for tokens)
+    kind : "grid" (positions on an image grid: a conv layer, or a ViT block's patch tokens) or
+        "tokens" (a text layer: ``yx`` is (0, t), t the token's index among its sample's valid
+        tokens, i.e. its column in ``ActivationCache.tokens``; ``hw`` is (1, T_max))
     attributions : dict target key -> tensor, shape (n_rows, n_channels), float32, on the cache's
         device: activation x gradient of the target logit per channel, filled by
         ``aw.attribute(..., cache=cache)``; ``.sum(1)`` gives each row's total. Keys are the
@@ -83,10 +87,12 @@ class LayerActs:
     hw: tuple[int, int]
     rf: tuple[int, int]
     attributions: dict[str, torch.Tensor] = field(default_factory=dict)
+    kind: str = "grid"
 
     def __repr__(self) -> str:
         attr = f", attributions={list(self.attributions)}" if self.attributions else ""
-        return (f"LayerActs(rows={self.n_rows}, channels={self.n_channels}, grid={self.hw}, "
+        where = f"tokens={self.hw[1]}" if self.kind == "tokens" else f"grid={self.hw}"
+        return (f"LayerActs(rows={self.n_rows}, channels={self.n_channels}, {where}, "
                 f"rf={self.rf}, {self.acts.dtype}, {self.acts.device}{attr})")
 
     @property
@@ -100,7 +106,7 @@ class LayerActs:
     def to(self, device: torch.device | str) -> "LayerActs":
         return LayerActs(
             self.acts.to(device), self.sample_id.to(device), self.yx.to(device), self.hw, self.rf,
-            {k: v.to(device) for k, v in self.attributions.items()},
+            {k: v.to(device) for k, v in self.attributions.items()}, self.kind,
         )
 
 
@@ -194,6 +200,16 @@ class ActivationCache:
         spatial position during ``capture(..., stats=True)``; empty otherwise
     path : the store directory this cache was captured into, loaded from or saved to, or None
         while it lives only in memory; ``cell_icons`` keeps feature-vis icons there
+    tokens : int64 tensor, shape (n_samples, T_max), on the CPU, or None (not text): each
+        sample's valid token ids from the left (padding removed), -1 after; a token row's
+        ``yx[1]`` is its column here
+    vocab : token strings indexed by token id, or None
+    preprocess : the function capture applied to each image batch before the model, or None;
+        kept in memory only (a loaded cache has None: pass it again)
+
+    ``meta["output"]`` is "per_sample" when ``logits`` are the model's (N, n_classes) outputs,
+    "per_token" when the model returns (N, T, V) logits: those are not kept (``logits`` is then
+    (n_samples, 0)), since one row per sample cannot hold them.
     """
 
     layers: dict[str, LayerActs]
@@ -206,6 +222,9 @@ class ActivationCache:
     sample_digest: torch.Tensor | None = None
     stats: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    tokens: torch.Tensor | None = None
+    vocab: list[str] | None = None
+    preprocess: Any = None
 
     def __repr__(self) -> str:
         # a summary: the default dataclass repr would print every tensor and class name
@@ -217,8 +236,15 @@ class ActivationCache:
         images = "none" if self.images is None else f"{tuple(self.images.shape[1:])} uint8"
         where = f", stored at {str(self.path)!r}" if self.path is not None else ""
         classes = "none" if self.classes is None else f"[{shown}{more}]"
-        return (f"ActivationCache({self.n_samples} samples, input {self.input_hw}, images {images}, "
-                f"classes {classes}{where}{layers}\n)")
+        if self.tokens is not None:
+            vocab = f", vocab of {len(self.vocab)}" if self.vocab is not None else ""
+            inputs = f"tokens (up to {self.tokens.shape[1]} per sample{vocab})"
+        else:
+            inputs = f"input {self.input_hw}, images {images}"
+        output = (", logits per token (not kept)" if self.meta.get("output") == "per_token"
+                  else f", logits {tuple(self.logits.shape[1:])}")
+        return (f"ActivationCache({self.n_samples} samples, {inputs}, classes {classes}{output}"
+                f"{where}{layers}\n)")
 
     def __getitem__(self, layer: str) -> LayerActs:
         try:
@@ -285,6 +311,9 @@ class ActivationCache:
             self.sample_digest,
             {k: v.to(device) for k, v in self.stats.items()},
             self.path,
+            self.tokens,
+            self.vocab,
+            self.preprocess,
         )
 
     def label_names(self, sample_id: np.ndarray | torch.Tensor) -> list[str]:

@@ -24,8 +24,22 @@ def _as_tensor(x: Any) -> Any:
 
 
 def _is_image_batch(x: Any) -> bool:
-    """Whether ``x`` is a batch of images (N, C, H, W), as a tensor or an array."""
-    return isinstance(x, (torch.Tensor, np.ndarray)) and x.ndim == 4
+    """Whether ``x`` is a batch of images (N, C, H, W) or of token ids (N, T), as a tensor or an array."""
+    if not isinstance(x, (torch.Tensor, np.ndarray)):
+        return False
+    if x.ndim == 2:  # token ids: integers
+        return not (x.is_floating_point() if isinstance(x, torch.Tensor) else x.dtype.kind in "fc")
+    return x.ndim == 4
+
+
+def _is_text_dict(item: Mapping) -> bool:
+    """Whether a dict batch is passed to the model as keyword arguments (``model(**batch)``):
+    it has input_ids, or no image key and no image-shaped tensor (say, ``inputs_embeds``)."""
+    if "input_ids" in item:
+        return True
+    if any(k in item for k in IMAGE_KEYS):
+        return False
+    return not any(_is_image_batch(_as_tensor(v)) and _as_tensor(v).ndim == 4 for v in item.values())
 
 
 def _length(x: Any) -> int | None:
@@ -58,7 +72,12 @@ LABEL_KEYS = ("labels", "label", "targets", "target", "y")
 
 
 def _from_mapping(item: Mapping, what: str) -> tuple[Any, Any]:
-    """(images, labels or None) of a dict batch or dataset."""
+    """(images, labels or None) of a dict batch or dataset; for a text (keyword) dict, (the dict
+    without its label keys, labels or None)."""
+    if _is_text_dict(item):
+        label_key = next((k for k in LABEL_KEYS if k in item), None)
+        inputs = {k: v for k, v in item.items() if k not in LABEL_KEYS}
+        return inputs, _as_tensor(item[label_key]) if label_key is not None else None
     image_key = next((k for k in IMAGE_KEYS if k in item), None)
     if image_key is None:
         keys = sorted(map(str, item))[:20]
@@ -80,6 +99,8 @@ def batches(data: Any, batch_size: int, n_classes: int | None = None
         checked against it here, before the model runs (those of an iterable, by check_batch)
     """
     data = _as_tensor(data)
+    if isinstance(data, Mapping) and _is_text_dict(data):  # columns of a tokenized dataset
+        return _text_columns(data, batch_size, n_classes)
     if isinstance(data, Mapping):  # one dataset as a dict of columns, e.g. {"images": ..., "labels": ...}
         images, labels = _from_mapping(data, "data")
         if not isinstance(images, torch.Tensor) or images.ndim != 4:
@@ -121,10 +142,39 @@ def batches(data: Any, batch_size: int, n_classes: int | None = None
 
 
 _DATA_FORMS = (
-    "data must be an image tensor (N, C, H, W), a pair (images, labels), a dict with images and "
-    "labels, or an iterable (e.g. a DataLoader) of image batches, (images, labels) batches or dict "
-    "batches."
+    "data must be an image tensor (N, C, H, W), token ids (N, T), a pair (inputs, labels), a dict "
+    "with images and labels or with input_ids (a tokenizer's output), or an iterable (e.g. a "
+    "DataLoader) of such batches, (inputs, labels) batches or dict batches."
 )
+
+
+def _text_columns(data: Mapping, batch_size: int, n_classes: int | None
+                  ) -> tuple[Iterable[tuple[Any, Any]], int]:
+    """Batches of a dict of columns passed as keyword arguments (input_ids, attention_mask, ...)."""
+    inputs = {k: _as_tensor(v) for k, v in data.items() if k not in LABEL_KEYS}
+    bad = [k for k, v in inputs.items() if not isinstance(v, torch.Tensor) or v.ndim == 0]
+    if bad:
+        raise TypeError(f"data is a dict whose {bad[0]!r} is a {type(inputs[bad[0]]).__name__}, not a "
+                        "tensor with one row per sample; tokenize with return_tensors='pt' and "
+                        "padding=True (or pass an iterable of batches).")
+    n = len(next(iter(inputs.values()))) if inputs else 0
+    uneven = [k for k, v in inputs.items() if len(v) != n]
+    if uneven:
+        raise ValueError(f"data is a dict whose columns differ in length: {uneven[0]!r} has "
+                         f"{len(inputs[uneven[0]])} rows, the first has {n}.")
+    label_key = next((k for k in LABEL_KEYS if k in data), None)
+    labels = None
+    if label_key is not None:
+        labels = _as_tensor(data[label_key])
+        ids = inputs.get("input_ids")
+        if isinstance(labels, torch.Tensor) and isinstance(ids, torch.Tensor) and labels.ndim == 2 \
+                and labels.shape == ids.shape:
+            labels = None  # per-token targets (a language-modelling collator's), not sample classes
+        else:
+            labels = check_labels(labels, n, "data's labels", n_classes)
+    return (({k: v[i : i + batch_size] for k, v in inputs.items()},
+             labels[i : i + batch_size] if labels is not None else None)
+            for i in range(0, n, batch_size)), n
 
 
 def _split(item: Any, index: int) -> tuple[Any, Any]:
@@ -132,6 +182,8 @@ def _split(item: Any, index: int) -> tuple[Any, Any]:
     item = _as_tensor(item)
     if isinstance(item, torch.Tensor):
         return item, None
+    if isinstance(item, list) and item and all(isinstance(v, str) for v in item):
+        return item, None  # a batch of texts, for a forward= that tokenizes them
     if isinstance(item, (tuple, list)) and len(item) >= 1:
         return item[0], item[1] if len(item) >= 2 else None
     if isinstance(item, Mapping):
@@ -284,35 +336,18 @@ def sample_digests(images: torch.Tensor, labels: torch.Tensor) -> bytes:
     return bytes(out)
 
 
-def logits_of(out: Any, n: int) -> torch.Tensor:
-    """The model's logits as float32 (N, n_outputs), from a tensor, (logits, ...), or .logits."""
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        out = out[0]  # e.g. (logits, aux) outputs
-    elif isinstance(out, Mapping) and isinstance(out.get("logits"), torch.Tensor):
-        out = out["logits"]
-    elif isinstance(getattr(out, "logits", None), torch.Tensor):
-        out = out.logits
-    elif isinstance(out, Mapping):
-        raise ValueError(_no_logits_key(out, n))
-    if not isinstance(out, torch.Tensor) or out.ndim == 0 or out.shape[0] != n:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"The model's output must be a tensor of logits (N, n_classes) with N={n}, "
-                         f"got {shape}.")
-    return out.detach().reshape(n, -1).float()
+def logits_of(out: Any, n: int, logits: int | str | None = None) -> torch.Tensor:
+    """The model's per-sample logits as float32 (N, n_outputs), read by name (see
+    ``inputs.select_logits``): a tensor, a dict's or ModelOutput's "logits", or ``logits=``'s item.
+    Per-token logits (N, T, V) are refused: they are not one score per sample and class."""
+    from .inputs import select_logits
 
-
-def _no_logits_key(out: Mapping, n: int) -> str:
-    """The error for a dict output without "logits": its keys, and a wrapper picking the likely one."""
-    keys = sorted(map(str, out))[:20]
-    # the likeliest logits: a tensor with one row per image
-    likely = [k for k, v in out.items() if isinstance(v, torch.Tensor) and v.ndim >= 1 and v.shape[0] == n]
-    key = likely[0] if likely else (next(iter(out), "...") if out else "...")
-    return (
-        f"The model returned a dict with keys {keys} and no tensor under 'logits', the only key the "
-        "logits (N, n_classes) are read from (other outputs: a tensor, a tuple whose first item is "
-        "the logits, or an object with .logits). Wrap the model so that it returns them, e.g. a "
-        f"module whose forward(x) returns model(x)[{key!r}]."
-    )
+    picked = select_logits(out, n, logits)
+    if picked.ndim == 3:
+        raise ValueError(f"The model's logits have shape {tuple(picked.shape)}, one row per token; "
+                         "this needs per-sample logits (N, n_classes). Pass forward=fn returning "
+                         "the logits of one position per sample, e.g. out.logits[:, -1].")
+    return picked.detach().float()
 
 
 # ----------------------------------------------------------------------------- display copies

@@ -47,9 +47,14 @@ def check_structure(manifest: dict, file: Path) -> None:
         attributions = info.get("attributions", [])
         if not (isinstance(attributions, list) and all(isinstance(a, str) for a in attributions)):
             raise _damaged(file, f"{where}['attributions']", f"must be a list of str, got {attributions!r}")
+        if info.get("kind", "grid") not in ("grid", "tokens"):
+            raise _damaged(file, f"{where}['kind']", f"must be 'grid' or 'tokens', got {info['kind']!r}")
         if not isinstance(info.get("stats", {}), dict):
             raise _damaged(file, f"{where}['stats']", f"must be an object, got {info['stats']!r}")
     _check_pair(manifest, "input_hw", "", file)
+    vocab = manifest.get("vocab")
+    if not (vocab is None or (isinstance(vocab, list) and all(isinstance(t, str) for t in vocab))):
+        raise _damaged(file, "'vocab'", "must be a list of str or null")
     for key, kind, what in (("classes", (list, type(None)), "a list or null"),
                             ("meta", dict, "an object"), ("fingerprint", dict, "an object")):
         if not isinstance(manifest.get(key, {} if kind is dict else None), kind):

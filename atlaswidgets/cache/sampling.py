@@ -3,10 +3,23 @@
 The "random" policy's positions of sample ``i`` depend only on ``(seed, i)`` and the grid size,
 through splitmix64 computed with int64 tensor ops (multiplication wraps the same way on CPU and
 CUDA), so they are the same for any batch size, after a resume, and on any device.
+
+Sequences. A layer output (N, T, D) of a text input is a sequence: each valid token (attention mask
+1) is a position, numbered by its index among the sample's valid tokens, so padding never becomes
+a row and neither the padding side nor the padded length changes which tokens are picked: "random"
+keys token v of sample i by hash(hash(seed) + i, v), exactly as it keys grid position v, and takes
+the min(per_image, valid tokens) smallest. "all" takes every valid token, "mean" their mean.
+
+ViT blocks. A layer output (N, T, D) of an image input is a ViT block: the first ``prefix_tokens``
+tokens (CLS, registers) are dropped and the rest, a perfect square h * w of patch tokens in row-major
+order, viewed as an (N, D, h, w) grid, so everything downstream treats it as a conv layer's output.
+Without ``prefix_tokens``, T must be a perfect square (all patches); T - k a square for a small k
+is refused with the prefix_tokens=k to pass.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -77,21 +90,21 @@ def check_output(name: str, out: Any, policy: str) -> None:
     if not isinstance(out, torch.Tensor):
         raise TypeError(
             f"Layer {name!r} returns {type(out).__name__}, not a tensor; capture needs a layer "
-            f"whose output is a tensor of shape (N, C, H, W). Pick another layer. {LIST_HINT}"
+            f"whose output is a tensor of shape (N, C, H, W) or (N, T, D). Pick another layer. {LIST_HINT}"
         )
-    if out.ndim == 4 or (out.ndim == 2 and policy == "mean"):
+    if out.ndim in (3, 4) or (out.ndim == 2 and policy == "mean"):
         return
     shape = "(" + ", ".join(["N"] + [str(v) for v in out.shape[1:]]) + ")"
     if policy == "mean":
         raise ValueError(f"Layer {name!r} outputs shape {shape}, but sample='mean' needs an "
-                         "(N, C, H, W) or (N, C) output; choose another layer.")
+                         "(N, C, H, W), (N, T, D) or (N, C) output; choose another layer.")
     if out.ndim == 2:
         fix = "use sample='mean' (it keeps one row per sample), or choose a convolutional layer"
     else:
         fix = "choose a convolutional layer (or, for (N, C) outputs, use sample='mean')"
     raise ValueError(
         f"Layer {name!r} outputs shape {shape}, but sample={policy!r} needs a "
-        f"(N, C, H, W) output to sample spatial positions from: {fix}."
+        f"(N, C, H, W) or (N, T, D) output to sample positions from: {fix}."
     )
 
 
@@ -102,8 +115,13 @@ class Sampler:
     mode "rows": returns (rows, positions) with rows of shape (B * k, C) in the cache dtype
     """
 
-    def __init__(self, policy: str, per_image: int, seed: int, dtype: torch.dtype):
+    def __init__(self, policy: str, per_image: int, seed: int, dtype: torch.dtype,
+                 images: bool = True, prefix_tokens: int | None = None):
         self.policy, self.per_image, self.seed, self.dtype = policy, per_image, seed, dtype
+        # images: (N, T, D) outputs are ViT blocks (patch grids); else sequences of tokens
+        self.images, self.prefix_tokens = images, prefix_tokens
+        self.mask: torch.Tensor | None = None  # (B, T) bool of valid tokens, on the device
+        self.last: torch.Tensor | None = None  # the latest output, as a grid for ViT blocks
         self.mode = "rows"
         self.start = 0
         self.calls: dict[str, int] = {}
@@ -117,6 +135,7 @@ class Sampler:
         self.calls.clear()
         self._positions.clear()
         self.targets = {}
+        self.mask = None
 
     def __call__(self, name: str, out: Any) -> Any:
         self.calls[name] = self.calls.get(name, 0) + 1
@@ -127,6 +146,18 @@ class Sampler:
                 f"the next layer. {LIST_HINT}"
             )
         check_output(name, out, self.policy)
+        if out.ndim == 3 and self.images:
+            out = vit_grid(name, out, self.prefix_tokens)
+        self.last = out
+        if out.ndim == 3:
+            if self.mask is not None and out.shape[:2] != self.mask.shape:
+                raise ValueError(
+                    f"Layer {name!r} outputs shape {tuple(out.shape)}, but the input has "
+                    f"{self.mask.shape[1]} tokens per sample, so its positions cannot be matched to "
+                    "tokens and the attention mask. Capture a layer with one position per input token.")
+            if self.mode == "measure":
+                return tuple(out.shape), None
+            return self._token_rows(out.detach())
         if self.mode == "measure":
             if out.ndim != 4:
                 return tuple(out.shape), None
@@ -142,6 +173,29 @@ class Sampler:
         else:
             target.copy_(rows)
         return target, pos
+
+    def _token_rows(self, out: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """(rows (R, D) in the cache dtype, (batch index (R,), valid-token index (R,)) or None for
+        "mean"), rows ordered by sample, then token."""
+        b, t, _ = out.shape
+        mask = self.mask if self.mask is not None else torch.ones(b, t, dtype=torch.bool, device=out.device)
+        if self.policy == "mean":
+            m = mask.to(torch.float32)[..., None]
+            return ((out.float() * m).sum(1) / m.sum(1)).to(self.dtype), None
+        index = mask.long().cumsum(1) - 1  # each token's index among its sample's valid tokens
+        if self.policy == "all":
+            bi, ti = mask.nonzero(as_tuple=True)
+        else:
+            ids = torch.arange(self.start, self.start + b, device=out.device)
+            base = _splitmix64(ids + _splitmix64_int(self.seed))
+            keys = _splitmix64(base[:, None] + index.clamp_min(0))
+            keys.masked_fill_(~mask, torch.iinfo(torch.int64).max)
+            pos = keys.topk(min(self.per_image, t), dim=1, largest=False, sorted=False).indices
+            pos = pos.masked_fill(~mask.gather(1, pos), t).sort(dim=1).values  # padding last
+            keep = pos < t
+            bi = torch.arange(b, device=out.device)[:, None].expand_as(pos)[keep]
+            ti = pos[keep]
+        return out[bi, ti].to(self.dtype), (bi, index[bi, ti])
 
     def _rows(self, name: str, out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(rows (B * k, C) in the cache dtype, positions (B, k) or None); rows None for "all"
@@ -166,6 +220,26 @@ class Sampler:
         # advanced indexing copies only the k sampled C-vectors of each sample
         picked = out.flatten(2).transpose(1, 2)[torch.arange(b, device=out.device)[:, None], pos]
         return picked.to(self.dtype).reshape(-1, c), pos
+
+
+def vit_grid(name: str, out: torch.Tensor, prefix_tokens: int | None) -> torch.Tensor:
+    """The patch tokens of a ViT block's output (N, T, D) as an (N, D, h, w) view (see module doc)."""
+    n, t, d = out.shape
+    if prefix_tokens is None:
+        side = math.isqrt(t)
+        if side * side != t:
+            k = next((k for k in range(1, 9) if t - k > 0 and math.isqrt(t - k) ** 2 == t - k), None)
+            fix = (f"If the first {k} token(s) are CLS/register tokens, pass prefix_tokens={k}"
+                   if k is not None else "Pass prefix_tokens=k, the number of leading non-patch tokens")
+            raise ValueError(f"Layer {name!r} outputs {t} tokens per image (shape {tuple(out.shape)}), "
+                             f"not a square grid of patches. {fix}.")
+        prefix_tokens = 0
+    side = math.isqrt(max(t - prefix_tokens, 0))
+    if prefix_tokens >= t or side * side != t - prefix_tokens:
+        raise ValueError(f"Layer {name!r} outputs {t} tokens per image; with prefix_tokens="
+                         f"{prefix_tokens} the other {t - prefix_tokens} are not a square grid of "
+                         "patches. Pass the number of leading CLS/register tokens as prefix_tokens.")
+    return out[:, prefix_tokens:].transpose(1, 2).reshape(n, d, side, side)
 
 
 def receptive_field(grad: torch.Tensor | None, input_hw: tuple[int, int]) -> tuple[int, int]:

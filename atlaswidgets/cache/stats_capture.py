@@ -8,7 +8,7 @@ from typing import Sequence
 
 import torch
 
-from .topk import ChannelStats
+from .topk import TOKENS_HW, ChannelStats
 
 __all__ = ["StatsRecorder", "stats_from_shards"]
 
@@ -25,7 +25,8 @@ def stats_from_shards(pieces: Sequence[dict[str, torch.Tensor]], layers: dict[st
         if cfg is None:
             continue
         prefix = f"{name}/stats/"
-        parts = [ChannelStats.from_tensors(p, prefix, cfg, tuple(info["hw"]), device)
+        hw = TOKENS_HW if info.get("kind") == "tokens" else tuple(info["hw"])
+        parts = [ChannelStats.from_tensors(p, prefix, cfg, hw, device)
                  for p in pieces if prefix + "top_value" in p]
         if not parts:
             raise ValueError(f"The manifest says layer {name!r} has statistics, but no shard holds "
@@ -51,8 +52,13 @@ class StatsRecorder:
         self.parts: dict[int, dict[str, ChannelStats]] = {}  # shard start -> layer -> partial
         self.total: dict[str, ChannelStats] = {}
 
-    def feed(self, name: str, out: torch.Tensor, start: int) -> None:
-        """The output (B, C, H, W) or (B, C) of layer ``name`` for samples start .. start + B - 1."""
+    def feed(self, name: str, out: torch.Tensor, start: int, mask: torch.Tensor | None = None) -> None:
+        """The output (B, C, H, W), (B, C) or, for text, (B, T, D) of layer ``name`` for samples
+        start .. start + B - 1. A text layer's tokens are counted by their index among the valid
+        tokens of their sample (``mask``: (B, T) bool, or None for all valid)."""
+        valid = None
+        if out.ndim == 3:
+            out, valid = _valid_tokens(out, mask)
         n = int(out.shape[0])
         lo = max(start, self.resume_at)  # samples before the resume point are in reused shards
         while lo < start + n:
@@ -61,9 +67,10 @@ class StatsRecorder:
             layers = self.parts.setdefault(shard, {})
             part = layers.get(name)
             if part is None:
-                hw = (int(out.shape[2]), int(out.shape[3])) if out.ndim == 4 else (1, 1)
+                hw = TOKENS_HW if valid is not None else (int(out.shape[2]), int(out.shape[3])) if out.ndim == 4 else (1, 1)
                 part = layers[name] = ChannelStats(int(out.shape[1]), hw, device=out.device, **self.config)
-            part.update(out[lo - start : hi - start], lo)
+            part.update(out[lo - start : hi - start], lo,
+                        None if valid is None else valid[lo - start : hi - start])
             lo = hi
 
     def add(self, name: str, part: ChannelStats) -> None:
@@ -76,3 +83,19 @@ class StatsRecorder:
             self.add(name, part)
             tensors.update(part.to_tensors(f"{name}/stats/"))
         return tensors
+
+
+def _valid_tokens(out: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A text layer's output (B, T, D) as (B, D, 1, W) with each sample's valid tokens from the
+    left (W: the most valid tokens in the batch), and which of the W are valid, (B, W) bool."""
+    b, t, d = out.shape
+    if mask is None:
+        return out.transpose(1, 2)[:, :, None, :], torch.ones(b, t, dtype=torch.bool, device=out.device)
+    count = mask.sum(1)
+    width = int(count.max())
+    bi, ti = mask.nonzero(as_tuple=True)
+    index = mask.long().cumsum(1) - 1
+    packed = out.new_zeros((b, width, d))
+    packed[bi, index[bi, ti]] = out[bi, ti]
+    valid = torch.arange(width, device=out.device)[None, :] < count[:, None]
+    return packed.transpose(1, 2)[:, :, None, :], valid

@@ -14,7 +14,9 @@ manifest lists under ``layers[layer]["attributions"]`` (optional: stores without
 before, so they need no new schema version), ``{layer}/stats/...`` when the manifest lists a
 ``layers[layer]["stats"]`` config (optional likewise: the streamed statistics of the shard's
 samples, see ``topk.py``; the cache's statistics are the exact merge of every shard's), and per
-sample ``labels``, ``logits``, ``images`` (when kept) and ``sample_digest`` (XXH3-128 of each
+sample ``labels``, ``logits``, ``images`` (when kept), ``tokens`` (text captures: each sample's
+valid token ids from the left, -1 after; shards may differ in width, joined padded with -1) and
+``sample_digest`` (XXH3-128 of each
 input sample, see ``data.sample_digests``); the manifest's record of a shard has ``data_sha256``,
 the sha256 of its samples' digests. Every file is written to a temporary file in the same
 directory, fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
@@ -55,7 +57,10 @@ __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifes
 # 2: per-sample digests are XXH3-128 ("sample_digest", 16 bytes) instead of sha256
 # ("sample_sha256", 32 bytes). A version 1 store is refused: resuming into it would compare
 # digests of two different hashes and report different data.
-SCHEMA_VERSION = 2
+# 3: text and ViT captures: each layer's "kind" ("grid" or "tokens"), the manifest's "vocab",
+# per-sample "tokens" in the shards of text captures, and input digests that go through
+# ``inputs.Batch``. Older stores are refused (their layers would be read as grids of unknown kind).
+SCHEMA_VERSION = 3
 FORMAT = "atlaswidgets.store"
 # the parts of a fingerprint that say how a store was captured; "data" is checked shard by shard
 CONFIG_KEYS = ("model", "model_class", "layers", "policy")
@@ -143,6 +148,16 @@ def _aside_hint(path: Path) -> str:
         return ""
     return (f" A save into it was interrupted; the previous store is at {str(asides[-1])!r}: "
             f"rename that directory to {str(path)!r} to get it back.")
+
+
+def join(parts: list[torch.Tensor], key: str, device: torch.device | None = None) -> torch.Tensor:
+    """Pieces of one shard key concatenated along rows; "tokens" pieces padded to one width with -1."""
+    if device is not None:
+        parts = [t.to(device) for t in parts]
+    if key == "tokens" and len({t.shape[1] for t in parts}) > 1:
+        width = max(t.shape[1] for t in parts)
+        parts = [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1) for t in parts]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def read_shard(path: Path, record: dict) -> dict[str, torch.Tensor]:
@@ -259,10 +274,8 @@ def assemble(
             raise ValueError(f"{missing} shard(s) lack the tensor {key!r} that the manifest "
                              "implies; the store is damaged or was written by another version. "
                              "Capture again into a new directory.")
-        parts = [p[key] for p in pieces]
         # one piece: no copy; several: one copy, directly on the target device
-        out = parts[0] if len(parts) == 1 else torch.cat([t.to(on) for t in parts])
-        return out.to(on)
+        return join([p[key] for p in pieces], key, on).to(on)
 
     layers = {}
     for name, info in header["layers"].items():
@@ -273,6 +286,7 @@ def assemble(
             hw=tuple(info["hw"]),
             rf=tuple(info["rf"]),
             attributions={k: cat(f"{name}/attr/{k}", device) for k in info.get("attributions", [])},
+            kind=info.get("kind", "grid"),
         )
     keys = pieces[0].keys() if pieces else ()
     cpu = torch.device("cpu")
@@ -285,6 +299,8 @@ def assemble(
         classes=list(header["classes"]) if header.get("classes") is not None else None,
         meta=dict(header.get("meta", {})),
         sample_digest=cat("sample_digest", cpu) if "sample_digest" in keys else None,
+        tokens=cat("tokens", cpu) if "tokens" in keys else None,
+        vocab=list(header["vocab"]) if header.get("vocab") is not None else None,
     )
 
 
@@ -395,6 +411,7 @@ def layer_header(cache: ActivationCache) -> dict[str, dict]:
             "rf": [int(v) for v in la.rf],
             "channels": la.n_channels,
             "dtype": str(la.acts.dtype).removeprefix("torch."),
+            "kind": la.kind,
         }
         if la.attributions:  # absent otherwise, so stores without attributions stay as they were
             out[name]["attributions"] = list(la.attributions)
@@ -439,6 +456,7 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
         "layers": layer_header(cache),
         "input_hw": [int(v) for v in cache.input_hw],
         "classes": list(cache.classes) if cache.classes is not None else None,
+        "vocab": list(cache.vocab) if cache.vocab is not None else None,
         "meta": cache.meta,
     }
 
@@ -533,4 +551,6 @@ def shard_of(cache: ActivationCache, start: int, stop: int) -> dict[str, torch.T
         out["images"] = cache.images[start:stop]
     if cache.sample_digest is not None:
         out["sample_digest"] = cache.sample_digest[start:stop]
+    if cache.tokens is not None:
+        out["tokens"] = cache.tokens[start:stop]
     return out

@@ -61,6 +61,8 @@ STATS_DEFAULTS = {"k": 32, "bins": 64, "reservoir": 8, "seed": 0}
 _MAX_BINS = 4096
 _EMPTY = torch.iinfo(torch.int64).max  # key of an empty sketch slot: above every real key
 _KEY_MASK = (1 << 62) - 1
+# the "grid" of a text layer's statistics: one row of tokens whose length varies by sample
+TOKENS_HW = (1, 0)
 _E_FLOOR = -100  # bin exponent of data that is all zeros; 2**100 still fits float32
 
 
@@ -285,20 +287,30 @@ class ChannelStats:
 
     # -- streaming ---------------------------------------------------------------------------
 
-    def update(self, out: torch.Tensor, first_sample: int) -> None:
+    def update(self, out: torch.Tensor, first_sample: int, valid: torch.Tensor | None = None) -> None:
         """Add a batch of the layer's output: shape (B, C, H, W) or (B, C), samples
         ``first_sample .. first_sample + B - 1``. Non-finite batches are skipped (capture refuses
-        them with its own error)."""
+        them with its own error).
+
+        valid : (B, H * W) bool, the positions that count (tokens: True for the valid ones, left
+            aligned, of a layer built with ``hw=TOKENS_HW``); padding enters no statistic
+        """
         out = out.detach()
         if out.ndim == 2:
             out = out[:, :, None, None]
         b, c, h, w = out.shape
-        if c != self.n_channels or (h, w) != self.hw:
+        fits = (h, w) == self.hw or (self.hw == TOKENS_HW and h == 1)
+        if c != self.n_channels or not fits:
             raise ValueError(f"ChannelStats for {self.n_channels} channels on a {self.hw} grid got "
                              f"an output of shape {tuple(out.shape)}.")
         flat = out.reshape(b, c, h * w)
-        best, pos = flat.max(dim=2)  # (B, C): each sample's strongest position
-        lo = out.amin(dim=(0, 2, 3)).double()
+        if valid is None:
+            best, pos = flat.max(dim=2)  # (B, C): each sample's strongest position
+            lo = out.amin(dim=(0, 2, 3)).double()
+        else:
+            keep = valid[:, None, :]
+            best, pos = flat.masked_fill(~keep, -math.inf).max(dim=2)
+            lo = flat.masked_fill(~keep, math.inf).amin(dim=(0, 2)).double()
         hi = best.amax(dim=0).double()
         if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
             return
@@ -306,6 +318,8 @@ class ChannelStats:
         # every position into the positions histogram: one bincount over channel-offset bins
         self.positions.widen(lo, hi)
         idx = self.positions.bin_of(out, 1) + (torch.arange(c, device=out.device) * self.bins).view(1, c, 1, 1)
+        if valid is not None:  # only the valid positions' bins are counted
+            idx = idx.reshape(b, c, h * w).transpose(1, 2)[valid]
         self.positions.counts += torch.bincount(idx.reshape(-1), minlength=c * self.bins).view(c, self.bins)
         best = best.float()
         self._take(best.T, sid.expand(c, b), pos.T)
@@ -475,6 +489,8 @@ class ChannelStats:
 
     def _yx(self, pos: np.ndarray) -> np.ndarray:
         w = self.hw[1]
+        if self.hw == TOKENS_HW:  # a token's index among its sample's valid tokens
+            return np.stack([np.zeros_like(pos), pos], axis=-1).reshape(-1, 2).astype(np.int64)
         return np.stack([pos // w, pos % w], axis=-1).reshape(-1, 2).astype(np.int64)
 
     def top(self, channel: int, n: int | None = None) -> TopExamples:

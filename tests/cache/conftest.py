@@ -78,3 +78,65 @@ def assert_caches_equal(a, b) -> None:
     assert tuple(a.input_hw) == tuple(b.input_hw)
     assert a.classes == b.classes
     assert a.meta["fingerprint"] == b.meta["fingerprint"]
+
+
+# ----------------------------------------------------------------------------- transformers
+
+VOCAB = [f"tok{i}" for i in range(20)]
+
+
+class TinyTextLM(nn.Module):
+    """Token ids (N, T) -> next-token logits (N, T, 20), Hugging Face style.
+
+    forward(input_ids, attention_mask=None) returns a dict-like with "logits"; ``embed``: (N, T, 16),
+    ``block``: (N, T, 16) (a TransformerEncoderLayer that ignores padding through the mask).
+    """
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.embed = nn.Embedding(len(VOCAB), 16)
+        self.block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.1, batch_first=True)
+        self.head = nn.Linear(16, len(VOCAB))
+        self.vocab = list(VOCAB)
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.embed
+
+    def forward(self, input_ids, attention_mask=None):
+        pad = None if attention_mask is None else attention_mask == 0
+        h = self.block(self.embed(input_ids), src_key_padding_mask=pad)
+        return {"logits": self.head(h)}
+
+
+class TinyViT(nn.Module):
+    """16x16 RGB -> 3 classes: 4x4 patches (a 4x4 grid), a CLS token, one encoder block.
+
+    ``block``: (N, 17, 16), the CLS token first; ``patch``: (N, 16, 4, 4)."""
+
+    def __init__(self, seed: int = 0):
+        super().__init__()
+        torch.manual_seed(seed)
+        self.patch = nn.Conv2d(3, 16, 4, stride=4)
+        self.cls = nn.Parameter(torch.randn(1, 1, 16) * 0.1)
+        self.pos = nn.Parameter(torch.randn(1, 17, 16) * 0.1)
+        self.block = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        p = self.patch(x).flatten(2).transpose(1, 2)  # (N, 16 patches, 16)
+        h = self.block(torch.cat([self.cls.expand(len(x), -1, -1), p], 1) + self.pos)
+        return self.head(h[:, 0])
+
+
+def text_batch(n: int = 12, seed: int = 2, length: int = 9, pad_side: str = "right"):
+    """Token ids (n, length) with ragged lengths (3..length) and their 0/1 attention mask."""
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(3, length + 1, (n,), generator=gen)
+    lengths[0] = length
+    ids = torch.randint(0, len(VOCAB), (n, length), generator=gen)
+    mask = (torch.arange(length)[None, :] < lengths[:, None]).long()
+    if pad_side == "left":
+        mask = mask.flip(1)
+    ids = ids.masked_fill(mask == 0, 0)
+    return ids, mask

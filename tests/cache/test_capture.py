@@ -287,20 +287,23 @@ def test_bad_arguments(model, data):
 
 def test_flat_layer_with_a_spatial_policy(model, data):
     with pytest.raises(ValueError, match=r"Layer 'fc' outputs shape \(N, 4\), but sample='random' needs a "
-                       r"\(N, C, H, W\) output.*sample='mean'"):
+                       r"\(N, C, H, W\) or \(N, T, D\) output.*sample='mean'"):
         cap(model, data[0], "fc")
 
-    class Seq(nn.Module):  # a layer with an (N, C, L) output, as a 1-d conv or a transformer block has
+    class Seq(nn.Module):  # an (N, T, D) output of an image model is read as a ViT block's tokens
         def __init__(self):
             super().__init__()
-            self.conv = nn.Conv1d(3, 4, 3)
+            self.conv = nn.Conv1d(3, 5, 3)
 
         def forward(self, x):
             return self.conv(x.flatten(2))
 
-    with pytest.raises(ValueError, match=r"Layer 'conv' outputs shape \(N, 4, 254\), but sample='mean' needs an "
-                                         r"\(N, C, H, W\) or \(N, C\) output; choose another layer.$"):
-        cap(Seq(), data[0], "conv", sample="mean")
+    seq = Seq()
+    # 5 tokens are no square grid of patches; 5 - 1 are: the CLS token must be named
+    with pytest.raises(ValueError, match=r"Layer 'conv' outputs 5 tokens per image.*not a square grid of "
+                                         r"patches. If the first 1 token\(s\) are CLS/register tokens, pass "
+                                         r"prefix_tokens=1"):
+        cap(seq, data[0], "conv", sample="mean")
 
 
 def test_predicate_top_examples_k_and_repr_details(model, data):
@@ -391,9 +394,15 @@ def test_batch_norm_statistics_are_not_updated(data):
 
 
 def test_class_names_come_from_the_model_and_the_repr_is_a_summary(model, data):
+    wide = TinyCNN(0).eval()
+    wide.fc = nn.Linear(16, 10)  # 10 logits: one per class name
+    wide.classes = [f"class {i}" for i in range(10)]
+    cache = capture(wide, data, "conv2", progress=False)
+    # class names that do not match the logits' width are refused, not shown against other columns
     model.classes = [f"class {i}" for i in range(10)]
     try:
-        cache = capture(model, data, "conv2", progress=False)
+        with pytest.raises(ValueError, match=r"classes has 10 names, but the model's logits have 4 columns"):
+            capture(model, data, "conv2", progress=False)
     finally:
         del model.classes
     assert cache.classes == [f"class {i}" for i in range(10)]

@@ -80,7 +80,7 @@ def test_capture_leaves_no_hooks_even_when_it_fails(data):
     with pytest.raises(RuntimeError, match="data source died"):
         capture(model, broken(), ["conv1", "conv2"], progress=False)
     assert _no_hooks_left(model)
-    with pytest.raises(ValueError, match="needs a \\(N, C, H, W\\) output"):
+    with pytest.raises(ValueError, match="needs a \\(N, C, H, W\\) or \\(N, T, D\\) output"):
         capture(model, data[0], "fc", progress=False)  # error raised inside a hook
     assert _no_hooks_left(model)
 

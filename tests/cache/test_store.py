@@ -59,7 +59,8 @@ def test_save_and_load_round_trip(cache, model, tmp_path):
     manifest = read_manifest(path)
     assert manifest["schema_version"] == SCHEMA_VERSION and manifest["complete"]
     assert [(s["start"], s["stop"]) for s in manifest["shards"]] == [(0, 16), (16, 32), (32, 40)]
-    assert manifest["layers"]["conv2"] == {"hw": [8, 8], "rf": [5, 5], "channels": 16, "dtype": "float32"}
+    assert manifest["layers"]["conv2"] == {"hw": [8, 8], "rf": [5, 5], "channels": 16, "dtype": "float32",
+                                         "kind": "grid"}
     assert manifest["input_hw"] == [16, 16] and manifest["classes"] == CLASSES
     assert manifest["fingerprint"]["model"] == store_mod.model_fingerprint(model)
     assert all(len(s["sha256"]) == 64 and len(s["data_sha256"]) == 64 for s in manifest["shards"])

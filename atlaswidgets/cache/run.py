@@ -1,0 +1,598 @@
+"""One capture's state: the batches fed, the sampled rows, the shards being filled and written.
+
+``capture()`` (in ``capture.py``) checks its arguments and feeds each batch of the data to a
+``_Run``; see that module's docstring for the policies, inputs and costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import store as _store
+from .cache import ActivationCache
+from .data import (DIGEST_SIZE, LABEL_KEYS, _as_tensor, check_batch, check_display, check_labels,
+                   display_uint8, sample_digests)
+from .hooks import model_dtype
+from .inputs import Batch, describe, make_batch, select_logits, vocab_size_of
+from .sampling import LIST_HINT, Sampler, receptive_field
+from .stats_capture import StatsRecorder, stats_from_shards
+from .topk import ChannelStats
+
+__all__ = ["_Run"]
+
+
+def _model_failed(images: torch.Tensor, error: Exception) -> ValueError:
+    """The error for a model that fails on the first image: almost always images of the wrong
+    layout, channel count, size or dtype, which torch reports from deep inside a layer."""
+    shape = tuple(images.shape[1:])
+    hint = ""
+    if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+        hint = (" They look channels-last (N, H, W, C); capture takes (N, C, H, W): pass "
+                "images.permute(0, 3, 1, 2).")
+    return ValueError(
+        f"The model failed on the first image, of shape {shape} and dtype {images.dtype}, with "
+        f"{type(error).__name__}: {str(error).rstrip('. ')}.{hint} Check that the images have the layout (C, H, W), "
+        "channel count, size and normalisation the model was trained on."
+    )
+
+
+
+class _Run:
+    """State of one capture: shards being filled, shards reused from a store, the store writer.
+
+    Pieces are dicts with a shard's keys ("{layer}/acts", "{layer}/sample_id", "{layer}/yx",
+    "labels", "logits", "images", "sample_digest") covering consecutive samples [lo, hi).
+    """
+
+    def __init__(self, model, names, policy, per_image, seed, dtype, keep_images, to_display, classes,
+                 shard_samples, stats_cfg=None):
+        self.model, self.names, self.policy = model, names, policy
+        self.keep_images, self.to_display, self.classes = keep_images, to_display, classes
+        self.sampler = Sampler(policy, per_image, seed, dtype)
+        self.fingerprint = {
+            "model": _store.model_fingerprint(model),
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "layers": list(names),
+            "policy": {
+                "sample": policy,
+                "per_image": per_image if policy == "random" else None,
+                "seed": seed if policy == "random" else None,
+                "dtype": str(dtype).removeprefix("torch."),
+                "keep_images": bool(keep_images),
+            },
+        }
+        self.stats_cfg = stats_cfg
+        if stats_cfg is not None:  # only then: fingerprints of captures without stats stay as they were
+            self.fingerprint["policy"]["stats"] = dict(stats_cfg)
+        self.shard_samples = shard_samples
+        self.model_dtype = model_dtype(model)
+        self.dev = torch.device("cpu")
+        self.path: Path | None = None
+        self.writer: _store.StoreWriter | None = None
+        self.prior: list[tuple[dict, dict]] = []  # (record, tensors) reused from the store
+        self.closed = False  # the reused shards end the data: nothing may follow them
+        self.checked = 0  # reused shards whose data hash has been compared
+        self.layer_info: dict[str, dict] = {}
+        self.input_hw: tuple[int, int] | None = None
+        self.input_channels = 0
+        self.recorded: dict[str, Any] = {}  # filled by hooks()
+        self.seen = 0
+        self.digests = bytearray()
+        self.done: list[dict] = []  # pieces of finished shards
+        self.pending: list[tuple[int, int, dict]] = []  # (lo, hi, piece) of the shard being filled
+        self.shard_start = 0
+        self._hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atlaswidgets-hash")
+        self._grids: dict[str, torch.Tensor] = {}
+        self.capacity: int | None = None  # samples the data announces (len), when known
+        self.recorder = StatsRecorder(stats_cfg, shard_samples) if stats_cfg is not None else None
+        self._stats_prior: dict[str, ChannelStats] = {}  # merged partials of reused shards (CPU)
+        self.buffers: dict[str, torch.Tensor] | None = None  # see _targets()
+
+    def setup(self, forward, logits, vocab, prefix_tokens, preprocess) -> None:
+        """The capture's input and output options (see capture's docstring)."""
+        self.forward, self.logits_key, self.vocab, self.preprocess = forward, logits, vocab, preprocess
+        self.prefix_tokens = prefix_tokens
+        self.sampler.prefix_tokens = prefix_tokens
+        self.vocab_size = vocab_size_of(self.model, vocab)
+        self.kind: str | None = None  # the first batch's: "image", "tokens" or "other"
+        self.output = "per_sample"  # or "per_token", for (N, T, V) logits
+        # options that change what is stored join the fingerprint, only when used: fingerprints
+        # of captures without them stay as they were
+        for key, value in (("logits", logits), ("prefix_tokens", prefix_tokens)):
+            if value is not None:
+                self.fingerprint["policy"][key] = value
+
+    def batch_of(self, inputs: Any, labels: Any, index: int, n_classes: int | None) -> Batch:
+        """One batch of the data as a checked Batch (images, tokens or other inputs)."""
+        x = _as_tensor(inputs)
+        token_ids = isinstance(x, torch.Tensor) and x.ndim == 2 and not x.is_floating_point() \
+            and x.dtype != torch.bool
+        if isinstance(x, torch.Tensor) and not token_ids and (
+                self.forward is None or (x.ndim == 4 and x.is_floating_point())):
+            images, labels = check_batch(x, labels, index, n_classes)
+            batch = Batch("image", images, len(images), labels=labels)
+        else:
+            batch = make_batch(x, labels, index, self.forward, self.vocab_size, LABEL_KEYS)
+            if batch.labels is not None:
+                batch.labels = check_labels(batch.labels, batch.n, f"Batch {index}: labels", n_classes)
+        if self.kind is not None and batch.kind != self.kind and batch.n:
+            raise ValueError(f"Batch {index} holds {batch.kind} inputs, but the first batch held "
+                             f"{self.kind} inputs; every batch must be of one kind.")
+        return batch
+
+    def close(self) -> None:
+        self._hasher.shutdown(wait=True)
+
+    # -- store ------------------------------------------------------------------------------
+
+    def open_store(self, store: str | Path | None) -> None:
+        if store is None:
+            return
+        self.path = Path(store).expanduser()
+        manifest = _store.check_target(self.path, self.fingerprint, "capture(..., store=path)")
+        if manifest is None:
+            return
+        self.prior = _store.verified_prefix(self.path, manifest)
+        if self.prior and self.stats_cfg is not None:
+            for name, part in stats_from_shards([t for _, t in self.prior], manifest["layers"], "cpu").items():
+                self._stats_prior[name] = part
+        if self.prior:
+            first = self.prior[0][0]
+            self.shard_samples = first["stop"] - first["start"]  # keep the store's shard size
+            last = self.prior[-1][0]
+            self.closed = (manifest.get("complete") and len(self.prior) == len(manifest["shards"])) or (
+                last["stop"] - last["start"] < self.shard_samples
+            )
+            self.shard_start = last["stop"]
+        if self.recorder is not None:
+            self.recorder.resume_at, self.recorder.shard_samples = self.resume_at, self.shard_samples
+
+    @property
+    def resume_at(self) -> int:
+        return self.prior[-1][0]["stop"] if self.prior else 0
+
+    def _check_prior(self) -> None:
+        while self.checked < len(self.prior) and self.prior[self.checked][0]["stop"] <= self.seen:
+            record = self.prior[self.checked][0]
+            want = record.get("data_sha256")
+            got = self._data_hash(record["start"], record["stop"])
+            if want is None or want != got:
+                raise ValueError(
+                    f"The store at {str(self.path)!r} was captured from different data: the samples "
+                    f"{record['start']}..{record['stop'] - 1} of this data do not match its shard "
+                    f"{record['file']!r}. Pass the same data in the same order, use another path, or "
+                    "delete the directory to capture afresh."
+                )
+            self.checked += 1
+
+    def _data_hash(self, start: int, stop: int) -> str:
+        """sha256 of the digests of samples [start, stop), as ``store.data_sha256`` computes it."""
+        return hashlib.sha256(bytes(self.digests[start * DIGEST_SIZE : stop * DIGEST_SIZE])).hexdigest()
+
+    def _different_data(self, why: str) -> ValueError:
+        return ValueError(
+            f"The store at {str(self.path)!r} was captured from different data: {why}. Pass the "
+            "same data in the same order, use another path, or delete the directory."
+        )
+
+    # -- batches ----------------------------------------------------------------------------
+
+    def feed(self, batch: Batch) -> None:
+        n = batch.n
+        if n == 0:
+            return
+        if self.kind is None:
+            self.kind = batch.kind
+            if self.kind != "image":
+                self.sampler.images = False
+                self.keep_images = False  # nothing to show as a picture
+            else:
+                self.input_hw = (int(batch.x.shape[2]), int(batch.x.shape[3]))
+                self.input_channels = int(batch.x.shape[1])
+            self._first_batch(batch)
+        elif self.kind == "image":
+            images = batch.x
+            hw = (int(images.shape[2]), int(images.shape[3]))
+            if hw != self.input_hw:
+                raise ValueError(f"Images of size {hw[0]}x{hw[1]} follow images of size "
+                                 f"{self.input_hw[0]}x{self.input_hw[1]}; every batch must have the "
+                                 "same height and width. Resize or crop them to one size.")
+            if images.shape[1] != self.input_channels:
+                raise ValueError(f"Images with {images.shape[1]} channels follow images with "
+                                 f"{self.input_channels}; every batch must have the same channels.")
+        if batch.labels is None:
+            batch.labels = torch.full((n,), -1, dtype=torch.int64)
+        start = self.seen
+        self.seen += n
+        if self.seen <= self.resume_at:  # reused from the store; only its data hash is needed
+            self.digests += self._digests(batch)
+            self._check_prior()
+            return
+        if self.closed:
+            raise self._different_data(f"it has more than the store's {self.resume_at} samples")
+        # hashing the inputs runs beside the forward pass (hashlib releases the GIL); the batch is
+        # not touched by anything else until both are done
+        hashing = self._hasher.submit(self._digests, batch)
+        try:
+            piece = self._forward(batch, start)
+        finally:
+            digests = hashing.result()
+        self.digests += digests
+        self._check_prior()
+        piece["sample_digest"] = torch.frombuffer(bytearray(digests), dtype=torch.uint8).reshape(n, DIGEST_SIZE)
+        lo = start
+        if start < self.resume_at:  # the batch straddles the resume point: drop the reused part
+            piece = self._cut(piece, start, self.resume_at - start, n)
+            lo = self.resume_at
+        self.pending.append((lo, start + n, piece))
+        while self.pending and self.pending[-1][1] - self.shard_start >= self.shard_samples:
+            self._emit(self.shard_start + self.shard_samples)
+
+    @staticmethod
+    def _digests(batch: Batch) -> bytes:
+        if batch.kind == "image":
+            return sample_digests(batch.x, batch.labels)
+        return batch.digests()
+
+    def _call(self, batch: Batch, x: Any) -> Any:
+        """The model's output on ``x``; a model that fails on the first batch gets an error that
+        says what the batch looked like and how to pass it. The hooks' own errors pass through."""
+        self.hook_error = None
+        try:
+            return batch.call(self.model, x, self.forward, self.preprocess)
+        except Exception as e:
+            if self.hook_error is not None or self.layer_info or isinstance(e, torch.cuda.OutOfMemoryError):
+                raise
+            if batch.kind == "image" and self.forward is None and isinstance(e, RuntimeError):
+                raise _model_failed(batch.x, e) from e
+            cls = TypeError if isinstance(e, TypeError) else ValueError
+            why = f"{type(e).__name__}: {str(e).rstrip('. ')}"
+            if self.forward is not None:
+                raise cls(f"forward= failed on the first batch, {describe(batch.x)}, with {why}. "
+                          "Check that it takes one batch as the data gives it and returns the "
+                          "model's output.") from e
+            how = ("model(x)" if batch.kind == "image" else "model(**batch)" if isinstance(batch.x, dict)
+                   else "model(ids)")
+            raise cls(
+                f"The model failed on the first batch, called as {how} with {describe(batch.x)}: "
+                f"{why}. If the model takes its inputs another way, pass forward=fn, a function "
+                "that calls it on one batch and returns its output, e.g. "
+                "forward=lambda b: model(b['input_ids'], mask=b['attention_mask'])."
+            ) from e
+
+    def _probe(self, batch: Batch, names: list[str]) -> dict[str, tuple[tuple, Any]]:
+        """Output shape of each layer, and for image inputs the input gradient of its channels'
+        sum at the centre (token ids have no gradient: None)."""
+        image = batch.kind == "image"
+        x = batch.model_input(self.dev, self.model_dtype)
+        if image:
+            x = x.detach().clone().requires_grad_(True)
+        self.sampler.begin("measure", 0)
+        if batch.kind == "tokens":
+            self.sampler.mask = batch.valid_tokens().to(self.dev)
+        probed = {}
+        # only the input's gradient is wanted, so autograd need not track the weights; restored after
+        flags = [(p, p.requires_grad) for p in self.model.parameters()]
+        # one image is too little work to share out: on a busy CPU, threads waiting for each other
+        # made this probe 20x slower than one thread (measured); restored after
+        threads = torch.get_num_threads()
+        try:
+            if self.dev.type == "cpu":
+                torch.set_num_threads(1)
+            for p, _ in flags:
+                p.requires_grad_(False)
+            with torch.enable_grad() if image else torch.no_grad():
+                out = self._call(batch, x)
+                self._read_logits(out, batch.n, check=True)  # an unreadable output fails now
+                for name in names:
+                    shape, centre = self.sampler_output(name)
+                    grad = None
+                    if centre is not None and centre.requires_grad:
+                        (grad,) = torch.autograd.grad(centre, x, retain_graph=True, allow_unused=True)
+                    probed[name] = (shape, grad)
+        finally:
+            torch.set_num_threads(threads)
+            for p, flag in flags:
+                p.requires_grad_(flag)
+        return probed
+
+    def _read_logits(self, out: Any, n: int, check: bool = False) -> torch.Tensor:
+        """Per-sample logits (N, V) float32; (N, 0) for per-token outputs (see capture's doc)."""
+        picked = select_logits(out, n, self.logits_key)
+        if picked.ndim == 3:
+            if check:
+                self.output = "per_token"
+            return torch.zeros((n, 0), device=self.dev)
+        if check and self.classes is not None and len(self.classes) != picked.shape[1]:
+            raise ValueError(f"classes has {len(self.classes)} names, but the model's logits have "
+                             f"{picked.shape[1]} columns; pass one class name per logit (or "
+                             "classes=None), or logits= to read another output.")
+        return picked.detach().float()
+
+    def _first_batch(self, batch: Batch) -> None:
+        """Measure each layer once: output shape, and receptive field by gradient."""
+        probed = self._probe(batch.head(1), self.names)  # first: inputs the model cannot take fail here
+        image = batch.kind == "image"
+        if image and self.keep_images:  # after the probe, whose errors about the input layout come first
+            warning = check_display(batch.x.to(self.dev), self.to_display)  # fail before more work
+            if warning is not None and self.preprocess is None:
+                # stacklevel: _first_batch < feed < capture < the caller's line
+                warnings.warn(warning, UserWarning, stacklevel=4)
+        # all units off at the centre of the first image give no gradient: ask a few more images
+        dead = [n for n, (shape, g) in probed.items()
+                if image and len(shape) == 4 and (g is None or not bool(g.any()))]
+        if dead and batch.n > 1:
+            probed.update({n: (probed[n][0], g) for n, (_, g) in self._probe(batch.head(8), dead).items()})
+        for name, (shape, grad) in probed.items():
+            tokens = len(shape) == 3 and not image
+            if tokens:
+                hw, rf, kind = (1, int(shape[1])), (1, 1), "tokens"
+            else:
+                grid = shape
+                hw, kind = (grid[2], grid[3]) if len(grid) == 4 else (1, 1), "grid"
+                rf = receptive_field(grad, self.input_hw) if len(grid) == 4 else self.input_hw
+            rows = {"all": hw[0] * hw[1], "mean": 1}.get(self.policy, min(self.sampler.per_image, hw[0] * hw[1]))
+            self.layer_info[name] = {
+                "kind": kind,
+                "hw": list(hw),
+                "rf": list(rf),
+                "channels": int(shape[2] if len(shape) == 3 else shape[1]),
+                "dtype": self.fingerprint["policy"]["dtype"],
+                "rows_per_sample": None if tokens and self.policy != "mean" else rows,
+            }
+            if self.stats_cfg is not None:
+                self.layer_info[name]["stats"] = dict(self.stats_cfg)
+        blind = [n for n, info in self.layer_info.items() if info["kind"] == "tokens" and self.kind == "other"]
+        if blind:
+            raise ValueError(
+                f"Layer {blind[0]!r} outputs tokens (N, T, D), but the batches carry no input_ids and "
+                "attention_mask, so capture cannot tell tokens from padding. Pass tokenized dict "
+                "batches ({'input_ids': ..., 'attention_mask': ...}); a forward= function receives "
+                "them as they are.")
+        if self.kind != "image":
+            self.input_hw = (1, max(info["hw"][1] for info in self.layer_info.values()))
+        if self.path is not None and not self.closed:
+            self.writer = _store.StoreWriter(self.path, self._header(), [r for r, _ in self.prior])
+
+    def hook(self, name: str, out: Any) -> Any:
+        """The forward hook: the sampler's slice, and the statistics of the whole output."""
+        try:
+            kept = self.sampler(name, out)  # validates the output first
+            if self.recorder is not None and self.sampler.mode == "rows":
+                self.recorder.feed(name, self.sampler.last.detach(), self.sampler.start, self.sampler.mask)
+        except Exception as e:
+            self.hook_error = e  # not the model's failure: _call lets it through unchanged
+            raise
+        return kept
+
+    def sampler_output(self, name: str) -> Any:
+        """What the hook kept of layer ``name`` in the latest forward pass."""
+        value = self.recorded.get(name)
+        if value is None or self.sampler.calls.get(name, 0) != 1:
+            raise ValueError(f"Layer {name!r} did not run in the model's forward pass, so it has no "
+                             f"output to capture. {LIST_HINT}")
+        return value
+
+    def _forward(self, batch: Batch, start: int) -> dict:
+        n = batch.n
+        x = batch.model_input(self.dev, self.model_dtype)
+        self.sampler.begin("rows", start)
+        if batch.kind == "tokens":
+            self.sampler.mask = batch.valid_tokens().to(self.dev, non_blocking=True)
+        targets = self._targets(start, n) if batch.kind == "image" else {}
+        self.sampler.targets = targets
+        out = batch.call(self.model, x, self.forward, self.preprocess)
+        piece: dict[str, torch.Tensor] = {}
+        ids = torch.arange(start, start + n, device=self.dev)
+        for name in self.names:
+            rows, pos = self.sampler_output(name)
+            info = self.layer_info[name]
+            k = info["rows_per_sample"]
+            w = info["hw"][1]
+            if info["kind"] == "tokens" and pos is not None:  # (batch index, token index) per row
+                bi, ti = pos
+                sid = bi + start
+                yx = torch.stack([torch.zeros_like(ti), ti], dim=-1)
+            elif self.policy == "random" and pos is not None:
+                sid = ids.repeat_interleave(k) if k > 1 else ids
+                yx = torch.stack([pos // w, pos % w], dim=-1).reshape(-1, 2)
+            else:  # the same grid for every sample ("all", or "random" on a small grid; -1 for "mean")
+                sid = ids.repeat_interleave(k) if k > 1 else ids
+                yx = self._grid(name).repeat(n, 1)
+            piece[f"{name}/acts"] = rows.to(self.dev)
+            piece[f"{name}/sample_id"] = sid.to(self.dev)
+            piece[f"{name}/yx"] = yx.to(self.dev)
+        piece["labels"] = batch.labels.to(self.dev, torch.int64)
+        piece["logits"] = self._read_logits(out, n).to(self.dev)
+        if self.keep_images:  # from the inputs before preprocess, which the model alone sees
+            piece["images"] = display_uint8(x, self.to_display, out=targets.get("images"))
+        if batch.kind == "tokens":
+            piece["tokens"] = batch.compact_tokens()
+        return piece
+
+    def _grid(self, name: str) -> torch.Tensor:
+        """(y, x) of each of a layer's rows for one sample, shape (k, 2)."""
+        grid = self._grids.get(name)
+        if grid is None:
+            h, w = self.layer_info[name]["hw"]
+            if self.policy == "mean":
+                grid = torch.full((1, 2), -1, dtype=torch.int64, device=self.dev)
+            else:
+                pos = torch.arange(h * w, device=self.dev)
+                grid = torch.stack([pos // w, pos % w], dim=-1)
+            self._grids[name] = grid
+        return grid
+
+    def _targets(self, start: int, n: int) -> dict[str, torch.Tensor]:
+        """Views of the preallocated outputs where this batch's activations and images go.
+
+        When the number of samples is known up front, the hook writes each batch straight into
+        one buffer per layer: the cache then needs no concatenation at the end (for "all" that
+        saved a copy of every activation). Data longer than announced falls back to pieces.
+        """
+        if self.buffers is None:
+            if self.capacity is None or self.prior:
+                return {}
+            self.buffers = {}
+            for name, info in self.layer_info.items():
+                shape = (self.capacity * info["rows_per_sample"], info["channels"])
+                self.buffers[f"{name}/acts"] = torch.empty(shape, dtype=self.sampler.dtype, device=self.dev)
+            if self.keep_images:
+                self.buffers["images"] = torch.empty(
+                    (self.capacity, 3, *self.input_hw), dtype=torch.uint8, device=self.dev
+                )
+        if start + n > self.capacity:
+            self.capacity = -1  # overflow: this and later batches make their own tensors
+            return {}
+        if self.capacity < 0:
+            return {}
+        out = {}
+        for key, buf in self.buffers.items():
+            k = self.layer_info[key[:-5]]["rows_per_sample"] if key.endswith("/acts") else 1
+            out[key[:-5] if key.endswith("/acts") else key] = buf[start * k : (start + n) * k]
+        return out
+
+    def _cut(self, piece: dict, lo: int, a: int, b: int) -> dict:
+        """Rows of samples [lo + a, lo + b) of a piece that starts at sample lo. A layer's rows
+        are found by their sample ids (ordered), so any number of rows per sample works."""
+        out = {}
+        bounds = {}
+        for key, t in piece.items():
+            layer = key.rpartition("/")[0]
+            if layer in self.layer_info and "/" in key:
+                if layer not in bounds:
+                    sid = piece[f"{layer}/sample_id"]
+                    want = torch.tensor([lo + a, lo + b], device=sid.device, dtype=sid.dtype)
+                    bounds[layer] = torch.searchsorted(sid, want).tolist()
+                r0, r1 = bounds[layer]
+                out[key] = t[r0:r1]
+            else:
+                out[key] = t[a:b]
+        return out
+
+    # -- shards -----------------------------------------------------------------------------
+
+    def _emit(self, stop: int) -> None:
+        """Finish the shard of samples [shard_start, stop): check it, write it, keep it."""
+        shard, rest = [], []
+        for lo, hi, piece in self.pending:
+            if hi <= stop:
+                shard.append(piece)
+            elif lo >= stop:
+                rest.append((lo, hi, piece))
+            else:
+                shard.append(self._cut(piece, lo, 0, stop - lo))
+                rest.append((stop, hi, self._cut(piece, lo, stop - lo, hi - lo)))
+        self._check_finite(shard)
+        stats = self.recorder.close_shard(self.shard_start) if self.recorder is not None else {}
+        if self.writer is not None:
+            tensors = {k: _store.join([p[k] for p in shard], k) for k in shard[0]}
+            tensors.update(stats)
+            data = self._data_hash(self.shard_start, stop)
+            self.writer.write_shard(tensors, self.shard_start, stop, data)
+        self.done.extend(shard)
+        self.pending = rest
+        self.shard_start = stop
+
+    def _check_finite(self, shard: list[dict]) -> None:
+        keys = [f"{n}/acts" for n in self.names] + ["logits"]
+        for key in keys:
+            for piece in shard:
+                t = piece[key]
+                # one reduction without a mask: the sum is finite unless some value is not (or the
+                # sum overflows, which the exact check below then clears)
+                if bool(torch.isfinite(t.sum(dtype=torch.float32))) or bool(torch.isfinite(t).all()):
+                    continue
+                row = int((~torch.isfinite(t)).reshape(len(t), -1).any(dim=1).nonzero()[0])
+                if key == "logits":  # a piece's first row of any layer belongs to its first sample
+                    sample, what = int(piece[f"{self.names[0]}/sample_id"][0]) + row, "The model's output (logits)"
+                else:
+                    sample, what = int(piece[key.replace("/acts", "/sample_id")][row]), f"Layer {key[:-5]!r}"
+                raise ValueError(
+                    f"{what} has NaN or infinite values, first at sample {sample}. Check the model's "
+                    "weights and the inputs (normalisation, dtype); a cache with non-finite "
+                    "activations would break the atlas, top examples and attribution."
+                )
+
+    def _header(self) -> dict:
+        layers = {n: {k: v for k, v in info.items() if k != "rows_per_sample"} for n, info in self.layer_info.items()}
+        return {
+            "fingerprint": dict(self.fingerprint),
+            "layers": layers,
+            "input_hw": list(self.input_hw),
+            "classes": self.classes,
+            "vocab": self.vocab,
+            "meta": self._meta(),
+        }
+
+    def _meta(self) -> dict:
+        from .. import __version__
+
+        policy = self.fingerprint["policy"]
+        return {
+            "fingerprint": dict(self.fingerprint),
+            **policy,
+            "layers": list(self.names),
+            "rf": {n: info["rf"] for n, info in self.layer_info.items()},
+            "rows_per_sample": {n: info["rows_per_sample"] for n, info in self.layer_info.items()},
+            "shard_samples": self.shard_samples,
+            "n_samples": self.seen,
+            "input": self.kind,
+            "output": self.output,
+            "atlaswidgets_version": __version__,
+        }
+
+    def _sequence_lengths(self, pieces: list[dict]) -> None:
+        """Token layers' grid (1, T_max): T_max is the most valid tokens of any sample (the width
+        of cache.tokens), which no batch split or padding changes."""
+        if self.kind == "image":
+            return
+        longest = 1
+        for p in pieces:
+            if "tokens" in p:
+                longest = max(longest, int(p["tokens"].shape[1]))
+            else:
+                for name, info in self.layer_info.items():
+                    yx = p[f"{name}/yx"]
+                    if info["kind"] == "tokens" and len(yx):
+                        longest = max(longest, int(yx[:, 1].max()) + 1)
+        for info in self.layer_info.values():
+            if info["kind"] == "tokens":
+                info["hw"] = [1, longest]
+        self.input_hw = (1, longest)
+
+    def finish(self) -> ActivationCache:
+        if self.seen == 0:
+            raise ValueError("data is empty: it yielded no images or texts. Pass at least one batch "
+                             "(N, C, H, W) or (N, T).")
+        if self.seen < self.resume_at:
+            raise self._different_data(f"it has {self.seen} samples, fewer than the {self.resume_at} in the store")
+        if self.pending:
+            self._emit(self.seen)
+        pieces = [tensors for _, tensors in self.prior] + self.done
+        self._sequence_lengths(pieces)
+        self.fingerprint["data"] = self._data_hash(0, self.seen)
+        header = self._header()
+        if self.writer is not None:
+            self.writer.finish(fingerprint=header["fingerprint"], meta=header["meta"], n_samples=self.seen,
+                               layers=header["layers"], input_hw=header["input_hw"])
+        ready = {}
+        if self.buffers is not None and self.capacity is not None and self.capacity >= 0:
+            for key, buf in self.buffers.items():
+                k = self.layer_info[key[:-5]]["rows_per_sample"] if key.endswith("/acts") else 1
+                used = buf[: self.seen * k]
+                ready[key] = used if len(used) == len(buf) else used.clone()  # free the unused tail
+        cache = _store.assemble(pieces, header, self.dev, ready)
+        cache.path = self.path
+        cache.preprocess = self.preprocess
+        if self.recorder is not None:
+            for name, part in self._stats_prior.items():
+                self.recorder.add(name, part.to(self.dev))
+            cache.stats = {n: self.recorder.total[n] for n in self.names if n in self.recorder.total}
+        return cache
