@@ -55,6 +55,12 @@ _LAZY = {
     "context_share": "atlaswidgets.cache.regions",
     "overlaps_context": "atlaswidgets.cache.regions",
     "attribute": "atlaswidgets.attribution",
+    "Attribution": "atlaswidgets.attribution",
+    # targets: one spelling of classes, pairs (and later next-token targets) (issue #16)
+    "Target": "atlaswidgets.cache.targets",
+    "target_key": "atlaswidgets.cache.targets",
+    "class_name": "atlaswidgets.cache.targets",
+    "model_classes": "atlaswidgets.cache.targets",
     # feature visualisation (issue #5)
     # not "render": that is the name of the subpackage, which shadows it once imported
     "feature_vis": "atlaswidgets.render.fv:render",

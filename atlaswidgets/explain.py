@@ -25,7 +25,7 @@ import torch
 
 from .cache.cache import ActivationCache
 from .cache.topk import DEFAULT_RANGES, UnitSamples
-from .cache.units import _layer_name, unit_samples
+from .cache.units import layer_name, unit_samples
 
 __all__ = ["ExplanationScore", "score_explanation", "find_units", "rf_overlap", "explain_unit",
            "describe"]
@@ -146,7 +146,7 @@ def score_explanation(
     n : examples per group (top, each quantile range, random); see ``topk.unit_samples``
     Returns an ExplanationScore (``top_and_random`` is the score, ``top_only`` as in the paper).
     """
-    name = _layer_name(cache, layer)
+    name = layer_name(cache, layer)
     _check_annotations(cache, annotations)
     samples = unit_samples(cache, unit, name, n=n, ranges=ranges, seed=seed, source=source)
     return _score(samples, _Predictions(cache, name, simulate, annotations), explanation)
@@ -174,7 +174,7 @@ def find_units(
     channels : the channels to score (default all); top : how many to return (None = all)
     score_kw : passed to ``score_explanation`` (n, ranges, seed, source)
     """
-    name = _layer_name(cache, layer)
+    name = layer_name(cache, layer)
     if annotations is None:
         raise ValueError("find_units needs annotations=: the list of each sample's annotations "
                          "(e.g. kitchen.dataset(n).annotations) that the predicate reads.")
@@ -206,7 +206,7 @@ def rf_overlap(cache: ActivationCache, name: str, layer: str | None = None,
     ``atlaswidgets.cache.regions``: a position's receptive field centred on its input pixel.
     min_overlap : fraction of the annotation's area that must fall inside the field (0 = any)
     """
-    la = cache.layer(_layer_name(cache, layer))
+    la = cache.layer(layer_name(cache, layer))
     h_in, w_in = cache.input_hw
     if h_in <= 0 or w_in <= 0:
         raise ValueError("cache.input_hw is unknown; capture the cache with aw.capture().")
@@ -262,7 +262,7 @@ def explain_unit(
     simulator : (explanation, record without "activation") -> predicted activation (a number)
     The score's ``explanation`` holds the text.
     """
-    name = _layer_name(cache, layer)
+    name = layer_name(cache, layer)
     _check_annotations(cache, annotations)
     samples = unit_samples(cache, unit, name, n=n, seed=seed)
     top = samples.groups["top"]

@@ -47,6 +47,7 @@ from .data import DIGEST_SIZE, batches, check_batch, check_display, display_uint
 from .hooks import LayerSpec, eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .sampling import LIST_HINT, Sampler, receptive_field
 from .stats_capture import StatsRecorder, stats_from_shards
+from .targets import model_classes
 from .topk import ChannelStats, stats_config
 
 __all__ = ["resolve_layers", "hooks", "capture"]
@@ -119,7 +120,7 @@ def capture(
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {[str(d) for d in _DTYPES]}, got {dtype!r}.")
     if classes is None:
-        classes = _model_classes(model)
+        classes = model_classes(model)
     if classes is not None:
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise TypeError("classes must be a list of class names (str), indexed by label.")
@@ -166,14 +167,6 @@ def _model_failed(images: torch.Tensor, error: Exception) -> ValueError:
         f"{type(error).__name__}: {str(error).rstrip('. ')}.{hint} Check that the images have the layout (C, H, W), "
         "channel count, size and normalisation the model was trained on."
     )
-
-
-def _model_classes(model: nn.Module):
-    """Class names a model carries as ``model.classes`` (the zoo's models do), or None."""
-    names = getattr(model, "classes", None)
-    if isinstance(names, (list, tuple)) and names and all(isinstance(c, str) for c in names):
-        return list(names)
-    return None
 
 
 class _Run:

@@ -17,10 +17,11 @@ import torch
 from .cache import ActivationCache, checked_direction, finite_scores
 from .topk import DEFAULT_RANGES, Examples, UnitSamples, _check_count, _check_ranges, _range_name
 
-__all__ = ["unit_samples", "unit_maxima"]
+__all__ = ["unit_samples", "unit_maxima", "layer_name"]
 
 
-def _layer_name(cache: ActivationCache, layer: str | None) -> str:
+def layer_name(cache: ActivationCache, layer: str | None) -> str:
+    """The captured layer ``layer`` names, or the cache's only layer when it is None."""
     if layer is None:
         if len(cache.layers) != 1:
             raise ValueError(f"This cache has layers {list(cache.layers)}; pass layer=... to say which.")
@@ -50,7 +51,7 @@ def unit_maxima(cache: ActivationCache, unit, layer: str | None = None) -> Examp
     unit : a channel index, or a direction of shape (n_channels,) (its value is the dot product)
     Returns Examples with one entry per sample that has rows, in sample order (ties: the first row).
     """
-    name = _layer_name(cache, layer)
+    name = layer_name(cache, layer)
     la = cache.layers[name]
     scores = _scores(cache, name, unit)
     best = torch.full((cache.n_samples,), -math.inf, device=scores.device)
@@ -116,7 +117,7 @@ def unit_samples(
     Returns a UnitSamples whose groups are "top", one per range, then "random"; each example is
     a sample at its strongest position.
     """
-    name = _layer_name(cache, layer)
+    name = layer_name(cache, layer)
     n = _check_count(n, "n")
     if n_top is not None:
         n_top = _check_count(n_top, "n_top")

@@ -12,7 +12,7 @@ from collections import OrderedDict
 import numpy as np
 import torch
 
-from ..attribution import target_key
+from ..cache.targets import target_key
 from ..cache.cache import ActivationCache
 from ..cache.hooks import eval_mode
 from ..cache.topk import DEFAULT_RANGES
