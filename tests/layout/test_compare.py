@@ -210,7 +210,8 @@ def test_kitchen_noodles_fill_the_wok_side():
     data = kitchen.dataset(500, seed=11)
     cache = aw.capture(net, data, "block4", sample="random", per_image=8, classes=kitchen.CLASSES,
                        progress=False, keep_images=True)
-    cache.add_attribution(aw.attribute(net, data, "block4", ("wok", "frying pan"), cache=cache, store=False, progress=False))
+    cache.add_attribution(aw.attribute(net, data, "block4", ("wok", "frying pan"), cache=cache,
+                                       store=False, progress=False))
     comp = aw.compare_atlas(cache, "wok", "frying pan")  # the one UMAP run of this file
     m = len(comp.cells.ids)
     top = comp.cells.ids[np.argsort(-comp.mean_diff, kind="stable")[: max(1, int(np.ceil(0.1 * m)))]]

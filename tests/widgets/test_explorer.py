@@ -31,7 +31,8 @@ def world():
     classes = list(kitchen.CLASSES)
     classes[classes.index("baking tray")] = XSS
     cache = aw.capture(model, data, "block4", per_image=4, stats=True, classes=classes, progress=False)
-    cache.add_attribution(aw.attribute(model, data, "block4", ("wok", "frying pan"), cache=cache, store=False, progress=False))
+    cache.add_attribution(aw.attribute(model, data, "block4", ("wok", "frying pan"), cache=cache,
+                                       store=False, progress=False))
     acts = cache["block4"].acts
     xy, y = _pca(acts, 2), _pca(acts, 1)[:, 0]
     atlas = aw.build_atlas(cache, "block4", grid_size=8, min_count=2, xy=xy, icon_size=12)
