@@ -263,7 +263,7 @@ def _batch(model, x, kept, name, targets: list[Target], flat_ok):
     for j, t in enumerate(targets):
         # samples are independent in eval mode, so the gradient of the sum is each sample's gradient
         last = j == len(targets) - 1
-        grad = layer_grad(t.score(logits).sum(), kept, x, retain_graph=not last)
+        grad = _layer_grad(t.score(logits).sum(), kept, x, retain_graph=not last)
         if grad is None:
             raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient "
                              "flows back to it. Pick a layer before the output.")
@@ -275,7 +275,7 @@ def _batch(model, x, kept, name, targets: list[Target], flat_ok):
     kept.pop("out", None)  # drop the graph
 
 
-def layer_grad(score: torch.Tensor, kept: dict, x: torch.Tensor, retain_graph: bool = False):
+def _layer_grad(score: torch.Tensor, kept: dict, x: torch.Tensor, retain_graph: bool = False):
     """Gradient of the scalar ``score`` at the layer's output as the layer returned it (``kept``
     filled by ``_keep``), or None when the score does not depend on it."""
     if kept["out"]._version == kept["version"]:
