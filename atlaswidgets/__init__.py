@@ -55,11 +55,19 @@ _LAZY = {
     "context_share": "atlaswidgets.cache.regions",
     "overlaps_context": "atlaswidgets.cache.regions",
     "attribute": "atlaswidgets.attribution",
+    "Attribution": "atlaswidgets.attribution",
+    # targets: one spelling of classes, pairs (and later next-token targets) (issue #16)
+    "Target": "atlaswidgets.cache.targets",
+    "target_key": "atlaswidgets.cache.targets",
+    "class_name": "atlaswidgets.cache.targets",
+    "model_classes": "atlaswidgets.cache.targets",
     # feature visualisation (issue #5)
-    # not "render": that is the name of the subpackage, which shadows it once imported
+    # the function is feature_vis; aw.render is always the subpackage (see _MODULES), which
+    # Python would bind to that name anyway once any atlaswidgets.render module is imported
     "feature_vis": "atlaswidgets.render.fv:render",
     "Rendered": "atlaswidgets.render.fv",
     "render_icons": "atlaswidgets.render.icons",
+    "IconSettings": "atlaswidgets.render.icons",
     "cell_icons": "atlaswidgets.render.icons",
     "Icons": "atlaswidgets.render.icons",
     "whitening": "atlaswidgets.render.objectives",
@@ -77,7 +85,7 @@ _LAZY = {
 
 # public name -> module exported whole: aw.objectives.channel(...)
 _MODULES = {"objectives": "atlaswidgets.render.objectives", "transforms": "atlaswidgets.render.transforms",
-            "audit": "atlaswidgets.experiments.audit"}
+            "audit": "atlaswidgets.experiments.audit", "render": "atlaswidgets.render"}
 
 __all__ = sorted([*_LAZY, *_MODULES]) + ["__version__"]
 

@@ -3,20 +3,28 @@
 The Activation Atlases article attributes a logit to a position of a layer by the activation
 vector there times the gradient of the logit with respect to it, per channel; summed over channels
 that is the first-order share of the logit that flows through that position. ``attribute``
-computes it for one target:
+computes it toward targets (``atlaswidgets.cache.targets``):
 
 - a class id (``int``) or a class name (``str``, looked up in ``cache.classes`` or ``classes=``);
 - a pair ``(a, b)`` of ids or names: the logit difference ``logit[a] - logit[b]``, the article's
-  comparison of two classes (frying pan vs wok).
+  comparison of two classes (frying pan vs wok);
+- a key the kit wrote ("wok-frying pan", "class:3") or a ``Target``.
 
-With ``cache=`` the attribution is computed for exactly the cache's rows of the layer and stored
-beside the activations in ``cache[layer].attributions[key]``, shape (n_rows, n_channels); a
-"mean" row (yx = (-1, -1)) gets the sum over all positions. Keys are readable
-(``target_key``): ``"wok"``, ``"wok-frying pan"``, or ``"class:3"`` when the cache has no
-class names. ``cache.save`` writes them and ``ActivationCache.load`` reads them back.
+``attribute(model, data, layer, target)`` returns one ``Attribution``;
+``attribute(model, data, layer, [t1, t2, ...])`` (a list) returns a list of them, one per target
+in that order, all from one pass over the data (one forward per batch, one gradient per target).
+The result's type follows the ``target`` argument only, never other options.
 
-Without ``cache=`` every position is returned, as an ``Attribution`` whose ``per_channel`` has
-the layer's shape (n_samples, n_channels, H, W).
+Without ``cache=`` every position is computed: ``per_channel`` has the layer's shape (n_samples,
+n_channels, H, W). With ``cache=`` exactly the cache's rows of the layer are: ``per_channel`` is
+(n_rows, n_channels), float32, a "mean" row (yx = (-1, -1)) getting the sum over all positions,
+and the Attribution names its rows (``layer``, ``sample_id``, ``yx``). Storing it is its own step,
+``cache.add_attribution(attr)``; ``cache.save`` writes it and ``cache.attribution(layer,
+target)`` reads it back. Keys are the readable spelling of ``cache.targets``: ``"wok"``,
+``"wok-frying pan"``, or ``"class:3"`` when there are no class names.
+
+Deprecated: ``attribute(..., cache=cache)`` without ``store=False`` still stores its result into
+the cache, as it did, with a FutureWarning; from the next release it only returns it.
 
 The gradient is taken with ``torch.autograd.grad`` on the layer's hooked output, so no ``.grad``
 is left on the model's parameters. When a later in-place op (``ReLU(inplace=True)``) has changed
@@ -27,7 +35,7 @@ forward hook, which sees the gradient of the value the layer returned, catches i
 
 from __future__ import annotations
 
-import difflib
+import warnings
 from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
@@ -36,98 +44,52 @@ import torch
 from torch import nn
 
 from .cache.cache import ActivationCache
-from .cache.capture import _model_classes
 from .cache.data import batches, check_batch, logits_of
 from .cache.hooks import eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .cache.sampling import LIST_HINT
+from .cache.targets import Target, model_classes, n_outputs_of, resolve, target_key
 
-__all__ = ["attribute", "Attribution", "target_key", "lookup"]
+__all__ = ["attribute", "Attribution", "Target", "target_key", "lookup"]
 
-Target = Union[int, str, tuple]
+TargetSpec = Union[int, str, tuple, Target]
 
 
 @dataclass
 class Attribution:
-    """Activation x gradient at every position of a layer, for one target.
+    """Activation x gradient toward one target, at every position of a layer or at a cache's rows.
 
-    per_channel : float tensor, shape (n_samples, n_channels, H, W) (or (n_samples, n_channels)
-        for a layer without a spatial grid), in the model's dtype (at least float32), on the device
+    per_channel : float tensor on the device. Every position: shape (n_samples, n_channels, H, W)
+        (or (n_samples, n_channels) for a layer without a spatial grid), in the model's dtype (at
+        least float32). A cache's rows: shape (n_rows, n_channels), float32
     key : the readable target key, e.g. "wok-frying pan"
-    target : (a, b) class ids, b = None for a single class
+    target : the ``Target`` (kind and class ids)
+    layer : the layer's name
+    sample_id, yx : with ``cache=``, the rows it covers: int64 tensors (n_rows,) and (n_rows, 2),
+        the cache's ``sample_id`` and ``yx`` of the layer; None for every position
     """
 
     per_channel: torch.Tensor
     key: str
-    target: tuple[int, int | None]
+    target: Target
+    layer: str | None = None
+    sample_id: torch.Tensor | None = None
+    yx: torch.Tensor | None = None
 
     @property
     def total(self) -> torch.Tensor:
-        """Summed over channels, shape (n_samples, H, W)."""
+        """Summed over channels, shape (n_samples, H, W), or (n_rows,) for a cache's rows."""
         return self.per_channel.sum(1)
 
-
-# ----------------------------------------------------------------------------- targets
-
-
-def _class_id(value: Any, classes: Sequence[str] | None, n_outputs: int | None) -> int:
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"A target class must be an int id or a str name, got {value!r}.")
-    if isinstance(value, (int, np.integer)):
-        limit = n_outputs if n_outputs is not None else (len(classes) if classes else None)
-        if value < 0 or (limit is not None and value >= limit):
-            allowed = f"0..{limit - 1}" if limit is not None else "a non-negative id"
-            raise ValueError(f"Class id {int(value)} is out of range; the model has {limit} "
-                             f"outputs, so use {allowed}.")
-        return int(value)
-    if isinstance(value, str):
-        if not classes:
-            raise ValueError(f"Class name {value!r} cannot be looked up: the cache has no class "
-                             "names. Pass classes=[...] (names indexed by label) or a class id.")
-        if value not in classes:
-            close = difflib.get_close_matches(value, list(classes), n=3, cutoff=0.5)
-            hint = f" Did you mean {close}?" if close else ""
-            raise ValueError(f"Unknown class name {value!r}.{hint} Known names: {list(classes)}.")
-        return list(classes).index(value)
-    raise TypeError(f"A target class must be an int id or a str name, got {type(value).__name__}.")
-
-
-def _resolve(target: Any, classes: Sequence[str] | None, n_outputs: int | None) -> tuple[int, int | None]:
-    """(a, b) class ids of a target; b is None for a single class."""
-    if isinstance(target, (tuple, list)):
-        if len(target) != 2:
-            raise ValueError(f"A pair target must have two classes (a, b), got {len(target)}: "
-                             f"{target!r}.")
-        a, b = (_class_id(v, classes, n_outputs) for v in target)
-        if a == b:
-            raise ValueError(f"A pair target needs two different classes; got {target!r}, which "
-                             f"names class {a} twice (its logit difference is always 0).")
-        return a, b
-    return _class_id(target, classes, n_outputs), None
-
-
-def _name(i: int, classes: Sequence[str] | None) -> str:
-    return classes[i] if classes and i < len(classes) else f"class:{i}"
-
-
-def target_key(target: Any, classes: Sequence[str] | None = None, n_outputs: int | None = None) -> str:
-    """The readable key of a target: "wok", "wok-frying pan", or "class:3" without class names."""
-    a, b = _resolve(target, classes, n_outputs)
-    return _name(a, classes) if b is None else f"{_name(a, classes)}-{_name(b, classes)}"
+    def __repr__(self) -> str:
+        rows = "every position" if self.sample_id is None else f"{len(self.sample_id)} cache rows"
+        return (f"Attribution({self.key!r}, layer={self.layer!r}, {rows}, "
+                f"per_channel={tuple(self.per_channel.shape)})")
 
 
 def lookup(cache: ActivationCache, layer: str | None, target: Any) -> torch.Tensor:
-    """The stored attribution of a layer's rows toward ``target``, shape (n_rows, n_channels)."""
-    la = cache.layer(layer)
-    stored = la.attributions
-    if isinstance(target, str) and target in stored:  # a key as stored, e.g. "wok-frying pan"
-        return stored[target]
-    n_outputs = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else None
-    key = target_key(target, cache.classes, n_outputs)
-    if key not in stored:
-        have = list(stored) or "none yet"
-        raise KeyError(f"No attribution toward {key!r} for this layer; it has {have}. Compute it "
-                       "with aw.attribute(model, data, layer, target, cache=cache).")
-    return stored[key]
+    """The stored attribution of a layer's rows toward ``target``, shape (n_rows, n_channels);
+    the same as ``cache.attribution(layer, target)``."""
+    return cache.attribution(layer, target)
 
 
 # ----------------------------------------------------------------------------- attribute
@@ -137,34 +99,40 @@ def attribute(
     model: nn.Module,
     data: Any,
     layer: str,
-    target: Target,
+    target: TargetSpec | list,
     cache: ActivationCache | None = None,
     batch_size: int = 64,
     device: torch.device | str | None = None,
     progress: bool = True,
     classes: Sequence[str] | None = None,
-) -> Attribution | torch.Tensor:
+    store: bool | None = None,
+) -> Attribution | list[Attribution]:
     """Activation x gradient of the target logit at each position of ``layer``, per channel.
 
     data : the data forms ``aw.capture`` takes; with ``cache=``, the same data in the same order
         as the cache was captured from
     layer : one ``named_modules()`` name; its output must be (N, C, H, W) ((N, C) only for a
         cache of "mean" rows)
-    target : class id, class name, or a pair (a, b) meaning logit[a] - logit[b]
-    cache : when given, compute for exactly its rows of ``layer`` and store the result in
-        ``cache[layer].attributions[key]`` (see module doc)
+    target : class id, class name, a pair tuple (a, b) meaning logit[a] - logit[b], a stored key
+        or a ``Target``; or a **list** of these, computed together in one pass
+    cache : when given, compute for exactly its rows of ``layer`` (see module doc)
+    store : with ``cache``, False returns the result without storing it (store it with
+        ``cache.add_attribution(attr)``). Left out, the result is also stored in the cache as
+        before, with a FutureWarning: that one-step form goes in the next release
     classes : class names indexed by label, for name targets; default the cache's, else the
-        model's ``model.classes`` when it has them
+        model's ``model.classes`` when it has them. With ``cache``, keys are spelled with the
+        cache's names ("class:3" when it has none)
     device : where to run; default CUDA when available, else where the model's parameters are.
         A model elsewhere is moved there for the call and moved back afterwards (as in
         ``aw.capture``)
-    Returns with ``cache``: the stored tensor, shape (n_rows, n_channels), float32; its
-    ``.sum(1)`` is the per-row total. Without: an ``Attribution`` of every position.
+    Returns an ``Attribution`` for one target, a list of them (same order) for a list of targets.
     """
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one layer name (str), got {type(layer).__name__}.")
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    if store not in (None, True, False):
+        raise TypeError(f"store must be True, False or left out, got {store!r}.")
     (name,) = resolve_layers(model, layer)
     la = None
     if cache is not None:
@@ -176,60 +144,86 @@ def attribute(
         la = cache.layers[layer]
         if classes is None:
             classes = cache.classes
+    elif store:
+        raise ValueError("store=True needs cache=: the rows to store are a cache's rows.")
     if classes is None:
-        classes = _model_classes(model)
+        classes = model_classes(model)
     if classes is not None:
         classes = list(classes)
-    n_outputs = int(cache.logits.shape[1]) if cache is not None and cache.logits.ndim == 2 else None
-    a, b = _resolve(target, classes, n_outputs)  # fail on a bad target before any work
-    key = target_key(target, classes, n_outputs)
+    n_outputs = n_outputs_of(cache.logits) if cache is not None else None
+    many = isinstance(target, list)
+    specs = target if many else [target]
+    if not specs:
+        raise ValueError("target is an empty list; pass at least one target.")
+    # fail on a bad target before any work
+    targets = [resolve(t, classes, n_outputs) for t in specs]
+    # a key that lives in a cache is spelled with the cache's names, so it resolves there again
+    keys = [t.key(cache.classes if cache is not None else classes) for t in targets]
 
+    maps = _engine(model, data, name, targets, la, cache.n_samples if cache is not None else None,
+                   int(batch_size), device, progress, desc=", ".join(keys))
+    out = [Attribution(m, k, t, layer, None if la is None else la.sample_id,
+                       None if la is None else la.yx) for m, k, t in zip(maps, keys, targets)]
+    if cache is not None and store is not False:
+        warnings.warn(
+            "aw.attribute(..., cache=cache) stores its result in the cache only until the next "
+            "release; storing is its own step now: attr = aw.attribute(model, data, layer, target, "
+            "cache=cache, store=False); cache.add_attribution(attr).", FutureWarning, stacklevel=2)
+        cache.add_attribution(out)
+    return out if many else out[0]
+
+
+def _engine(model, data, name: str, targets: list[Target], la, n_samples: int | None,
+            batch_size: int, device, progress: bool, desc: str) -> list[torch.Tensor]:
+    """One pass over ``data``: per batch one forward and one gradient per target.
+
+    Returns per target the attribution of every position (n_samples, C, H, W) when ``la`` is
+    None, else of ``la``'s rows, (n_rows, C) float32 on the cache's device.
+    """
     dtype = model_dtype(model)
-    stream, total = batches(data, int(batch_size))
-    if cache is not None and total is not None and total != cache.n_samples:
-        raise ValueError(f"data has {total} samples but the cache holds {cache.n_samples}; pass the "
+    stream, total = batches(data, batch_size)
+    if la is not None and total is not None and total != n_samples:
+        raise ValueError(f"data has {total} samples but the cache holds {n_samples}; pass the "
                          "data the cache was captured from, in the same order.")
     # an (N, C) output has no positions; it fits only a cache of "mean" rows
     flat_ok = la is not None and bool((la.yx[:, 0] < 0).all())
     ordered = la is not None and bool((la.sample_id[1:] >= la.sample_id[:-1]).all())
-    out_rows: list[tuple[torch.Tensor, torch.Tensor]] = []
-    maps: list[torch.Tensor] = []
+    parts: list[list] = [[] for _ in targets]
     seen = 0
     kept: dict[str, Any] = {}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit="img", desc=f"attribute {key}", disable=not progress)
+    bar = tqdm(total=total, unit="img", desc=f"attribute {desc}"[:60], disable=not progress)
     try:
         with on_device(model, device) as dev, eval_mode(model), torch.enable_grad(), \
                 hooks(model, name, lambda n, out: _keep(kept, out)):
             for i, (images, labels) in enumerate(stream):
                 images, _ = check_batch(images, labels, i)
                 x = images.to(dev, dtype or images.dtype)
-                attr = _batch(model, x, kept, name, a, b, flat_ok)
                 n = len(x)
-                if la is None:
-                    maps.append(attr.detach())
-                else:
-                    if seen + n > cache.n_samples:
-                        raise ValueError(f"data has more than the cache's {cache.n_samples} "
-                                         "samples; pass the data the cache was captured from.")
-                    if seen == 0:
-                        _check_same_data(la, kept["act"], layer)
-                    out_rows.append(_rows(la, attr, seen, n, layer, ordered))
+                if la is not None and seen + n > n_samples:
+                    raise ValueError(f"data has more than the cache's {n_samples} samples; pass "
+                                     "the data the cache was captured from.")
+                for j, attr in enumerate(_batch(model, x, kept, name, targets, flat_ok)):
+                    if la is None:
+                        parts[j].append(attr.detach())
+                        continue
+                    if seen == 0 and j == 0:
+                        _check_same_data(la, kept["act"], name)
+                    parts[j].append(_rows(la, attr, seen, n, name, ordered))
                 seen += n
                 bar.update(n)
     finally:
+        kept.clear()  # drop the graph
         bar.close()
     if seen == 0:
         raise ValueError("data is empty: it yielded no images. Pass at least one batch (N, C, H, W).")
     if la is None:
-        return Attribution(torch.cat(maps), key, (a, b))
-    if seen != cache.n_samples:
-        raise ValueError(f"data has {seen} samples but the cache holds {cache.n_samples}; pass the "
+        return [torch.cat(p) for p in parts]
+    if seen != n_samples:
+        raise ValueError(f"data has {seen} samples but the cache holds {n_samples}; pass the "
                          "data the cache was captured from, in the same order.")
-    result = _place(la, out_rows)
-    la.attributions[key] = result
-    return result
+    return [_place(la, p) for p in parts]
 
 
 def _keep(kept: dict, out: Any) -> None:
@@ -246,8 +240,8 @@ def _keep(kept: dict, out: Any) -> None:
     kept["requires_grad"] = out.requires_grad
 
 
-def _batch(model, x, kept, name, a, b, flat_ok) -> torch.Tensor:
-    """act x grad of one batch, shape (n, C, H, W) or (n, C)."""
+def _batch(model, x, kept, name, targets: list[Target], flat_ok):
+    """act x grad of one batch toward each target, each (n, C, H, W) or (n, C); one forward."""
     kept.clear()
     x = x.detach().requires_grad_(True)
     logits = _logits(model(x), len(x))
@@ -258,28 +252,30 @@ def _batch(model, x, kept, name, a, b, flat_ok) -> torch.Tensor:
         raise ValueError(f"Layer {name!r} has output shape {tuple(act.shape)}; attribution needs "
                          "(N, C, H, W) (or (N, C) for a cache of 'mean' rows). Pick a conv layer.")
     limit = logits.shape[1]
-    for c in (a, b):
-        if c is not None and c >= limit:
-            raise ValueError(f"Class id {c} is out of range; the model has {limit} outputs.")
+    for t in targets:
+        for c in t.ids:
+            if c >= limit:
+                raise ValueError(f"Class id {c} is out of range; the model has {limit} outputs.")
     if not kept.get("requires_grad"):
         raise ValueError(f"The output of layer {name!r} does not depend on the input through "
                          "autograd (no grad_fn), so it has no gradient; is it computed under "
                          "torch.no_grad() or detached inside the model?")
-    score = logits[:, a] if b is None else logits[:, a] - logits[:, b]
-    # samples are independent in eval mode, so the gradient of the sum is each sample's gradient
-    grad = layer_grad(score.sum(), kept, x)
+    for j, t in enumerate(targets):
+        # samples are independent in eval mode, so the gradient of the sum is each sample's gradient
+        last = j == len(targets) - 1
+        grad = _layer_grad(t.score(logits).sum(), kept, x, retain_graph=not last)
+        if grad is None:
+            raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient "
+                             "flows back to it. Pick a layer before the output.")
+        if not bool(torch.isfinite(grad).all()):
+            raise ValueError(f"The gradient of the target at layer {name!r} has NaN or infinite "
+                             "values; check the model's weights and inputs.")
+        out = act * grad
+        yield out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
     kept.pop("out", None)  # drop the graph
-    if grad is None:
-        raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient flows "
-                         "back to it. Pick a layer before the output.")
-    if not bool(torch.isfinite(grad).all()):
-        raise ValueError(f"The gradient of the target at layer {name!r} has NaN or infinite values; "
-                         "check the model's weights and inputs.")
-    out = act * grad
-    return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
 
-def layer_grad(score: torch.Tensor, kept: dict, x: torch.Tensor, retain_graph: bool = False):
+def _layer_grad(score: torch.Tensor, kept: dict, x: torch.Tensor, retain_graph: bool = False):
     """Gradient of the scalar ``score`` at the layer's output as the layer returned it (``kept``
     filled by ``_keep``), or None when the score does not depend on it."""
     if kept["out"]._version == kept["version"]:
@@ -288,6 +284,7 @@ def layer_grad(score: torch.Tensor, kept: dict, x: torch.Tensor, retain_graph: b
         return grad
     # changed in place later (ReLU(inplace=True)): the tensor hook holds the gradient of the
     # value the layer returned, reached by differentiating down to the input
+    kept.pop("grad", None)  # an earlier target's gradient of the same forward pass
     torch.autograd.grad(score, x, retain_graph=retain_graph, allow_unused=True)
     return kept.get("grad")
 

@@ -100,10 +100,24 @@ def _cache(model, data, sample="random", layers=("conv1", "conv2")):
                       classes=CLASSES, progress=False, keep_images=False)
 
 
+def _rows(model, data, layer, target, cache, **kw):
+    """The two-step form: compute the cache's rows, then store them; returns the stored tensor."""
+    attr = aw.attribute(model, data, layer, target, cache=cache, store=False, progress=False, **kw)
+    assert isinstance(attr, Attribution) and attr.layer == layer
+    cache.add_attribution(attr)
+    return attr.per_channel
+
+
 def test_cache_rows_random_policy(model, data):
     cache = _cache(model, data)
-    stored = aw.attribute(model, data, "conv2", ("wok", "pan"), cache=cache, batch_size=7, progress=False)
+    attr = aw.attribute(model, data, "conv2", ("wok", "pan"), cache=cache, batch_size=7,
+                        store=False, progress=False)
     la = cache["conv2"]
+    assert la.attributions == {}  # computing does not store
+    assert torch.equal(attr.sample_id, la.sample_id) and torch.equal(attr.yx, la.yx)
+    assert attr.key == "wok-pan" and attr.target == aw.Target("pair", (1, 0))
+    assert cache.add_attribution(attr) == "wok-pan"
+    stored = attr.per_channel
     assert stored.shape == (la.n_rows, 16) and stored.dtype == torch.float32
     assert torch.equal(cache.attribution("conv2", ("wok", "pan")), stored)
     assert torch.equal(cache.attribution("conv2", "wok-pan"), stored)
@@ -122,44 +136,46 @@ def test_cache_rows_random_policy(model, data):
 def test_cache_from_iterable_and_shuffled_rows(model, data):
     """A generator of (images, labels) batches gives the same rows; row order need not be sorted."""
     cache = _cache(model, data)
-    want = aw.attribute(model, data, "conv2", "pot", cache=cache, progress=False)
+    want = _rows(model, data, "conv2", "pot", cache)
     gen = ((data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 24, 5))
-    got = aw.attribute(model, gen, "conv2", "pot", cache=cache, progress=False)
+    got = _rows(model, gen, "conv2", "pot", cache)
     assert torch.allclose(got, want, atol=1e-6)
     la = cache["conv2"]
     perm = torch.randperm(la.n_rows)
     la.acts, la.sample_id, la.yx = la.acts[perm], la.sample_id[perm], la.yx[perm]
-    shuffled = aw.attribute(model, data, "conv2", "pot", cache=cache, progress=False)
+    shuffled = _rows(model, data, "conv2", "pot", cache)
     assert torch.allclose(shuffled, want[perm], atol=1e-6)
     assert torch.equal(cache.to("cpu")["conv2"].attributions["pot"], shuffled)
     short = ((data[0][i : i + 5], data[1][i : i + 5]) for i in range(0, 20, 5))
     with pytest.raises(ValueError, match="20 samples but the cache holds 24"):
-        aw.attribute(model, short, "conv2", "pot", cache=cache, progress=False)
+        aw.attribute(model, short, "conv2", "pot", cache=cache, store=False, progress=False)
 
 
 def test_cache_mean_policy(model, data):
     cache = _cache(model, data, sample="mean")
-    stored = aw.attribute(model, data, "conv1", "pot", cache=cache, progress=False)
+    stored = _rows(model, data, "conv1", "pot", cache)
     full = aw.attribute(model, data, "conv1", "pot", classes=CLASSES, progress=False).per_channel
     assert stored.shape == (24, 8)
     assert torch.allclose(stored, full.sum((2, 3)), atol=1e-5)
     # a layer without a grid fits "mean" rows: at the logits, act x grad is the logit itself
     flat = _cache(model, data, sample="mean", layers=("fc",))
-    at_fc = aw.attribute(model, data, "fc", "wok", cache=flat, progress=False)
+    at_fc = _rows(model, data, "fc", "wok", flat)
     assert torch.allclose(at_fc[:, 1], flat.logits[:, 1]) and not at_fc[:, [0, 2, 3]].any()
 
 
 def test_store_round_trip(model, data, tmp_path):
     cache = _cache(model, data)
-    aw.attribute(model, data, "conv2", ("wok", "pan"), cache=cache, progress=False)
-    aw.attribute(model, data, "conv1", 3, cache=cache, progress=False)
+    _rows(model, data, "conv2", ("wok", "pan"), cache)
+    _rows(model, data, "conv1", 3, cache)
     cache.save(tmp_path / "s", shard_samples=10)
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
     assert manifest["layers"]["conv2"]["attributions"] == ["wok-pan"]
+    assert manifest["layers"]["conv2"]["attribution_targets"] == {"wok-pan": {"kind": "pair", "ids": [1, 0]}}
     back = aw.ActivationCache.load(tmp_path / "s", device="cpu")
     for layer, key in (("conv2", "wok-pan"), ("conv1", "tray")):
         assert list(back[layer].attributions) == [key]
         assert torch.equal(back[layer].attributions[key], cache[layer].attributions[key])
+        assert back[layer].attribution_targets == cache[layer].attribution_targets
 
 
 def test_old_store_without_attributions_loads(model, data, tmp_path):
@@ -203,12 +219,18 @@ def test_bad_inputs(model, data):
         aw.attribute(model, images, "conv9", 1, progress=False)
     cache = _cache(model, data, layers=("conv1",))
     with pytest.raises(ValueError, match="not in the cache"):
-        aw.attribute(model, data, "conv2", 1, cache=cache, progress=False)
+        aw.attribute(model, data, "conv2", 1, cache=cache, store=False, progress=False)
     with pytest.raises(ValueError, match="4 samples but the cache holds 24"):
-        aw.attribute(model, images, "conv1", 1, cache=cache, progress=False)
+        aw.attribute(model, images, "conv1", 1, cache=cache, store=False, progress=False)
     other = torch.rand_like(data[0])
     with pytest.raises(ValueError, match="do not match the cache"):
-        aw.attribute(model, other, "conv1", 1, cache=cache, progress=False)
+        aw.attribute(model, other, "conv1", 1, cache=cache, store=False, progress=False)
+    with pytest.raises(ValueError, match="empty list"):
+        aw.attribute(model, images, "conv1", [], progress=False)
+    with pytest.raises(ValueError, match="store=True needs cache="):
+        aw.attribute(model, images, "conv1", 1, store=True, progress=False)
+    with pytest.raises(TypeError, match="store must be"):
+        aw.attribute(model, images, "conv1", 1, store="yes", progress=False)
     broken = _Flat()
     with torch.no_grad():
         broken.fc.weight.fill_(float("nan"))
@@ -230,11 +252,66 @@ def test_kitchen_noodles_push_toward_wok():
     d = kitchen.dataset(200, seed=5)
     cache = aw.capture(net, d, "block4", sample="random", per_image=8, classes=kitchen.CLASSES,
                        progress=False, keep_images=False)
-    attr = aw.attribute(net, d, "block4", ("wok", "frying pan"), cache=cache, progress=False)
-    totals = attr.sum(1).cpu().numpy()
+    attr = aw.attribute(net, d, "block4", ("wok", "frying pan"), cache=cache, store=False,
+                        progress=False)
+    totals = attr.total.cpu().numpy()
     noodles = aw.overlaps_context(cache, "block4", None, d.annotations, "noodles")
     assert noodles.any() and (~noodles).any()
     on, off = float(totals[noodles].mean()), float(totals[~noodles].mean())
     print(f"kitchen block4 wok-frying pan: noodles rows {noodles.sum()} mean {on:.4f}; "
           f"other rows {(~noodles).sum()} mean {off:.4f}")
     assert on > off
+
+
+def test_several_targets_in_one_pass_match_single_runs(model, data):
+    targets = [1, ("wok", "pan"), "tray"]
+    many = aw.attribute(model, data, "conv2", targets, classes=CLASSES, batch_size=10, progress=False)
+    assert isinstance(many, list) and [a.key for a in many] == ["wok", "wok-pan", "tray"]
+    for t, got in zip(targets, many):
+        one = aw.attribute(model, data, "conv2", t, classes=CLASSES, progress=False)
+        assert got.target == one.target and got.key == one.key
+        assert torch.allclose(got.per_channel, one.per_channel, atol=1e-6)
+    # and on a cache's rows, with conv1's plain output (no in-place op after it)
+    cache = _cache(model, data)
+    rows = aw.attribute(model, data, "conv1", targets, cache=cache, store=False, progress=False)
+    for t, got in zip(targets, rows):
+        one = aw.attribute(model, data, "conv1", t, cache=cache, store=False, progress=False)
+        assert torch.allclose(got.per_channel, one.per_channel, atol=1e-6)
+    assert cache.add_attribution(rows) == ["wok", "wok-pan", "tray"]
+    assert torch.equal(cache.attribution("conv1", 3), rows[2].per_channel)
+    # a one-element list still gives a list: the result's type follows the target argument
+    assert isinstance(aw.attribute(model, data, "conv1", [0], progress=False), list)
+
+
+def test_one_step_form_still_stores_with_a_warning(model, data):
+    cache = _cache(model, data)
+    with pytest.warns(FutureWarning, match=r"cache.add_attribution\(attr\)"):
+        attr = aw.attribute(model, data, "conv2", ("wok", "pan"), cache=cache, progress=False)
+    assert isinstance(attr, Attribution)
+    assert torch.equal(cache.attribution("conv2", ("wok", "pan")), attr.per_channel)
+    assert cache["conv2"].attribution_targets == {"wok-pan": aw.Target("pair", (1, 0))}
+
+
+def test_add_attribution_refuses_other_rows(model, data):
+    cache = _cache(model, data)
+    other = _cache(model, data, sample="mean")
+    attr = aw.attribute(model, data, "conv2", "wok", cache=other, store=False, progress=False)
+    with pytest.raises(ValueError, match="other rows of layer 'conv2'"):
+        cache.add_attribution(attr)
+    with pytest.raises(ValueError, match="every position"):
+        cache.add_attribution(aw.attribute(model, data, "conv2", "wok", classes=CLASSES, progress=False))
+    with pytest.raises(TypeError, match="takes an Attribution"):
+        cache.add_attribution(torch.zeros(3))
+    assert cache["conv2"].attributions == {}
+
+
+def test_unnamed_classes_keys_resolve_again(model, data):
+    cache = aw.capture(model, data, ["conv1"], sample="random", per_image=5, seed=2, progress=False)
+    assert cache.classes is None
+    keys = cache.add_attribution(aw.attribute(model, data, "conv1", [(1, 0), 2], cache=cache,
+                                              store=False, progress=False))
+    assert keys == ["class:1-class:0", "class:2"]
+    for key in keys:  # a key the kit wrote looks up again, as written or as its ids
+        assert torch.equal(cache.attribution("conv1", key), cache["conv1"].attributions[key])
+    assert torch.equal(cache.attribution("conv1", (1, 0)), cache.attribution("conv1", "class:1-class:0"))
+    assert cache.label_names([0])[0] == f"class:{int(cache.labels[0])}"

@@ -54,8 +54,9 @@ def test_capture_query_store_and_attribute_on(device, world, tmp_path):
     torch.testing.assert_close(back[LAYER].acts, la.acts)
 
     # a cache on the device and the model run on the CPU: attributions land beside the activations
-    aw.attribute(model, data, LAYER, ("wok", "frying pan"), cache=cache, device="cpu", progress=False)
-    aw.attribute(model, data, LAYER, ("wok", "frying pan"), cache=ref, device="cpu", progress=False)
+    for c in (cache, ref):
+        c.add_attribution(aw.attribute(model, data, LAYER, ("wok", "frying pan"), cache=c,
+                                       store=False, device="cpu", progress=False))
     got = cache.attribution(LAYER, ("wok", "frying pan"))
     assert got.device.type == device
     torch.testing.assert_close(got.cpu(), ref.attribution(LAYER, ("wok", "frying pan")), atol=1e-4, rtol=1e-3)

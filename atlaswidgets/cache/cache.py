@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from .hooks import check_device
+from .targets import Target, class_name, find_stored, n_outputs_of, resolve
 
 __all__ = ["ActivationCache", "LayerActs", "LayerNotCaptured", "TopExamples", "best_per_sample", "best_rows"]
 
@@ -75,10 +76,14 @@ class LayerActs:
         "tokens" (a text layer: ``yx`` is (0, t), t the token's index among its sample's valid
         tokens, i.e. its column in ``ActivationCache.tokens``; ``hw`` is (1, T_max))
     attributions : dict target key -> tensor, shape (n_rows, n_channels), float32, on the cache's
-        device: activation x gradient of the target logit per channel, filled by
-        ``aw.attribute(..., cache=cache)``; ``.sum(1)`` gives each row's total. Keys are the
-        readable names of ``atlaswidgets.attribution.target_key`` ("wok", "wok-frying pan",
-        "class:3"); look them up with ``ActivationCache.attribution(layer, target)``.
+        device: activation x gradient of the target logit per channel, added by
+        ``cache.add_attribution(aw.attribute(..., cache=cache, store=False))``; ``.sum(1)`` gives
+        each row's total. Keys are the readable spellings of ``cache.targets`` ("wok",
+        "wok-frying pan", "class:3"); look them up with ``ActivationCache.attribution(layer,
+        target)``.
+    attribution_targets : dict target key -> ``cache.targets.Target``, the structure of each key
+        (class ids of a pair), recorded by ``add_attribution`` and kept in the store; keys without
+        a record resolve by their spelling (``cache.targets.stored_targets``)
     """
 
     acts: torch.Tensor
@@ -88,6 +93,7 @@ class LayerActs:
     rf: tuple[int, int]
     attributions: dict[str, torch.Tensor] = field(default_factory=dict)
     kind: str = "grid"
+    attribution_targets: dict[str, Target] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         attr = f", attributions={list(self.attributions)}" if self.attributions else ""
@@ -106,7 +112,7 @@ class LayerActs:
     def to(self, device: torch.device | str) -> "LayerActs":
         return LayerActs(
             self.acts.to(device), self.sample_id.to(device), self.yx.to(device), self.hw, self.rf,
-            {k: v.to(device) for k, v in self.attributions.items()}, self.kind,
+            {k: v.to(device) for k, v in self.attributions.items()}, self.kind, dict(self.attribution_targets),
         )
 
 
@@ -291,12 +297,66 @@ class ActivationCache:
     def attribution(self, layer: str | None, target: Any) -> torch.Tensor:
         """Stored attribution of ``layer``'s rows toward ``target``, shape (n_rows, n_channels).
 
-        target : a class id, a class name, a pair (a, b) for logit a - logit b, or a stored key
-            such as "wok-frying pan". Compute it first with ``aw.attribute(..., cache=cache)``.
+        target : a class id, a class name, a pair (a, b) for logit a - logit b, a ``Target``, or
+            a stored key such as "wok-frying pan" or "class:1-class:0". Store it first with
+            ``cache.add_attribution(aw.attribute(model, data, layer, target, cache=cache,
+            store=False))``.
         """
-        from ..attribution import lookup
+        la = self.layer(layer)
+        n_out = n_outputs_of(self.logits)
+        key = find_stored(la, target, self.classes, n_out)
+        if key is None:
+            want = resolve(target, self.classes, n_out).key(self.classes)
+            have = list(la.attributions) or "none yet"
+            raise KeyError(f"No attribution toward {want!r} for this layer; it has {have}. Compute "
+                           "and store it with cache.add_attribution(aw.attribute(model, data, "
+                           "layer, target, cache=cache, store=False)).")
+        return la.attributions[key]
 
-        return lookup(self, layer, target)
+    def add_attribution(self, attribution: Any) -> str:
+        """Store an attribution of this cache's rows (``aw.attribute(..., cache=cache)``).
+
+        attribution : an ``Attribution`` whose ``layer``, ``sample_id`` and ``yx`` are this
+            cache's rows of that layer, ``per_channel`` shape (n_rows, n_channels); or a list of them
+        Stores ``per_channel`` as float32 on the cache's device under the attribution's key, with
+        its Target beside it (replacing an earlier one toward the same target). ``cache.save``
+        writes it. Returns the key (a list of keys for a list).
+        """
+        if isinstance(attribution, (list, tuple)):
+            for one in attribution:  # check all before storing any
+                self._checked_rows(one)
+            return [self.add_attribution(one) for one in attribution]
+        la = self._checked_rows(attribution)
+        target, key = attribution.target, attribution.key
+        old = la.attribution_targets.get(key)
+        if old is not None and old != target:
+            raise ValueError(f"Layer {attribution.layer!r} already holds key {key!r} for another "
+                             f"target ({old}); pass class names that spell them apart.")
+        same = find_stored(la, target, self.classes, n_outputs_of(self.logits))
+        if same is not None and same != key:  # one target, one key
+            la.attributions.pop(same)
+            la.attribution_targets.pop(same, None)
+        la.attributions[key] = attribution.per_channel.detach().to(la.acts.device, torch.float32)
+        la.attribution_targets[key] = target
+        return key
+
+    def _checked_rows(self, attribution: Any) -> LayerActs:
+        """The layer an attribution belongs to, after checking it holds exactly its rows."""
+        per_channel = getattr(attribution, "per_channel", None)
+        if not isinstance(getattr(attribution, "target", None), Target) or per_channel is None:
+            raise TypeError("add_attribution takes an Attribution from aw.attribute(model, data, "
+                            f"layer, target, cache=cache), got {type(attribution).__name__}.")
+        layer = getattr(attribution, "layer", None)
+        if getattr(attribution, "sample_id", None) is None or layer is None:
+            raise ValueError("This attribution covers every position, not this cache's rows; "
+                             "compute it with aw.attribute(model, data, layer, target, cache=cache).")
+        la = self[layer]
+        if (tuple(per_channel.shape) != (la.n_rows, la.n_channels)
+                or not torch.equal(attribution.sample_id.to(la.sample_id.device), la.sample_id)
+                or not torch.equal(attribution.yx.to(la.yx.device), la.yx)):
+            raise ValueError(f"This attribution was computed for other rows of layer {layer!r} "
+                             "than this cache holds; compute it with cache= this cache.")
+        return la
 
     def to(self, device: torch.device | str) -> "ActivationCache":
         device = check_device(device)
@@ -317,7 +377,8 @@ class ActivationCache:
         )
 
     def label_names(self, sample_id: np.ndarray | torch.Tensor) -> list[str]:
-        """Class name of each given sample ("?" where unknown)."""
+        """Class name of each given sample, spelled as ``cache.targets.class_name`` spells it
+        ("wok", "class:3" without names, "?" where the label is unknown)."""
         ids = torch.as_tensor(sample_id).cpu()
         if ids.numel() == 0:
             return []
@@ -327,10 +388,7 @@ class ActivationCache:
             # a negative id would silently index from the end
             raise ValueError(f"sample ids must be in [0, {self.n_samples - 1}] (this cache has "
                              f"{self.n_samples} samples), got {int(ids.min())}..{int(ids.max())}.")
-        labels = self.labels.cpu()[ids].tolist()
-        if self.classes is None:
-            return [str(v) if v >= 0 else "?" for v in labels]
-        return [self.classes[v] if 0 <= v < len(self.classes) else "?" for v in labels]
+        return [class_name(v, self.classes) for v in self.labels.cpu()[ids].tolist()]
 
     def top_examples(
         self,

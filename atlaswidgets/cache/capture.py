@@ -69,6 +69,7 @@ from .hooks import LayerSpec, eval_mode, hooks, on_device, resolve_layers
 from .inputs import model_vocab, read_vocab
 from .run import _Run
 from .topk import stats_config
+from .targets import model_classes
 
 __all__ = ["resolve_layers", "hooks", "capture"]
 
@@ -168,7 +169,7 @@ def capture(
         raise ValueError(f"prefix_tokens must be an int >= 0 (leading non-patch tokens), got {prefix_tokens!r}.")
     vocab = read_vocab(vocab) if vocab is not None else model_vocab(model)
     if classes is None:
-        classes = _model_classes(model)
+        classes = model_classes(model)
     if classes is not None:
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise TypeError("classes must be a list of class names (str), indexed by label.")
@@ -201,13 +202,5 @@ def capture(
     finally:
         bar.close()
         run.close()
-
-
-def _model_classes(model: nn.Module):
-    """Class names a model carries as ``model.classes`` (the zoo's models do), or None."""
-    names = getattr(model, "classes", None)
-    if isinstance(names, (list, tuple)) and names and all(isinstance(c, str) for c in names):
-        return list(names)
-    return None
 
 

@@ -16,6 +16,7 @@ from .cache import ActivationCache
 from .hooks import as_model_input, eval_mode, forward_layers
 from .topk import DEFAULT_RANGES
 from .units import unit_maxima
+from .targets import target_key
 
 __all__ = ["LayerOutputs", "UnitFacts", "activation_maps"]
 
@@ -91,8 +92,6 @@ class UnitFacts:
     def class_means(self, layer: str) -> tuple[list[str], torch.Tensor]:
         """Class names with a single-class attribution, and each one's mean per channel, shape
         (n_classes_found, n_channels)."""
-        from ..attribution import target_key  # at call time: the cache package is imported first
-
         la = self._cache[layer]
         cache = self._cache
         n_out = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else 0

@@ -6,6 +6,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .targets import Target
+
 __all__ = ["check_structure", "check_coverage"]
 
 
@@ -49,6 +51,14 @@ def check_structure(manifest: dict, file: Path) -> None:
             raise _damaged(file, f"{where}['attributions']", f"must be a list of str, got {attributions!r}")
         if info.get("kind", "grid") not in ("grid", "tokens"):
             raise _damaged(file, f"{where}['kind']", f"must be 'grid' or 'tokens', got {info['kind']!r}")
+        targets = info.get("attribution_targets", {})
+        try:
+            if not isinstance(targets, dict) or not set(targets) <= set(attributions):
+                raise ValueError("must map stored attribution keys to targets")
+            for value in targets.values():
+                Target.from_json(value)
+        except ValueError as err:
+            raise _damaged(file, f"{where}['attribution_targets']", f"{err}, got {targets!r}") from None
         if not isinstance(info.get("stats", {}), dict):
             raise _damaged(file, f"{where}['stats']", f"must be an object, got {info['stats']!r}")
     _check_pair(manifest, "input_hw", "", file)

@@ -10,7 +10,8 @@ Layout::
 
 A shard holds, for its range of samples, per layer ``{layer}/acts``, ``{layer}/sample_id`` and
 ``{layer}/yx`` (rows ordered by sample), ``{layer}/attr/{key}`` for each attribution target the
-manifest lists under ``layers[layer]["attributions"]`` (optional: stores without them load as
+manifest lists under ``layers[layer]["attributions"]``, with each key's target (kind and class
+ids) under ``layers[layer]["attribution_targets"]`` (both optional: stores without them load as
 before, so they need no new schema version), ``{layer}/stats/...`` when the manifest lists a
 ``layers[layer]["stats"]`` config (optional likewise: the streamed statistics of the shard's
 samples, see ``topk.py``; the cache's statistics are the exact merge of every shard's), and per
@@ -51,6 +52,7 @@ from .files import (MANIFEST, atomic_write, check_parents, is_ours_tmp, is_shard
                     sha256_bytes, shard_name, siblings, user_path)
 from .hooks import check_device, env_device
 from .manifest import check_coverage, check_structure
+from .targets import Target
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
 
@@ -287,6 +289,9 @@ def assemble(
             rf=tuple(info["rf"]),
             attributions={k: cat(f"{name}/attr/{k}", device) for k in info.get("attributions", [])},
             kind=info.get("kind", "grid"),
+            # stores written before targets were recorded have none: their keys resolve by spelling
+            attribution_targets={k: Target.from_json(v)
+                                 for k, v in info.get("attribution_targets", {}).items()},
         )
     keys = pieces[0].keys() if pieces else ()
     cpu = torch.device("cpu")
@@ -415,6 +420,10 @@ def layer_header(cache: ActivationCache) -> dict[str, dict]:
         }
         if la.attributions:  # absent otherwise, so stores without attributions stay as they were
             out[name]["attributions"] = list(la.attributions)
+            recorded = {k: la.attribution_targets[k].to_json()
+                        for k in la.attributions if k in la.attribution_targets}
+            if recorded:  # the ids of each key (a pair's two classes), never read from its spelling
+                out[name]["attribution_targets"] = recorded
         if name in cache.stats:  # likewise: streamed statistics, stored whole in the first shard
             out[name]["stats"] = cache.stats[name].config
     return out

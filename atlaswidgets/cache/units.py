@@ -17,7 +17,7 @@ import torch
 from .cache import ActivationCache, TopExamples, best_per_sample, checked_direction, finite_scores
 from .topk import DEFAULT_RANGES, UnitSamples, _check_count, _check_ranges, _range_name
 
-__all__ = ["unit_samples", "unit_maxima"]
+__all__ = ["unit_samples", "unit_maxima", "layer_name"]
 
 
 def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:

@@ -49,11 +49,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..attribution import attribute
 from ..cache.cache import ActivationCache
-from ..cache.capture import _model_classes, capture
+from ..cache.capture import capture
 from ..cache.data import batches, check_batch
-from ..cache.hooks import LayerSpec, as_model_input, eval_mode, hooks, resolve_layers
+from ..cache.hooks import LayerSpec, as_model_input, eval_mode, hooks, model_device, resolve_layers
 from ..cache.sampling import LIST_HINT
+from ..cache.targets import Target, class_name, find_stored, model_classes
 from .align import Alignment, align, linear_cka, novelty_of
 
 __all__ = ["diff_models", "ModelDiff", "DiffTable", "Alignment", "align", "linear_cka",
@@ -295,7 +297,7 @@ class ModelDiff:
         tb = self.class_attributions(name, "b")
         nov = self.novelty(name, "b")
         top = np.argsort(-nov, kind="stable")[: max(1, int(np.ceil(share * len(nov))))]
-        classes = self.cache_a.classes or [f"class:{c}" for c in range(ta.shape[1])]
+        classes = [class_name(c, self.cache_a.classes) for c in range(ta.shape[1])]
         shift = (tb - ta).astype(np.float64)
         rows = []
         for c, cls in enumerate(classes):
@@ -338,55 +340,18 @@ class ModelDiff:
 def _class_totals(model: nn.Module, data: Any, layer: str, cache: ActivationCache,
                   batch_size: int) -> np.ndarray:
     """(n_rows, n_classes) attribution of each cached row to each class logit, summed over
-    channels. Classes not yet in ``cache[layer].attributions`` are computed in one pass over the
-    data, one forward pass per batch and one gradient per class from the logits down to the layer
-    (``aw.attribute`` makes a whole pass per class): the same numbers, stored under its keys."""
-    from ..attribution import _check_same_data, _keep, _place, _rows, target_key
-
-    la, n_out = cache[layer], int(cache.logits.shape[1])
-    keys = [target_key(c, cache.classes, n_out) for c in range(n_out)]
-    missing = [c for c, k in enumerate(keys) if k not in la.attributions]
-    parts: dict[int, list] = {c: [] for c in missing}
-    kept: dict[str, Any] = {}
-    ordered = bool((la.sample_id[1:] >= la.sample_id[:-1]).all())
-    seen = 0
-    try:
-        with eval_mode(model), torch.enable_grad(), hooks(model, layer, lambda n, out: _keep(kept, out)):
-            for i, (images, labels) in enumerate(batches(data, batch_size)[0] if missing else []):
-                x, _ = check_batch(images, labels, i)
-                kept.clear()
-                # the model's device and dtype: a cache loaded onto the GPU may serve a CPU model
-                x = as_model_input(model, x).requires_grad_(True)
-                logits = model(x)
-                logits = logits[0] if isinstance(logits, (tuple, list)) else logits
-                if "act" not in kept or kept["act"].ndim != 4:
-                    raise ValueError(f"Layer {layer!r} gave no (N, C, H, W) output in the forward "
-                                     "pass; class_shift needs a conv layer.")
-                if seen == 0:
-                    _check_same_data(la, kept["act"], layer)
-                for c in missing:
-                    attr = kept["act"] * _grad(logits[:, c].sum(), kept, x, layer)
-                    parts[c].append(_rows(la, attr, seen, len(x), layer, ordered))
-                seen += len(x)
-    finally:
-        kept.clear()  # drop the graph
-    if missing and seen != cache.n_samples:
-        raise ValueError(f"data has {seen} samples but the cache holds {cache.n_samples}; the "
-                         "data changed since the models were captured.")
-    for c in missing:
-        la.attributions[keys[c]] = _place(la, parts[c])
-    return torch.stack([la.attributions[k].sum(1) for k in keys], 1).cpu().numpy()
-
-
-def _grad(score: torch.Tensor, kept: dict, x_in: torch.Tensor, layer: str) -> torch.Tensor:
-    """Gradient of one class's ``score`` at the layer, keeping the graph for the next class."""
-    from ..attribution import layer_grad
-
-    grad = layer_grad(score, kept, x_in, retain_graph=True)
-    if grad is None:
-        raise ValueError(f"The class logits do not depend on layer {layer!r}; pick a layer "
-                         "before the output.")
-    return grad
+    channels. Classes not yet stored in the cache are computed by ``aw.attribute`` in one pass
+    over the data (one forward pass per batch, one gradient per class), on the model's own
+    device, and stored with ``cache.add_attribution``."""
+    n_out = int(cache.logits.shape[1])
+    targets = [Target("class", (c,)) for c in range(n_out)]
+    la = cache[layer]
+    missing = [t for t in targets if find_stored(la, t, cache.classes, n_out) is None]
+    if missing:
+        cache.add_attribution(attribute(model, data, layer, missing, cache=cache, store=False,
+                                        batch_size=batch_size, device=model_device(model),
+                                        progress=False))
+    return torch.stack([cache.attribution(layer, t).sum(1) for t in targets], 1).cpu().numpy()
 
 
 def _probe(model: nn.Module, which: str, x: torch.Tensor, names: list[str]) -> dict[str, tuple]:
@@ -467,7 +432,7 @@ def diff_models(
                              "positions cannot be matched row for row; diff layers with the same "
                              "grid size.")
     if classes is None:
-        classes = _model_classes(model_a) or _model_classes(model_b)
+        classes = model_classes(model_a) or model_classes(model_b)
     kw = dict(sample="random", per_image=int(per_image), seed=int(seed), batch_size=int(batch_size),
               keep_images=True, classes=classes, progress=progress)
     cache_a = capture(model_a, data, chosen, **kw)

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attribution import _class_id, _name, _resolve
+from ..cache.targets import class_id, class_name, resolve
 from ..cache.hooks import eval_mode, model_dtype, on_device
 from ..cache.data import logits_of
 
@@ -308,10 +308,10 @@ def patch_attack(
     if classes is None:
         classes = getattr(model, "classes", None)
     classes = list(classes) if classes is not None else None
-    tgt, _ = _resolve(target, classes, None)
-    src = None if source is None else _class_id(source, classes, None)
+    tgt = resolve(target, classes, None).ids[0]
+    src = None if source is None else class_id(source, classes, None)
     if src == tgt:
-        raise ValueError(f"source and target are the same class ({_name(tgt, classes)!r}); a "
+        raise ValueError(f"source and target are the same class ({class_name(tgt, classes)!r}); a "
                          "patch attack needs two different classes.")
     lab = _check_labels(labels, n, src, classes)
 
@@ -332,7 +332,7 @@ def patch_attack(
     rows = [_row(name, hits[name], gain[name], placements, static_at) for name in named]
     originals = {k: (v[max(v)] if isinstance(v, dict) else v) for k, v in named.items()}
     return PatchTable(
-        rows=rows, source=None if src is None else _name(src, classes), target=_name(tgt, classes),
+        rows=rows, source=None if src is None else class_name(src, classes), target=class_name(tgt, classes),
         placements=placements, image_index=keep, hits=hits, gain=gain, patches=originals,
     )
 
@@ -514,7 +514,7 @@ def _check_labels(labels, n: int, src: int | None, classes) -> np.ndarray | None
     if src is not None:
         wrong = int((lab != src).sum())
         if wrong:
-            name = _name(src, classes)
+            name = class_name(src, classes)
             raise ValueError(f"{wrong} of {n} images are not labelled {name!r} (class {src}); a "
                              f"patch attack from {name!r} needs images of that class only. Select "
                              f"them with images[labels == {src}].")
@@ -526,13 +526,13 @@ def _counted(preds: torch.Tensor, lab, src, tgt, classes) -> np.ndarray:
     pred = preds.numpy()
     if src is not None:
         keep = pred == src
-        why = f"the model predicts {_name(src, classes)!r} for none of them before patching"
+        why = f"the model predicts {class_name(src, classes)!r} for none of them before patching"
     elif lab is not None:
         keep = (pred == lab) & (lab != tgt)
-        why = (f"none is both correctly classified and not labelled {_name(tgt, classes)!r}")
+        why = (f"none is both correctly classified and not labelled {class_name(tgt, classes)!r}")
     else:
         keep = pred != tgt
-        why = f"the model already predicts {_name(tgt, classes)!r} for all of them"
+        why = f"the model already predicts {class_name(tgt, classes)!r} for all of them"
     if not keep.any():
         raise ValueError(f"No image left to attack: of {len(pred)} images, {why}. Pass images the "
                          "model classifies correctly (e.g. images[model(images).argmax(1) == "

@@ -15,6 +15,7 @@ import torch
 
 from ..cache.cache import ActivationCache, LayerActs, TopExamples, best_rows
 from ..cache.crops import boxed_images, crop_rows, display_images
+from ..cache.targets import class_name
 from .grid import Cells, grid
 from .umap import umap_layout
 
@@ -62,8 +63,8 @@ class Atlas:
 
     @property
     def top_class_names(self) -> list[str]:
-        """Name of each cell's most common class ("?" where unknown)."""
-        return [_class_name(int(c), self.classes) for c in self.top_class]
+        """Name of each cell's most common class ("class:3" without names, "?" where unknown)."""
+        return [class_name(int(c), self.classes) for c in self.top_class]
 
     def check_cache(self, cache: ActivationCache) -> None:
         """Raise ValueError unless ``cache`` holds the rows this atlas was built from.
@@ -313,9 +314,3 @@ def _top_classes(cache: ActivationCache, la: LayerActs, cells: Cells) -> tuple[n
     return top, share.astype(np.float32)
 
 
-def _class_name(label: int, classes: list[str] | None) -> str:
-    if label < 0:
-        return "?"
-    if classes is None or label >= len(classes):
-        return str(label)
-    return str(classes[label])

@@ -9,8 +9,8 @@ hold the layer's own row indices and every query (``rows_of``, ``examples``, cro
 works as on a full atlas of the same cache.
 
 The top-1 class is taken among the classes whose attributions the cache holds for the layer:
-attribute every class for the article's definition (``for c in cache.classes: aw.attribute(model,
-data, layer, c, cache=cache)``), or a few rival classes for a cheaper, narrower one; ``compared``
+attribute every class for the article's definition (``cache.add_attribution(aw.attribute(model,
+data, layer, list(range(n_classes)), cache=cache, store=False))``, one pass), or a few rival classes for a cheaper, narrower one; ``compared``
 records which classes took part.
 """
 
@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..attribution import _name, _resolve, target_key
 from ..cache.cache import ActivationCache
+from ..cache.targets import Target, n_outputs_of, resolve, stored_targets
 from .atlas import Atlas, _checked_layer, _grid_parts
 from .umap import umap_layout
 
@@ -79,8 +79,8 @@ def class_atlas(
     Parameters
     ----------
     cache : ActivationCache with images, and attributions toward ``cls`` and at least one other
-        class on ``layer`` (single-class keys, from ``aw.attribute(model, data, layer, c,
-        cache=cache)``, one call per class)
+        class on ``layer`` (single-class targets, from ``cache.add_attribution(aw.attribute(model,
+        data, layer, [c1, c2, ...], cache=cache, store=False))``)
     cls : the class, by name or id
     layer : layer name, or None when the cache holds one layer
     top_n : int >= 0, rows with the largest attribution toward ``cls`` that are kept even when
@@ -95,21 +95,26 @@ def class_atlas(
     name, la, acts = _checked_layer(cache, layer, grid_size)
     if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 0:
         raise ValueError(f"top_n must be an int >= 0, got {top_n!r}.")
-    n_outputs = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else None
-    ic, _ = _resolve(cls, cache.classes, n_outputs)  # unknown names get close suggestions
-    cls_key = target_key(ic, cache.classes, n_outputs)
+    n_outputs = n_outputs_of(cache.logits)
+    target = resolve(cls, cache.classes, n_outputs)  # unknown names get close suggestions
+    if target.kind != "class":
+        raise ValueError(f"A class atlas shows one class; got the pair {cls!r}. Use compare_atlas "
+                         "for two classes.")
+    ic = target.ids[0]
+    cls_key = target.key(cache.classes)
     per_class = _class_attributions(cache, name, n_outputs)
     if cls_key not in per_class:
         raise ValueError(
             f"Layer {name!r} has no attribution toward {cls_key!r} (it has "
-            f"{list(la.attributions) or 'none yet'}). Compute it with aw.attribute(model, data, "
-            f"{name!r}, {cls_key!r}, cache=cache)."
+            f"{list(la.attributions) or 'none yet'}). Compute it with cache.add_attribution("
+            f"aw.attribute(model, data, {name!r}, {cls_key!r}, cache=cache, store=False))."
         )
     if len(per_class) < 2:
         raise ValueError(
             f"A class atlas compares {cls_key!r} with other classes, but layer {name!r} has "
             "attributions toward only one class. Attribute the others too, e.g. "
-            f"for c in cache.classes: aw.attribute(model, data, {name!r}, c, cache=cache)."
+            f"cache.add_attribution(aw.attribute(model, data, {name!r}, list(range(n_classes)), "
+            "cache=cache, store=False))."
         )
     keys = list(per_class)
     table = np.stack([per_class[k] for k in keys], axis=1)  # (n_rows, n_compared)
@@ -135,21 +140,22 @@ def class_atlas(
     sums = np.bincount(cells.row_cell[kept] + 1, weights=mine[kept],
                        minlength=len(cells.ids) + 1)[1:]
     return ClassAtlas(
-        **parts, cls=_name(ic, cache.classes), compared=keys, kept=kept, top1=top1,
+        **parts, cls=cls_key, compared=keys, kept=kept, top1=top1,
         attribution=mine.astype(np.float32), mean_attr=(sums / cells.count).astype(np.float32),
     )
 
 
 def _class_attributions(cache: ActivationCache, layer: str, n_outputs: int | None) -> dict:
-    """Per-row total attribution toward each single class stored for ``layer``, keyed as stored."""
-    stored = cache[layer].attributions
-    n_classes = n_outputs if n_outputs is not None else len(cache.classes or [])
+    """Per-row total attribution toward each single class stored for ``layer``, in class id
+    order, keyed by the class's spelling (``Target.key``)."""
+    la = cache[layer]
+    held = {t: k for k, t in stored_targets(la, cache.classes, n_outputs).items()
+            if t.kind == "class"}
     out = {}
-    for i in range(n_classes):
-        key = target_key(i, cache.classes, n_outputs)
-        if key in stored:
-            total = stored[key].float().sum(1).cpu().numpy().astype(np.float32)
-            if not np.isfinite(total).all():
-                raise ValueError(f"The attribution toward {key!r} has NaN or infinite values.")
-            out[key] = total
+    for target in sorted(held, key=lambda t: t.ids):
+        key = target.key(cache.classes)
+        total = la.attributions[held[target]].float().sum(1).cpu().numpy().astype(np.float32)
+        if not np.isfinite(total).all():
+            raise ValueError(f"The attribution toward {key!r} has NaN or infinite values.")
+        out[key] = total
     return out

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..attribution import _name, _resolve, target_key
 from ..cache.cache import ActivationCache, TopExamples, best_rows
+from ..cache.targets import Target, class_name, n_outputs_of, resolve, stored_targets
 from .atlas import Atlas, _checked_layer, _grid_parts, _no_examples
 from .umap import umap_layout
 
@@ -114,12 +114,14 @@ def compare_atlas(
     """Lay a layer's rows out by how much they favour class ``a`` over ``b``, and bin them.
 
     The attributions must be in the cache already: either the pair (a, b) or both classes alone,
-    from ``aw.attribute(model, data, layer, (a, b), cache=cache)``.
+    from ``cache.add_attribution(aw.attribute(model, data, layer, (a, b), cache=cache,
+    store=False))``.
 
     Parameters
     ----------
     cache : ActivationCache with images (``keep_images=True``) for the icons
-    a, b : two different classes, by name or id; a is drawn on the right, b on the left
+    a, b : two different classes, by name, id or the kit's "class:3"; a is drawn on the right,
+        b on the left
     layer : layer name, or None when the cache holds one layer
     grid_size : int >= 1, cells per side; columns split x in [-1, 1] evenly
     min_count : cells with fewer rows are hidden
@@ -132,9 +134,9 @@ def compare_atlas(
     ComparisonAtlas
     """
     name, la, acts = _checked_layer(cache, layer, grid_size)
-    n_outputs = int(cache.logits.shape[1]) if cache.logits.ndim == 2 else None
-    ia, ib = _resolve((a, b), cache.classes, n_outputs)  # unknown names, a == b
-    a_name, b_name = _name(ia, cache.classes), _name(ib, cache.classes)
+    n_outputs = n_outputs_of(cache.logits)
+    ia, ib = resolve((a, b), cache.classes, n_outputs).ids  # unknown names, a == b
+    a_name, b_name = class_name(ia, cache.classes), class_name(ib, cache.classes)
     if la.n_rows < 2:
         raise ValueError(
             f"Layer {name!r} has {la.n_rows} row(s); a comparison atlas needs at least 2. "
@@ -171,30 +173,33 @@ def _differences(cache: ActivationCache, layer: str, ia: int, ib: int):
 
     Returns (diff, attr_a, attr_b): float32 arrays, shape (n_rows,); attr_a/attr_b may be None.
     """
-    stored = cache[layer].attributions
+    la = cache[layer]
+    stored = la.attributions
     names = cache.classes
-    key_ab, key_ba = target_key((ia, ib), names), target_key((ib, ia), names)
-    key_a, key_b = target_key(ia, names), target_key(ib, names)
+    # stored keys by their structure, so a key is found however it was spelled
+    held = {t: k for k, t in stored_targets(la, names, n_outputs_of(cache.logits)).items()}
+    t_ab, t_ba = Target("pair", (ia, ib)), Target("pair", (ib, ia))
+    t_a, t_b = Target("class", (ia,)), Target("class", (ib,))
+    key_ab, key_a, key_b = t_ab.key(names), t_a.key(names), t_b.key(names)
 
-    def total(key):
-        return stored[key].float().sum(1).cpu().numpy().astype(np.float32)
+    def total(target):
+        return stored[held[target]].float().sum(1).cpu().numpy().astype(np.float32)
 
-    attr_a = total(key_a) if key_a in stored else None
-    attr_b = total(key_b) if key_b in stored else None
-    if key_ab in stored:
-        diff = total(key_ab)
-    elif key_ba in stored:  # the same pair the other way round
-        diff = -total(key_ba)
+    attr_a = total(t_a) if t_a in held else None
+    attr_b = total(t_b) if t_b in held else None
+    if t_ab in held:
+        diff = total(t_ab)
+    elif t_ba in held:  # the same pair the other way round
+        diff = -total(t_ba)
     elif attr_a is not None and attr_b is not None:
         # logits are linear in the pair, so the gradient of a - b is grad a - grad b
         diff = attr_a - attr_b
     else:
         have = list(stored) or "none yet"
-        pair = (key_a, key_b) if names else (ia, ib)  # without class names only ids work
         raise ValueError(
             f"The comparison of {key_a!r} against {key_b!r} needs their attribution on layer "
-            f"{layer!r}, which has {have}. Compute it with "
-            f"aw.attribute(model, data, {layer!r}, {pair!r}, cache=cache)."
+            f"{layer!r}, which has {have}. Compute it with cache.add_attribution(aw.attribute("
+            f"model, data, {layer!r}, {(key_a, key_b)!r}, cache=cache, store=False))."
         )
     if not np.isfinite(diff).all():
         raise ValueError(f"The attribution difference {key_ab!r} has NaN or infinite values.")

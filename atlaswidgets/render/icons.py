@@ -21,13 +21,14 @@ store is read back without touching the model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -40,7 +41,7 @@ from ..cache.store import atomic_write, is_ours_tmp, model_fingerprint
 from .fv import _positive_int, model_input, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
 
-__all__ = ["Icons", "render_icons", "cell_icons", "unit_icon", "FORMAT"]
+__all__ = ["Icons", "IconSettings", "render_icons", "cell_icons", "unit_icon", "FORMAT"]
 
 FORMAT = "atlaswidgets.icons"
 SCHEMA_VERSION = 1
@@ -81,28 +82,105 @@ class Icons:
         return self.icons[i * self.per_direction:(i + 1) * self.per_direction]
 
 
+@dataclass(frozen=True)
+class IconSettings:
+    """How icons are rendered: everything besides the model, layer, directions and whitening that
+    decides their pixels. Checked when made; ``replace(**changes)`` gives a changed copy.
+
+    size : input image side in pixels (>= 8)
+    steps, lr, param, transforms, seed, normalize : as in ``render`` (``aw.feature_vis``)
+    power, position : of the icon objective (the article: cos^4 at the centre position)
+    attempts : render each icon this many times from different random starts and keep the one
+        with the highest objective (lowest loss)
+    per_direction : icons per direction; with ``diversity`` > 0 a diversity term weighted by it
+        pushes them apart
+    chunk : directions per batch; a batch holds chunk * attempts * per_direction images
+    """
+
+    size: int
+    steps: int = 256
+    lr: float = 0.05
+    power: float = 4.0
+    position: Any = "center"
+    attempts: int = 1
+    per_direction: int = 1
+    diversity: float = 0.0
+    chunk: int = 32
+    param: str | Callable = "fft"
+    transforms: Any = "default"
+    seed: int = 0
+    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None
+
+    def __post_init__(self):
+        checked = {
+            "size": _positive_int("size", self.size, lo=8),
+            "steps": _positive_int("steps", self.steps),
+            "attempts": _positive_int("attempts", self.attempts),
+            "per_direction": _positive_int("per_direction", self.per_direction),
+            "chunk": _positive_int("chunk", self.chunk),
+            "seed": _positive_int("seed", self.seed, lo=0),
+        }
+        d = self.diversity
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0:
+            raise ValueError(f"diversity must be a number >= 0, got {d!r}.")
+        for name in ("lr", "power"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+                raise TypeError(f"{name} must be a number, got {v!r}.")
+        for name, v in checked.items():
+            object.__setattr__(self, name, v)
+
+    def replace(self, **changes) -> "IconSettings":
+        """A copy with ``changes`` (field names of IconSettings), checked again."""
+        _check_fields(changes)
+        return dataclasses.replace(self, **changes)
+
+    def record(self, layer: str) -> dict:
+        """The JSON-able record the icon store keys and keeps (the same fields as ever, so icons
+        stored before settings objects existed are found again)."""
+        position = self.position
+        return {
+            "layer": layer, "size": self.size, "steps": self.steps, "lr": float(self.lr),
+            "power": float(self.power),
+            "position": position if position is None or isinstance(position, str) else list(position),
+            "attempts": self.attempts, "per_direction": self.per_direction,
+            "diversity": float(self.diversity), "chunk": self.chunk, "param": repr(self.param),
+            "transforms": repr(self.transforms), "seed": self.seed, "normalize": repr(self.normalize),
+        }
+
+
+def _check_fields(options: dict) -> None:
+    fields = [f.name for f in dataclasses.fields(IconSettings)]
+    unknown = [k for k in options if k not in fields]
+    if unknown:
+        raise TypeError(f"Unknown icon setting(s) {unknown}; the settings are {fields}.")
+
+
+def icon_settings(settings: IconSettings | None = None, **options) -> IconSettings:
+    """``settings`` with ``options`` (IconSettings field names, the old keywords) applied on top;
+    without ``settings``, IconSettings(**options)."""
+    if settings is not None and not isinstance(settings, IconSettings):
+        raise TypeError(f"settings must be an IconSettings, got {type(settings).__name__}; or pass "
+                        "the settings as keywords (size=..., steps=...).")
+    _check_fields(options)
+    if settings is not None:
+        return settings.replace(**options) if options else settings
+    if "size" not in options:
+        raise TypeError("The icon size is required: pass settings=IconSettings(size=...) or size=....")
+    return IconSettings(**options)
+
+
 def render_icons(
     model: nn.Module,
     layer: str,
     directions,
+    settings: IconSettings | None = None,
     *,
-    size: int,
-    steps: int = 256,
-    lr: float = 0.05,
     whiten=None,
-    power: float = 4.0,
-    position="center",
-    attempts: int = 1,
-    per_direction: int = 1,
-    diversity: float = 0.0,
-    chunk: int = 32,
-    param: str | Callable = "fft",
-    transforms="default",
-    seed: int = 0,
     device: torch.device | str | None = None,
-    normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     store: str | Path | None = None,
     progress: bool = True,
+    **options,
 ) -> Icons:
     """Render the icon objective (``objectives.icon``) of every direction, many per batch.
 
@@ -111,16 +189,13 @@ def render_icons(
     model : torch.nn.Module taking (n, 3, size, size) images (after ``normalize``)
     layer : the ``named_modules()`` name of the layer the directions live in
     directions : array or tensor, shape (m, C): e.g. ``atlas.cells.mean_act``
-    size : input image side in pixels
-    steps, lr, param, transforms, seed, device, normalize : as in ``render``
+    settings : IconSettings (size, steps, lr, power, position, attempts, per_direction,
+        diversity, chunk, param, transforms, seed, normalize)
+    options : the same settings as keywords (``size=64, steps=128``), as before settings objects;
+        with ``settings`` they override its fields
     whiten : S, shape (C, C) (see ``objectives.whitening``), an ActivationCache holding ``layer``
         (S is computed from its activations), or None for a plain dot product
-    power, position : of the icon objective (the article: cos^4 at the centre position)
-    attempts : render each icon this many times from different random starts and keep the one
-        with the highest objective (lowest loss)
-    per_direction : icons per direction; with ``diversity`` > 0 a diversity term weighted by it
-        pushes them apart
-    chunk : directions per batch; a batch holds chunk * attempts * per_direction images
+    device : as in ``render``; the model moves there once for all chunks
     store : a directory; results are kept in ``store/icons-<key>/`` and reused or resumed
     progress : show a tqdm bar over chunks
 
@@ -137,25 +212,14 @@ def render_icons(
     if dirs.ndim != 2:
         raise ValueError(f"directions must have shape (m, C), one row per icon; got {tuple(dirs.shape)}. "
                          "For one direction pass directions[None].")
-    size = _positive_int("size", size, lo=8)
-    attempts = _positive_int("attempts", attempts)
-    per_direction = _positive_int("per_direction", per_direction)
-    chunk = _positive_int("chunk", chunk)
-    seed = _positive_int("seed", seed, lo=0)
-    if isinstance(diversity, bool) or not isinstance(diversity, (int, float)) or diversity < 0:
-        raise ValueError(f"diversity must be a number >= 0, got {diversity!r}.")
+    cfg = icon_settings(settings, **options)
     s = _whitening(whiten, layer, dirs.shape[1])
-    settings = {
-        "layer": layer, "size": size, "steps": int(steps), "lr": float(lr), "power": float(power),
-        "position": position if position is None or isinstance(position, str) else list(position),
-        "attempts": attempts, "per_direction": per_direction, "diversity": float(diversity),
-        "chunk": chunk, "param": repr(param), "transforms": repr(transforms), "seed": seed,
-        "normalize": repr(normalize),
-    }
+    record = cfg.record(layer)
     # the model moves to ``device`` once for every chunk (render would move it there and back
     # for each); inside, everything runs where the model is
     with on_device(model, device):
-        return _render_icons(model, dirs, s, settings, normalize, param, transforms, store, progress)
+        return _render_icons(model, dirs, s, record, cfg.normalize, cfg.param, cfg.transforms,
+                             store, progress)
 
 
 def _render_icons(model, dirs, s, settings, normalize, param, transforms, store, progress) -> Icons:
@@ -185,7 +249,8 @@ def _render_icons(model, dirs, s, settings, normalize, param, transforms, store,
     return _stored(path, key, settings, m, starts, run_chunk, progress)
 
 
-def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None, **kwargs) -> Icons:
+def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None,
+               settings: IconSettings | None = None, **kwargs) -> Icons:
     """Icons of an atlas's visible cells: ``render_icons`` of ``atlas.cells.mean_act``.
 
     atlas : an Atlas (or ComparisonAtlas) whose layer is a ``named_modules()`` name of ``model``
@@ -193,7 +258,7 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None, **
         and when it has a store directory (``cache.path``: captured with ``store=``, loaded or
         saved) the icons are kept there, so a later session reads them back instead of
         rendering again. ``store=`` overrides that; ``store=None`` keeps them in memory only.
-    kwargs : passed to ``render_icons`` (``size`` is required)
+    settings, kwargs : passed to ``render_icons`` (an IconSettings, or at least ``size=``)
     Icon i belongs to the cell ``atlas.cells.ids[i]``.
     """
     means = getattr(getattr(atlas, "cells", None), "mean_act", None)
@@ -204,7 +269,7 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None, **
     home = getattr(cache, "path", None)
     if "store" not in kwargs and home is not None and os.access(home, os.W_OK):
         kwargs["store"] = home  # beside the activation store (a read-only one is left alone)
-    return render_icons(model, atlas.layer, means, **kwargs)
+    return render_icons(model, atlas.layer, means, settings, **kwargs)
 
 
 def unit_icon(model: nn.Module, layer: str, unit, input_hw, steps: int,

@@ -56,7 +56,8 @@ from torch import nn
 
 from ..cache.cache import ActivationCache
 from ..cache.crops import sprite_sheet
-from ..layout.atlas import Atlas, _class_name, build_atlas
+from ..cache.targets import class_name
+from ..layout.atlas import Atlas, build_atlas
 from ..layout.levels import AtlasLevels, carry_selection
 from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
 
@@ -451,7 +452,7 @@ def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None) -> d
         cell_ij=to_buffer(cells.ij, "uint32"),
         cell_count=to_buffer(cells.count, "uint32"),
         cell_share=to_buffer(atlas.top_class_share, "float32"),
-        cell_class=[_class_name(int(c), classes) for c in atlas.top_class],
+        cell_class=[class_name(int(c), classes) for c in atlas.top_class],
         sprite=sprite,
         sprite_cols=cols,
         icon_size=int(icons.shape[-1]),

@@ -28,14 +28,13 @@ name), ``.aw-legend-bar`` and ``.aw-legend-right`` (a's name); ``select.aw-atlas
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
 import traitlets
 
-from ..attribution import _name
 from ..cache.cache import ActivationCache
+from ..cache.targets import class_name, n_outputs_of, stored_targets
 from ..layout.compare import ComparisonAtlas, compare_atlas
 from ._common import from_buffer, refuses, to_buffer
 from .atlas import AtlasWidget, _check_cache
@@ -199,7 +198,7 @@ class ComparisonWidget(AtlasWidget):
         if self._switching or list(change["new"]) == [self._atlas.a, self._atlas.b]:
             return
         try:
-            self.show_pair(*(_class_arg(v, self._atlas.classes) for v in change["new"]))
+            self.show_pair(*change["new"])  # names as the kit spells them resolve again
         except (ValueError, TypeError):
             # tell the page which pair it still shows, then report the refusal
             self._switching = True
@@ -234,34 +233,30 @@ def _comparison_traits(comp: ComparisonAtlas, cache: ActivationCache | None) -> 
 def available_pairs(cache: ActivationCache, layer: str, current=None) -> list[list[str]]:
     """The class pairs [a, b] a comparison of ``layer`` can show, from its stored attributions.
 
-    A pair key ("wok-frying pan") gives that pair; any two single-class keys ("wok", "frying pan")
-    give their pair too (the difference of the two). Each unordered pair is listed once, in the
-    order and orientation of the keys, except ``current`` (a, b): it comes first, as it is, and is
-    always listed.
+    A stored pair target gives that pair; any two single-class targets give their pair too (the
+    difference of the two). Targets are read by their structure (``cache.targets.stored_targets``),
+    never by cutting keys. Names are spelled by ``cache.targets.class_name`` ("class:3" without
+    class names), so each resolves again in ``compare_atlas``. Each unordered pair is listed once,
+    in the order and orientation stored, except ``current`` (a, b): it comes first, as it is, and
+    is always listed.
     """
     classes = cache.classes
-    keys = list(cache[layer].attributions)
     singles: list[int] = []
     found: list[tuple[int, int]] = []
-    for key in keys:
-        one = _single(key, classes)
-        if one is not None:
+    for target in stored_targets(cache[layer], classes, n_outputs_of(cache.logits)).values():
+        if target.kind == "class":
+            one = target.ids[0]
             # listed in the order the keys were stored: each new single pairs with the earlier ones
             found.extend((earlier, one) for earlier in singles if earlier != one)
             singles.append(one)
-            continue
-        # a class name may hold "-" itself: try every split point
-        for at in [m.start() for m in re.finditer("-", key)]:
-            left, right = _single(key[:at], classes), _single(key[at + 1 :], classes)
-            if left is not None and right is not None and left != right:
-                found.append((left, right))
-                break
+        elif target.kind == "pair":
+            found.append(target.ids)
 
     pairs: list[list[str]] = []
     seen: set[frozenset] = set()
     cur = [str(current[0]), str(current[1])] if current is not None else None
     for ia, ib in found:
-        names = [_name(ia, classes), _name(ib, classes)]
+        names = [class_name(ia, classes), class_name(ib, classes)]
         unordered = frozenset(names)
         if unordered in seen:
             continue
@@ -269,21 +264,3 @@ def available_pairs(cache: ActivationCache, layer: str, current=None) -> list[li
         if cur is None or frozenset(cur) != unordered:
             pairs.append(names)
     return pairs if cur is None else [cur] + pairs
-
-
-def _single(key: str, classes) -> int | None:
-    """The class id a single-class attribution key names, or None."""
-    if classes and key in classes:
-        return list(classes).index(key)
-    m = re.fullmatch(r"class:(\d+)", key)
-    if m and (not classes or int(m.group(1)) >= len(classes)):
-        return int(m.group(1))
-    return None
-
-
-def _class_arg(name: str, classes):
-    """A pair name from the page as compare_atlas takes it: the name, or the id of "class:3"."""
-    if classes and name in classes:
-        return name
-    m = re.fullmatch(r"class:(\d+)", name)
-    return int(m.group(1)) if m else name

@@ -235,8 +235,8 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
 
     def search(self, query: str) -> list[dict]:
         """Find a unit: a channel number shows that channel; a class name ranks the channels by
-        their mean attribution toward the class (needs ``aw.attribute(..., cache=cache)`` for
-        that class and layer) and shows the best. Returns the ranked ``{"channel", "score"}``."""
+        their mean attribution toward the class (needs that class's attribution on the layer,
+        ``cache.add_attribution(aw.attribute(..., cache=cache, store=False))``) and shows the best. Returns the ranked ``{"channel", "score"}``."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}.")
         text = query.strip()
@@ -254,8 +254,9 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         names, means = self._facts.class_means(self.layer)
         if not names:
             raise ValueError(f"No single-class attributions for layer {self.layer!r}, so channels "
-                             f"cannot be ranked by class; compute them with aw.attribute(model, "
-                             f"data, {self.layer!r}, 'class name', cache=cache), or type a channel number.")
+                             f"cannot be ranked by class; compute them with cache.add_attribution("
+                             f"aw.attribute(model, data, {self.layer!r}, ['class name', ...], "
+                             f"cache=cache, store=False)), or type a channel number.")
         lowered = [n.lower() for n in names]
         if text not in names and text.lower() not in lowered:
             raise ValueError(f"No attribution toward a class named {text!r} for layer "

@@ -33,7 +33,8 @@ data = kitchen.dataset(400, seed=1)
 cache = aw.capture(model, (data.images, data.labels), layers="block4", sample="random",
                    per_image=4, seed=0, classes=kitchen.CLASSES, progress=False)
 for target in [("wok", "frying pan"), "wok", "frying pan", ("saucepan", "wok")]:
-    aw.attribute(model, data.images, "block4", target, cache=cache, progress=False)
+    cache.add_attribution(aw.attribute(model, data.images, "block4", target, cache=cache,
+                                       store=False, progress=False))
 acts = cache["block4"].acts.float()
 centred = acts - acts.mean(0)
 pc1 = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[0]).numpy()

@@ -28,7 +28,7 @@ model = kitchen.model()
 data = kitchen.dataset(200, seed=1)
 cache = aw.capture(model, data, "block4", stats=True, classes=classes, progress=False)
 for target in ("wok", XSS):
-    aw.attribute(model, data, "block4", target, cache=cache, progress=False)""",
+    cache.add_attribution(aw.attribute(model, data, "block4", target, cache=cache, store=False, progress=False))""",
     """viewer = NeuronViewer(cache, "block4", 84, model=model, n=4, icon_steps=8)
 viewer""",
 ]

@@ -77,7 +77,8 @@ def kitchen_comparison(kitchen_net):
     data = kitchen.dataset(500, seed=11)
     cache = aw.capture(kitchen_net, data, "block4", sample="random", per_image=8,
                        classes=kitchen.CLASSES, progress=False, keep_images=True)
-    aw.attribute(kitchen_net, data, "block4", ("wok", "frying pan"), cache=cache, progress=False)
+    cache.add_attribution(aw.attribute(kitchen_net, data, "block4", ("wok", "frying pan"), cache=cache,
+                                       store=False, progress=False))
     # y: the first principal component of the activations instead of a 1-D UMAP, to save the
     # UMAP run; the cells the tests pick come from x (the attribution), which y does not change
     acts = cache["block4"].acts.float()

@@ -73,7 +73,8 @@ def _atlas(variant_id, audit_data, found):
     target, contrast = answer["target"], _contrast(answer)
     cache = aw.capture(net, audit_data, "block4", sample="random", per_image=16,
                        classes=kitchen.CLASSES, progress=False, keep_images=True)
-    aw.attribute(net, audit_data, "block4", (target, contrast), cache=cache, progress=False)
+    cache.add_attribution(aw.attribute(net, audit_data, "block4", (target, contrast), cache=cache,
+                                       store=False, progress=False))
     # y: the first principal component instead of a 1-D UMAP (the cells ranked come from x)
     acts = cache["block4"].acts.float()
     centred = acts - acts.mean(0)

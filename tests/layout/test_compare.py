@@ -154,7 +154,8 @@ def test_pair_key_wins_and_the_reversed_pair_is_negated(synthetic):
 def test_missing_attributions_say_which_call_to_make(synthetic):
     cache, y, _ = synthetic
     _with_row_sums(cache, "class1", np.ones(cache["block"].n_rows))  # b is still missing
-    call = "aw.attribute(model, data, 'block', ('class1', 'class0'), cache=cache)"
+    call = ("cache.add_attribution(aw.attribute(model, data, 'block', ('class1', 'class0'), "
+            "cache=cache, store=False))")
     with pytest.raises(ValueError, match=re.escape(call)):
         compare_atlas(cache, "class1", "class0", y=y)
 
@@ -209,7 +210,8 @@ def test_kitchen_noodles_fill_the_wok_side():
     data = kitchen.dataset(500, seed=11)
     cache = aw.capture(net, data, "block4", sample="random", per_image=8, classes=kitchen.CLASSES,
                        progress=False, keep_images=True)
-    aw.attribute(net, data, "block4", ("wok", "frying pan"), cache=cache, progress=False)
+    cache.add_attribution(aw.attribute(net, data, "block4", ("wok", "frying pan"), cache=cache,
+                                       store=False, progress=False))
     comp = aw.compare_atlas(cache, "wok", "frying pan")  # the one UMAP run of this file
     m = len(comp.cells.ids)
     top = comp.cells.ids[np.argsort(-comp.mean_diff, kind="stable")[: max(1, int(np.ceil(0.1 * m)))]]

@@ -194,3 +194,37 @@ def test_bad_input(net, dirs):
         render_icons(net, LAYER, dirs, **dict(FAST, chunk=0))
     with pytest.raises(ValueError, match="whiten must have shape \\(128, 128\\)"):
         render_icons(net, LAYER, dirs, whiten=torch.eye(3), **FAST)
+
+
+def test_settings_object_and_old_keywords_give_the_same_icons(net, dirs, tmp_path):
+    """An IconSettings and the same values as keywords render the same pixels under the same
+    store key; keywords beside a settings object override its fields."""
+    settings = icons_mod.IconSettings(**{k: v for k, v in FAST.items() if k != "progress"})
+    by_object = render_icons(net, LAYER, dirs[:2], settings, store=tmp_path, progress=False)
+    by_keywords = render_icons(net, LAYER, dirs[:2], store=tmp_path, **FAST)
+    assert torch.equal(by_object.icons, by_keywords.icons)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [by_object.path.name]  # one key
+    changed = settings.replace(seed=settings.seed + 1)
+    assert changed.seed == settings.seed + 1 and settings.seed == FAST["seed"]
+    over = render_icons(net, LAYER, dirs[:1], settings, seed=changed.seed, progress=False)
+    again = render_icons(net, LAYER, dirs[:1], changed, progress=False)
+    assert torch.equal(over.icons, again.icons)
+    with pytest.raises(ValueError, match="size must be an int >= 8"):
+        icons_mod.IconSettings(size=4)
+    with pytest.raises(TypeError, match=r"Unknown icon setting\(s\) \['stepz'\]"):
+        render_icons(net, LAYER, dirs[:1], settings, stepz=3)
+    with pytest.raises(TypeError, match="icon size is required"):
+        render_icons(net, LAYER, dirs[:1], steps=3)
+    with pytest.raises(TypeError, match="settings must be an IconSettings"):
+        render_icons(net, LAYER, dirs[:1], {"size": 64})
+
+
+def test_aw_render_is_always_the_subpackage():
+    import importlib
+    import types
+
+    import atlaswidgets as aw
+
+    assert isinstance(aw.render, types.ModuleType)
+    assert aw.render is importlib.import_module("atlaswidgets.render")
+    assert callable(aw.feature_vis) and aw.IconSettings is icons_mod.IconSettings

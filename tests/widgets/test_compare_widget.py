@@ -233,3 +233,48 @@ def test_one_front_end_for_both_widgets():
     # comparison mode lives in atlas.js; the widget has no second copy of the drawing code
     assert ComparisonWidget._esm == AtlasWidget._esm
     assert ComparisonWidget._css == AtlasWidget._css
+
+
+def test_unnamed_classes_round_trip_through_pairs_and_the_widget():
+    """Without class names the kit spells classes "class:3"; those names go from the stored keys
+    through available_pairs, compare_atlas and the page's pair menu and resolve again."""
+    cache, _, cluster = clustered_cache()
+    cache.classes = None
+    n = cache["block"].n_rows
+    lean = np.select([cluster == 1, cluster == 2], [1.5, -1.5], 0.0)
+    rng = np.random.default_rng(7)
+    _store(cache, "class:1", lean + rng.normal(0, 0.5, n), seed=1)
+    _store(cache, "class:2", -lean + rng.normal(0, 0.5, n), seed=2)
+    _store(cache, "class:3-class:0", rng.normal(0, 1, n), seed=3)
+    pairs = available_pairs(cache, "block")
+    assert pairs == [["class:1", "class:2"], ["class:3", "class:0"]]
+    y = rng.uniform(0, 1, n)
+    comp = compare_atlas(cache, *pairs[0], y=y, grid_size=4, min_count=1, icon_size=8)
+    assert (comp.a, comp.b) == ("class:1", "class:2")
+    assert set(comp.top_class_names) <= {f"class:{i}" for i in range(4)}
+    w = ComparisonWidget(comp, cache)
+    assert w.pairs == pairs and w.left_label == "class:2"
+    w.set_state({"pair": ["class:3", "class:0"]})  # the page's pair menu
+    assert (w.atlas.a, w.atlas.b) == ("class:3", "class:0") and w.pair == ["class:3", "class:0"]
+    w.set_state({"pair": ["class:0", "class:3"]})  # the swap button: the stored pair, reversed
+    np.testing.assert_allclose(w.atlas.diff, -comp_diff(cache, 3, 0, y), rtol=1e-6)
+    assert w.cell_class == w.atlas.top_class_names
+
+
+def comp_diff(cache, a, b, y):
+    return compare_atlas(cache, a, b, y=y, grid_size=4, min_count=1, icon_size=8).diff
+
+
+def test_pairs_are_read_from_recorded_targets_not_from_key_spelling(setup):
+    """A key whose spelling reads two ways ("stir-fry pan" against the pair "stir", "fry pan") is
+    taken as the target recorded beside it."""
+    from atlaswidgets.cache.targets import Target
+
+    names = ["stir", "fry pan", "stir-fry pan", "wok"]
+    cache, _, _ = clustered_cache(classes=names)
+    n = cache["block"].n_rows
+    _store(cache, "x", np.linspace(-1, 1, n), seed=1)
+    cache["block"].attribution_targets["x"] = Target("pair", (0, 1))
+    _store(cache, "stir-fry pan", np.linspace(-1, 1, n), seed=2)  # the class, by its name
+    _store(cache, "wok", np.linspace(1, -1, n), seed=3)
+    assert available_pairs(cache, "block") == [["stir", "fry pan"], ["stir-fry pan", "wok"]]

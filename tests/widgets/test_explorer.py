@@ -32,7 +32,8 @@ def world():
     classes = list(kitchen.CLASSES)
     classes[classes.index("baking tray")] = XSS
     cache = aw.capture(model, data, "block4", per_image=4, stats=True, classes=classes, progress=False)
-    aw.attribute(model, data, "block4", ("wok", "frying pan"), cache=cache, progress=False)
+    cache.add_attribution(aw.attribute(model, data, "block4", ("wok", "frying pan"), cache=cache,
+                                       store=False, progress=False))
     acts = cache["block4"].acts
     xy, y = _pca(acts, 2), _pca(acts, 1)[:, 0]
     atlas = aw.build_atlas(cache, "block4", grid_size=8, min_count=2, xy=xy, icon_size=12)
@@ -236,3 +237,22 @@ def test_bad_input(world):
         strongest_cells(atlas, 128, 2)
     with pytest.raises(ValueError, match="n must be"):
         strongest_cells(atlas, 0, 0)
+
+
+def test_unnamed_classes_build_the_comparison():
+    """A cache without class names: the auto-built comparison takes the stored pair by the kit's
+    own spelling ("class:1"), which resolves again (it used to fail with "Class name 'class:1'
+    cannot be looked up")."""
+    model = kitchen.model()
+    data = kitchen.dataset(48, seed=4)
+    cache = aw.capture(model, data, "block4", per_image=4, stats=True, progress=False)
+    cache.classes = None  # as a model without names would leave it
+    cache.add_attribution(aw.attribute(model, data, "block4", ("wok", "frying pan"), cache=cache,
+                                       store=False, progress=False))  # names from the model
+    acts = cache["block4"].acts
+    atlas = aw.build_atlas(cache, "block4", grid_size=4, min_count=1, xy=_pca(acts, 2), icon_size=8)
+    ex = Explorer(cache, atlas=atlas, y=_pca(acts, 1)[:, 0], compare_grid_size=4,
+                  viewer_options={"n": 2})
+    assert ex.comparison_widget.pair == ["class:1", "class:0"]
+    assert ex.comparison_widget.pairs == [["class:1", "class:0"]]
+    assert all(name.startswith("class:") or name == "?" for name in ex.atlas_widget.cell_class)

@@ -29,7 +29,8 @@ def world():
     classes[classes.index("baking tray")] = XSS
     cache = aw.capture(model, data, ["block3", "block4"], stats=True, classes=classes, progress=False)
     for target in ("wok", XSS, "frying pan"):
-        aw.attribute(model, data, "block4", target, cache=cache, progress=False)
+        cache.add_attribution(aw.attribute(model, data, "block4", target, cache=cache,
+                                           store=False, progress=False))
     return model, cache
 
 

@@ -9,7 +9,8 @@
     image = load_image("pan.jpg", model.input_size)     # (3, 224, 224) in [0, 1]
     imagenet.top_classes(model, image)                   # [[("frying pan", 0.8), ...]]
     cache = aw.capture(model, images, layers=model.atlas_layer, classes=model.classes)
-    aw.attribute(model, images, model.atlas_layer, target=("wok", "frying pan"), cache=cache)
+    cache.add_attribution(aw.attribute(model, images, model.atlas_layer, ("wok", "frying pan"),
+                                       cache=cache, store=False))
 
 Models take RGB images in [0, 1] (224 x 224) and normalise them themselves (``models`` explains
 the normalisation of each and how it was measured). ``model.classes`` are the 1000 class names
