@@ -59,7 +59,7 @@ from ..cache.crops import sprite_sheet
 from ..cache.targets import class_name
 from ..layout.atlas import Atlas, build_atlas
 from ..layout.levels import AtlasLevels, carry_selection
-from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
+from ._common import Array, CellIds, RollsBackPageState, bundle, refuses
 
 __all__ = ["AtlasWidget", "ICON_KINDS"]
 
@@ -88,20 +88,19 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     whose centres fall inside it; Escape or a click on empty space clears.
     """
 
-    # the scored-cell modes (comparison, diff) and the pointer input are files of their own
-    _esm = esm("atlas_scored.js", "atlas_input.js", "atlas.js")
+    # js/src/atlas.js and the modules it imports (scored-cell modes, pointer input), bundled
+    _esm = bundle("atlas")
     _css = Path(__file__).parent / "atlas.css"
 
-    # Data: one entry per visible cell of the level shown, in the order of atlas.cells.ids;
-    # arrays as little-endian bytes
+    # Data: one entry per visible cell of the level shown, in the order of atlas.cells.ids
     layer = traitlets.Unicode("").tag(sync=True)
     grid_size = traitlets.Int(1).tag(sync=True)
     n_cells = traitlets.Int(0).tag(sync=True)
     n_positions = traitlets.Int(0).tag(sync=True)
-    cell_ids = traitlets.Bytes(b"").tag(sync=True)  # uint32, shape (n_cells,)
-    cell_ij = traitlets.Bytes(b"").tag(sync=True)  # uint32, shape (n_cells, 2): row, col
-    cell_count = traitlets.Bytes(b"").tag(sync=True)  # uint32, shape (n_cells,)
-    cell_share = traitlets.Bytes(b"").tag(sync=True)  # float32, shape (n_cells,)
+    cell_ids = Array("uint32").tag(sync=True)
+    cell_ij = Array("uint32", ndim=2).tag(sync=True)  # row, col
+    cell_count = Array("uint32").tag(sync=True)  # member rows
+    cell_share = Array("float32").tag(sync=True)  # share of the most common class
     cell_class = traitlets.List(traitlets.Unicode()).tag(sync=True)  # most common class, as text
     sprite = traitlets.Bytes(b"").tag(sync=True)  # PNG; icon i at (i % sprite_cols, i // sprite_cols)
     sprite_cols = traitlets.Int(1).tag(sync=True)
@@ -256,14 +255,9 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         return self._atlas.rows_of(self.selected)
 
     def cell_arrays(self) -> dict[str, np.ndarray]:
-        """The synced buffers decoded back to arrays (what the page reads), for checks and tests."""
-        m = self.n_cells
-        return {
-            "ids": from_buffer(self.cell_ids, "uint32", (m,)),
-            "ij": from_buffer(self.cell_ij, "uint32", (m, 2)),
-            "count": from_buffer(self.cell_count, "uint32", (m,)),
-            "share": from_buffer(self.cell_share, "float32", (m,)),
-        }
+        """The synced cell arrays (what the page reads), for checks and tests."""
+        return {"ids": self.cell_ids, "ij": self.cell_ij, "count": self.cell_count,
+                "share": self.cell_share}
 
     # ---- validation and observers ------------------------------------------------------------
     # validators raise through @refuses: a refused message from the page is rolled back whole
@@ -448,10 +442,10 @@ def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None) -> d
         grid_size=cells.n,
         n_cells=len(cells.ids),
         n_positions=int(cells.count.sum()),
-        cell_ids=to_buffer(cells.ids, "uint32"),
-        cell_ij=to_buffer(cells.ij, "uint32"),
-        cell_count=to_buffer(cells.count, "uint32"),
-        cell_share=to_buffer(atlas.top_class_share, "float32"),
+        cell_ids=cells.ids,
+        cell_ij=cells.ij,
+        cell_count=cells.count,
+        cell_share=atlas.top_class_share,
         cell_class=[class_name(int(c), classes) for c in atlas.top_class],
         sprite=sprite,
         sprite_cols=cols,

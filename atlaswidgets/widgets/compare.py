@@ -36,7 +36,7 @@ import traitlets
 from ..cache.cache import ActivationCache
 from ..cache.targets import class_name, n_outputs_of, stored_targets
 from ..layout.compare import ComparisonAtlas, compare_atlas
-from ._common import from_buffer, refuses, to_buffer
+from ._common import Array, refuses
 from .atlas import AtlasWidget, _check_cache
 
 __all__ = ["ComparisonWidget"]
@@ -59,10 +59,10 @@ class ComparisonWidget(AtlasWidget):
 
     # Comparison: one entry per visible cell, in the order of the atlas traits' cells
     mode = traitlets.Unicode("compare").tag(sync=True)
-    cell_value = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,): mean_diff / scale in [-1, 1]
-    cell_diff = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,): mean_diff, unscaled
-    cell_attr_a = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,), or b"" when not stored
-    cell_attr_b = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,), or b"" when not stored
+    cell_value = Array("float32").tag(sync=True)  # mean_diff / scale in [-1, 1]
+    cell_diff = Array("float32").tag(sync=True)  # mean_diff, unscaled
+    cell_attr_a = Array("float32").tag(sync=True)  # empty when not stored
+    cell_attr_b = Array("float32").tag(sync=True)  # empty when not stored
     diff_scale = traitlets.Float(1.0).tag(sync=True)  # the 99th percentile that x was divided by
     left_label = traitlets.Unicode("").tag(sync=True)  # b's name, shown as text
     right_label = traitlets.Unicode("").tag(sync=True)  # a's name, shown as text
@@ -150,11 +150,11 @@ class ComparisonWidget(AtlasWidget):
         return new
 
     def value_arrays(self) -> dict[str, np.ndarray | None]:
-        """The comparison buffers decoded back to arrays (what the page reads), for checks and tests."""
-        m = self.n_cells
+        """The synced comparison arrays (what the page reads), None where not stored, for checks
+        and tests."""
 
-        def read(buf):
-            return from_buffer(buf, "float32", (m,)) if len(buf) else None
+        def read(values):
+            return values if len(values) else None
 
         return {
             "value": read(self.cell_value),
@@ -214,12 +214,12 @@ def _comparison_traits(comp: ComparisonAtlas, cache: ActivationCache | None) -> 
     value = np.clip(comp.mean_diff / comp.scale, -1.0, 1.0)
 
     def opt(values):
-        return b"" if values is None else to_buffer(values, "float32")
+        return np.zeros(0, np.float32) if values is None else values
 
     return dict(
         mode="compare",
-        cell_value=to_buffer(value, "float32"),
-        cell_diff=to_buffer(comp.mean_diff, "float32"),
+        cell_value=value,
+        cell_diff=comp.mean_diff,
         cell_attr_a=opt(comp.mean_attr_a),
         cell_attr_b=opt(comp.mean_attr_b),
         diff_scale=float(comp.scale),

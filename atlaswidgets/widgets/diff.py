@@ -29,7 +29,7 @@ import traitlets
 
 from ..cache.cache import ActivationCache
 from ..layout.diff import DiffAtlas, diff_atlas
-from ._common import from_buffer, to_buffer
+from ._common import Array
 from .atlas import AtlasWidget
 
 __all__ = ["DiffWidget"]
@@ -53,8 +53,8 @@ class DiffWidget(AtlasWidget):
 
     # Diff: one entry per visible cell, in the order of the atlas traits' cells
     mode = traitlets.Unicode("diff").tag(sync=True)
-    cell_value = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,): mean_novelty / scale in [0, 1]
-    cell_novelty = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_cells,): mean_novelty, unscaled
+    cell_value = Array("float32").tag(sync=True)  # mean_novelty / scale in [0, 1]
+    cell_novelty = Array("float32").tag(sync=True)  # mean_novelty, unscaled
     novelty_scale = traitlets.Float(1.0).tag(sync=True)  # the level-0 scale: the most novel cell's mean
     names = traitlets.List(traitlets.Unicode()).tag(sync=True)  # [a, b], shown as text
 
@@ -154,12 +154,8 @@ class DiffWidget(AtlasWidget):
         return top
 
     def value_arrays(self) -> dict[str, np.ndarray]:
-        """The diff buffers decoded back to arrays (what the page reads), for checks and tests."""
-        m = self.n_cells
-        return {
-            "value": from_buffer(self.cell_value, "float32", (m,)),
-            "novelty": from_buffer(self.cell_novelty, "float32", (m,)),
-        }
+        """The synced diff arrays (what the page reads), for checks and tests."""
+        return {"value": self.cell_value, "novelty": self.cell_novelty}
 
     # ---- internals -------------------------------------------------------------------------
 
@@ -175,8 +171,8 @@ def _diff_traits(diff: DiffAtlas, scale: float) -> dict[str, Any]:
     value = np.clip(diff.mean_novelty / scale, 0.0, 1.0)
     return dict(
         mode="diff",
-        cell_value=to_buffer(value, "float32"),
-        cell_novelty=to_buffer(diff.mean_novelty, "float32"),
+        cell_value=value,
+        cell_novelty=diff.mean_novelty,
         novelty_scale=float(scale),
         names=[str(diff.names[0]), str(diff.names[1])],
     )

@@ -23,7 +23,7 @@ import traitlets
 from ..cache.cache import ActivationCache
 from ..cache.crops import boxed_images, sprite_sheet
 from ..layout.atlas import Atlas
-from ._common import CellIds, RollsBackPageState, esm, from_buffer, refuses, to_buffer
+from ._common import Array, CellIds, RollsBackPageState, bundle, refuses
 
 __all__ = ["ExamplePanel"]
 
@@ -42,20 +42,20 @@ class ExamplePanel(RollsBackPageState, anywidget.AnyWidget):
         the strongest arguments for the side the selection leans to
     """
 
-    _esm = esm("examples.js")
+    _esm = bundle("examples")
     _css = Path(__file__).parent / "examples.css"
 
-    # Data: what is shown now, all set together; arrays as little-endian bytes
+    # Data: what is shown now, all set together; one entry per example
     shown_cells = traitlets.List(traitlets.Int()).tag(sync=True)  # the selection these examples are of
     n_positions = traitlets.Int(0).tag(sync=True)  # member rows of the shown cells
     n_examples = traitlets.Int(0).tag(sync=True)
     sprite = traitlets.Bytes(b"").tag(sync=True)  # JPEG; example i at (i % sprite_cols, i // sprite_cols)
     sprite_cols = traitlets.Int(1).tag(sync=True)
     labels = traitlets.List(traitlets.Unicode()).tag(sync=True)  # class name of each example, as text
-    values = traitlets.Bytes(b"").tag(sync=True)  # float32, shape (n_examples,)
-    sample_ids = traitlets.Bytes(b"").tag(sync=True)  # uint32, shape (n_examples,)
-    rows = traitlets.Bytes(b"").tag(sync=True)  # uint32, shape (n_examples,)
-    yx = traitlets.Bytes(b"").tag(sync=True)  # int32, shape (n_examples, 2); -1 for "mean" rows
+    values = Array("float32").tag(sync=True)
+    sample_ids = Array("uint32").tag(sync=True)
+    rows = Array("uint32").tag(sync=True)
+    yx = Array("int32", ndim=2).tag(sync=True)  # y, x of the position; -1 for "mean" rows
 
     # Selection: ids of visible cells of the atlas
     selected = CellIds().tag(sync=True)
@@ -104,14 +104,8 @@ class ExamplePanel(RollsBackPageState, anywidget.AnyWidget):
         atlas.check_cache(self._cache)  # layer, rows and capture fingerprint
 
     def example_arrays(self) -> dict[str, np.ndarray]:
-        """The synced buffers decoded back to arrays (what the page reads), for checks and tests."""
-        n = self.n_examples
-        return {
-            "values": from_buffer(self.values, "float32", (n,)),
-            "sample_ids": from_buffer(self.sample_ids, "uint32", (n,)),
-            "rows": from_buffer(self.rows, "uint32", (n,)),
-            "yx": from_buffer(self.yx, "int32", (n, 2)),
-        }
+        """The synced example arrays (what the page reads), for checks and tests."""
+        return {"values": self.values, "sample_ids": self.sample_ids, "rows": self.rows, "yx": self.yx}
 
     @traitlets.validate("selected")
     @refuses
@@ -152,10 +146,10 @@ class ExamplePanel(RollsBackPageState, anywidget.AnyWidget):
             self.sprite = sprite
             self.sprite_cols = cols
             self.labels = [str(s) for s in labels]
-            self.values = to_buffer(ex.values, "float32")
-            self.sample_ids = to_buffer(ex.sample_id, "uint32")
-            self.rows = to_buffer(ex.rows, "uint32")
-            self.yx = to_buffer(ex.yx, "int32")
+            self.values = ex.values
+            self.sample_ids = ex.sample_id
+            self.rows = ex.rows
+            self.yx = ex.yx
             self.n_examples = len(ex)
             self.n_positions = n_positions
             self.shown_cells = cells

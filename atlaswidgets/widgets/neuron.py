@@ -6,7 +6,8 @@ sample, as the neuron-explainer viewer does), each with its activation map when 
 hand; the distribution of the unit's per-sample maxima with the quantile ranges marked; the
 channels most correlated with it over the cache's rows; the classes it pushes up and down (mean
 single-class attribution); and its feature-visualisation icon. Python computes all of it; the page
-draws it from binary buffers and a JPEG sprite sheet and reports clicks and key presses.
+draws it from binary arrays and a JPEG sprite sheet, and asks for another unit (a click, a key, a
+search) by setting ``request``, which Python answers by showing that unit or setting ``error``.
 
 The histogram is drawn by the page on a canvas from the counts Python sends, not with a plotly
 FigureWidget: one widget keeps ``link()``/``show()`` layouts simple, a unit switch stays one
@@ -38,10 +39,15 @@ from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_box
 from ..cache.facts import LayerOutputs, UnitFacts, activation_maps
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
-from ._common import RollsBackPageState, esm, from_buffer, refuses, to_buffer
+from ._common import Array, RollsBackPageState, bundle, refuses
 from .display import to_png
 
 __all__ = ["NeuronViewer"]
+
+
+# what the maps and boxes traits hold when there are none
+_NONE_3D = np.zeros((0, 0, 0), np.float32)
+_NONE_2D = np.zeros((0, 4), np.int32)
 
 
 def _group_title(name: str) -> str:
@@ -74,10 +80,10 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     n_related : how many correlated channels and pushed classes to list
     """
 
-    _esm = esm("neuron.js")
+    _esm = bundle("neuron")
     _css = Path(__file__).parent / "neuron.css"
 
-    # Unit: what is shown; set from Python (the page asks through messages)
+    # Unit: what is shown; set from Python (the page asks through `request`)
     layers = traitlets.List(traitlets.Unicode()).tag(sync=True)  # layers with statistics
     layer = traitlets.Unicode("").tag(sync=True)
     channel = traitlets.Int(0).tag(sync=True)
@@ -85,25 +91,25 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     unit = traitlets.Dict().tag(sync=True)  # {"kind": "channel", "layer", "channel"} or a direction
     version = traitlets.Int(0).tag(sync=True)  # bumped once per shown unit
 
-    # Examples, all set together; arrays as little-endian bytes
+    # Examples, all set together; one entry per example
     groups = traitlets.List(traitlets.Dict()).tag(sync=True)  # {"name", "title", "count"} in order
     n_examples = traitlets.Int(0).tag(sync=True)
     sprite = traitlets.Bytes(b"").tag(sync=True)  # JPEG; example i at (i % sprite_cols, i // sprite_cols)
     sprite_cols = traitlets.Int(1).tag(sync=True)
     labels = traitlets.List(traitlets.Unicode()).tag(sync=True)
-    values = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_examples,)
-    sample_ids = traitlets.Bytes(b"").tag(sync=True)  # uint32 (n_examples,)
-    yx = traitlets.Bytes(b"").tag(sync=True)  # int32 (n_examples, 2)
+    values = Array("float32").tag(sync=True)
+    sample_ids = Array("uint32").tag(sync=True)
+    yx = Array("int32", ndim=2).tag(sync=True)  # y, x of the strongest position
     marking = traitlets.Unicode("box").tag(sync=True)  # "heatmap" (maps) or "box" (boxes)
-    maps = traitlets.Bytes(b"").tag(sync=True)  # float32 (n_examples, grid_h, grid_w)
+    maps = Array("float32", ndim=3).tag(sync=True)  # one map per example, empty without a model
     map_hw = traitlets.List(traitlets.Int(), [0, 0]).tag(sync=True)
     map_max = traitlets.Float(1.0).tag(sync=True)  # the colour scale's top, shared by all maps
-    boxes = traitlets.Bytes(b"").tag(sync=True)  # int32 (n_examples, 4): y0, x0, y1, x1 in thumb px
+    boxes = Array("int32", ndim=2).tag(sync=True)  # y0, x0, y1, x1 in thumb px; empty with maps
 
     # Distribution of the unit's per-sample maxima
-    hist_edges = traitlets.Bytes(b"").tag(sync=True)  # float32 (bins + 1,)
-    hist_counts = traitlets.Bytes(b"").tag(sync=True)  # uint32 (bins,)
-    hist_marks = traitlets.Bytes(b"").tag(sync=True)  # float32: value at each quantile below
+    hist_edges = Array("float32").tag(sync=True)  # bins + 1 edges
+    hist_counts = Array("uint32").tag(sync=True)
+    hist_marks = Array("float32").tag(sync=True)  # value at each quantile below
     hist_quantiles = traitlets.List(traitlets.Float()).tag(sync=True)
     hist_note = traitlets.Unicode("").tag(sync=True)
 
@@ -119,6 +125,12 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     icon = traitlets.Bytes(b"").tag(sync=True)
     icon_unit = traitlets.Unicode("").tag(sync=True)
     icon_note = traitlets.Unicode("").tag(sync=True)
+
+    # Requests from the page: {"kind": "channel", "channel": int} | {"kind": "layer", "layer": str}
+    # | {"kind": "search", "query": str}, each with an "id" the page counts up (so asking twice is two
+    # changes). Python shows the unit or sets `error`, then sets `answered` to the request's id.
+    request = traitlets.Dict().tag(sync=True)
+    answered = traitlets.Int(0).tag(sync=True)
 
     # Messages and view
     error = traitlets.Unicode("").tag(sync=True)  # what went wrong with the page's last request
@@ -176,7 +188,6 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         finally:
             self._busy = False
         self._show()
-        self.on_msg(self._on_page_msg)
 
     # ---- public API ------------------------------------------------------------------------
 
@@ -271,18 +282,14 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         return results
 
     def activation_arrays(self) -> dict[str, np.ndarray]:
-        """The synced buffers decoded back to arrays (what the page reads), for checks and tests."""
-        n = self.n_examples
-        gh, gw = self.map_hw
+        """The synced arrays (what the page reads; maps or boxes None when not sent), for checks
+        and tests."""
         return {
-            "values": from_buffer(self.values, "float32", (n,)),
-            "sample_ids": from_buffer(self.sample_ids, "uint32", (n,)),
-            "yx": from_buffer(self.yx, "int32", (n, 2)),
-            "maps": from_buffer(self.maps, "float32", (n, gh, gw)) if self.maps else None,
-            "boxes": from_buffer(self.boxes, "int32", (n, 4)) if self.boxes else None,
-            "hist_edges": from_buffer(self.hist_edges, "float32"),
-            "hist_counts": from_buffer(self.hist_counts, "uint32"),
-            "hist_marks": from_buffer(self.hist_marks, "float32"),
+            "values": self.values, "sample_ids": self.sample_ids, "yx": self.yx,
+            "maps": self.maps if self.maps.size else None,
+            "boxes": self.boxes if self.boxes.size else None,
+            "hist_edges": self.hist_edges, "hist_counts": self.hist_counts,
+            "hist_marks": self.hist_marks,
         }
 
     def histogram_figure(self):
@@ -358,8 +365,27 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
 
     # ---- the page's requests -------------------------------------------------------------------
 
-    def _on_page_msg(self, widget, content, buffers) -> None:
-        kind = content.get("kind") if isinstance(content, dict) else None
+    @traitlets.validate("request")
+    @refuses
+    def _valid_request(self, proposal):
+        # a request that is no request is refused (and rolled back on the page); one that asks for
+        # something this viewer cannot show is answered with `error` (see _on_request)
+        req = proposal["value"]
+        if not req:
+            return req
+        if req.get("kind") not in ("channel", "layer", "search"):
+            raise ValueError(f"request kind must be 'channel', 'layer' or 'search', got {req.get('kind')!r}.")
+        rid = req.get("id")
+        if isinstance(rid, bool) or not isinstance(rid, int):
+            raise TypeError(f"request id must be an int, got {rid!r}.")
+        return req
+
+    @traitlets.observe("request")
+    def _on_request(self, change) -> None:
+        content = change["new"]
+        if not content:
+            return
+        kind = content["kind"]
         try:
             if kind == "channel":
                 ch = content.get("channel")
@@ -369,14 +395,13 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             elif kind == "layer":
                 layer = self._check_layer(content.get("layer"), self.layers)
                 self.show_channel(min(self.channel, self._cache[layer].n_channels - 1), layer)
-            elif kind == "search":
-                self.search(str(content.get("query", "")))
             else:
-                return
+                self.search(str(content.get("query", "")))
         except (ValueError, TypeError, KeyError) as e:
             self.error = str(e.args[0]) if e.args else str(e)
-            return
-        self.error = ""
+        else:
+            self.error = ""
+        self.answered = content["id"]
 
     # ---- computing what is shown ---------------------------------------------------------------
 
@@ -417,22 +442,22 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
                            for k, v in samples.groups.items()]
             self.sprite, self.sprite_cols = sprite, cols
             self.labels = [str(t) for t in cache.label_names(ex.sample_id)] if len(ex) else []
-            self.values = to_buffer(ex.values, "float32")
-            self.sample_ids = to_buffer(ex.sample_id, "uint32")
-            self.yx = to_buffer(ex.yx, "int32")
+            self.values = ex.values
+            self.sample_ids = ex.sample_id
+            self.yx = ex.yx
             self.marking = "heatmap" if maps is not None else "box"
-            self.maps = to_buffer(maps, "float32") if maps is not None else b""
+            self.maps = maps if maps is not None else _NONE_3D
             self.map_hw = [int(la.hw[0]), int(la.hw[1])]
             map_top = float(maps.max()) if maps is not None and maps.size else top_value
             self.map_max = max(top_value, map_top, 1e-6)
-            self.boxes = to_buffer(boxes, "int32") if boxes is not None else b""
+            self.boxes = boxes if boxes is not None else _NONE_2D
             self.note = ("heatmap: the unit's activation at each position (model run on these images)"
                          if maps is not None else "outline: what the strongest position sees (no "
                          "model given, so no activation maps)")
-            self.hist_edges = to_buffer(edges, "float32")
-            self.hist_counts = to_buffer(counts, "uint32")
+            self.hist_edges = edges
+            self.hist_counts = counts
             self.hist_quantiles = quantiles
-            self.hist_marks = to_buffer(marks, "float32")
+            self.hist_marks = marks
             self.hist_note = hist_note
             self.related_channels, self.classes_up, self.classes_down = related, up, down
             self.related_note = related_note

@@ -17,12 +17,15 @@ from ..layout._synthetic import clustered_cache
 from .conftest import XSS
 
 WIDGETS = Path(__file__).resolve().parents[2] / "atlaswidgets" / "widgets"
+SOURCES = Path(__file__).resolve().parents[2] / "js" / "src"
 
 
 def test_buffers_decode_to_the_atlas_arrays(small):
     cache, atlas = small
     w = AtlasWidget(atlas, cache)
-    assert isinstance(w.cell_ij, bytes) and isinstance(w.cell_count, bytes)
+    # what ipywidgets sends: the bytes as a binary buffer, with their dtype and shape
+    wire = w.get_state(["cell_ij", "cell_count"])
+    assert isinstance(wire["cell_ij"]["view"], memoryview) and isinstance(wire["cell_count"]["view"], memoryview)
     got = w.cell_arrays()
     m = len(atlas.cells)
     assert w.n_cells == m and w.grid_size == 6
@@ -32,7 +35,9 @@ def test_buffers_decode_to_the_atlas_arrays(small):
     np.testing.assert_array_equal(got["count"], atlas.cells.count)
     np.testing.assert_array_equal(got["share"], atlas.top_class_share)
     # little-endian on the wire whatever the host
-    assert np.frombuffer(w.cell_ij, dtype="<u4").reshape(m, 2).tolist() == atlas.cells.ij.tolist()
+    ij = wire["cell_ij"]
+    assert (ij["dtype"], ij["shape"]) == ("uint32", [m, 2])
+    assert np.frombuffer(ij["view"], dtype="<u4").reshape(ij["shape"]).tolist() == atlas.cells.ij.tolist()
 
 
 def test_sprite_holds_every_icon_in_order(small):
@@ -120,14 +125,15 @@ def test_from_cache_and_bad_input(small):
 
 
 def test_front_end_files_never_parse_html():
-    for name in ["_shared.js", "atlas.js", "examples.js"]:
-        text = (WIDGETS / name).read_text()
+    for name in ["dom.js", "array.js", "atlas.js", "examples.js"]:
+        text = (SOURCES / name).read_text()
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", text), name
-        assert "textContent" in text or name == "_shared.js"
-    for name in ["atlas.js", "atlas.css", "examples.js", "examples.css"]:
+        assert "textContent" in text or name in ("dom.js", "array.js")
+    for name in ["atlas.css", "examples.css", "static/atlas.js", "static/examples.js"]:
         assert (WIDGETS / name).stat().st_size > 0
-    # each module is the shared helpers followed by the widget's own code
+    # each module is the widget's bundle: the shared helpers and the widget's own code
     esm = str(AtlasWidget._esm)
-    assert esm.startswith((WIDGETS / "_shared.js").read_text())
-    assert esm.endswith((WIDGETS / "atlas.js").read_text())
+    assert esm == (WIDGETS / "static" / "atlas.js").read_text()
+    assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write", esm)
+    assert "// src/dom.js" in esm and "// src/atlas.js" in esm
     assert "function readArray" in str(ExamplePanel._esm) and "function render" in str(ExamplePanel._esm)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from atlaswidgets.layout.diff import DiffAtlas, diff_atlas
-from atlaswidgets.widgets._common import esm
+from atlaswidgets.widgets._common import bundle
 from atlaswidgets.widgets.atlas import AtlasWidget
 from atlaswidgets.widgets.diff import DiffWidget
 from atlaswidgets.widgets.examples import ExamplePanel
@@ -138,11 +138,14 @@ def test_bad_input(setup, small):
 
 
 def test_the_page_module_is_split_and_sets_only_text():
-    module = DiffWidget._esm
-    assert module == AtlasWidget._esm == esm("atlas_scored.js", "atlas_input.js", "atlas.js")
-    assert module.count("export default") == 1 and module.rstrip().endswith("export default { render };")
+    module = str(DiffWidget._esm)
+    assert DiffWidget._esm == AtlasWidget._esm and module == bundle("atlas").read_text()
+    # one module (js/src/atlas.js with the scored modes and input it imports) with one default export
+    for part in ("atlas_scored.js", "atlas_input.js", "atlas.js"):
+        assert f"// src/{part}\n" in module
+    assert module.count("as default") == 1 and module.rstrip().endswith("atlas_default as default\n};")
     # names reach the page only through textContent and title
     for risky in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert risky not in module
-    with pytest.raises(ValueError, match="at least one file"):
-        esm()
+    with pytest.raises(FileNotFoundError, match="npm run build"):
+        bundle("atlas_scored")  # a part, not a widget: it has no bundle of its own

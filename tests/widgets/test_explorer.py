@@ -99,8 +99,8 @@ def test_a_channel_highlights_the_cells_where_it_is_strongest(world):
     ex.atlas_widget.selected = picked
     shown = list(ex.atlas_panel.shown_cells)
     version = ex.viewer.version
-    ex.viewer.send_state = lambda *a, **k: None  # no comm in tests; the page's message path below
-    ex.viewer._on_page_msg(ex.viewer, {"kind": "channel", "channel": 84}, [])
+    # the page's request, as ipywidgets hands it over
+    ex.viewer.set_state({"request": {"kind": "channel", "channel": 84, "id": 1}})
     assert ex.viewer.error == ""
     # the viewer drew the channel once and kept it
     assert ex.viewer.version == version + 1

@@ -34,6 +34,11 @@ def world():
     return model, cache
 
 
+def _ask(viewer, request: dict) -> None:
+    """What ipywidgets does with the page's request: set the `request` trait (with a fresh id)."""
+    viewer.set_state({"request": {**request, "id": viewer.answered + 1}})
+
+
 def _flat(samples):
     ex = samples.all()
     return ex.sample_id, ex.values, ex.yx
@@ -56,7 +61,7 @@ def test_groups_are_unit_samples_exactly(world):
     sheet = Image.open(io.BytesIO(v.sprite))
     assert sheet.size == (v.sprite_cols * 40, -(-v.n_examples // v.sprite_cols) * 40)
     # no model: each example's strongest position is outlined, and the note says why
-    assert v.marking == "box" and v.maps == b"" and "no model" in v.note
+    assert v.marking == "box" and v.maps.size == 0 and "no model" in v.note
     boxes = got["boxes"]
     assert boxes.shape == (v.n_examples, 4) and boxes.min() >= 0 and boxes.max() <= 40
     assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
@@ -68,7 +73,7 @@ def test_activation_maps_peak_at_the_streamed_value(world):
     model, cache = world
     v = NeuronViewer(cache, "block4", NOODLES, model=model, n=4, icons=False)
     got = v.activation_arrays()
-    assert v.marking == "heatmap" and v.map_hw == [8, 8] and v.boxes == b""
+    assert v.marking == "heatmap" and v.map_hw == [8, 8] and v.boxes.size == 0
     assert got["maps"].shape == (v.n_examples, 8, 8)
     # the statistics keep each sample's maximum over every position: the map's peak, where it says
     peaks = got["maps"].reshape(v.n_examples, -1).max(1)
@@ -105,16 +110,39 @@ def test_next_previous_and_channel_trait(world):
 def test_page_requests_and_their_errors(world):
     _, cache = world
     v = NeuronViewer(cache, "block4", NOODLES, n=2)
-    v._on_page_msg(v, {"kind": "channel", "channel": 85}, [])
+    _ask(v, {"kind": "channel", "channel": 85})
     assert v.unit["channel"] == 85 and v.error == ""
-    v._on_page_msg(v, {"kind": "channel", "channel": 500}, [])
+    _ask(v, {"kind": "channel", "channel": 500})
     assert "out of range" in v.error and v.unit["channel"] == 85
-    v._on_page_msg(v, {"kind": "search", "query": "12"}, [])
+    _ask(v, {"kind": "search", "query": "12"})
     assert v.unit["channel"] == 12 and v.error == ""
-    v._on_page_msg(v, {"kind": "layer", "layer": "nope"}, [])
+    _ask(v, {"kind": "layer", "layer": "nope"})
     assert "was not captured" in v.error
-    v._on_page_msg(v, {"kind": "layer", "layer": "block3"}, [])
+    _ask(v, {"kind": "layer", "layer": "block3"})
     assert v.layer == "block3" and v.unit == {"kind": "channel", "layer": "block3", "channel": 12}
+
+
+def test_requests_are_traits_answered_by_id_and_bad_ones_are_rolled_back(world, monkeypatch):
+    _, cache = world
+    v = NeuronViewer(cache, "block4", NOODLES, n=2)
+    _ask(v, {"kind": "channel", "channel": 500})
+    assert "out of range" in v.error and v.answered == 1
+    # the same request again is a new one (its id), answered again, even with the same error
+    _ask(v, {"kind": "channel", "channel": 500})
+    assert v.answered == 2 and "out of range" in v.error
+    version = v.version
+    _ask(v, {"kind": "channel", "channel": NOODLES})  # the unit shown: drawn again all the same
+    assert v.answered == 3 and v.error == "" and v.version == version + 1
+    # a request that is no request is refused as a whole, and the page told what holds
+    sent: list[dict] = []
+    monkeypatch.setattr(v, "_send", lambda msg, buffers=None: sent.append(msg))
+    kept = dict(v.request)
+    with pytest.raises(ValueError, match="request kind must be 'channel', 'layer' or 'search'"):
+        v.set_state({"request": {"kind": "delete", "id": 4}})
+    with pytest.raises(TypeError, match="request id must be an int"):
+        v.set_state({"request": {"kind": "channel", "channel": 3, "id": "4"}})
+    assert v.request == kept and v.answered == 3 and v.unit["channel"] == NOODLES
+    assert [m["state"] for m in sent if m["method"] == "update"] == [{"request": kept}] * 2
 
 
 def test_layers_and_switching(world):
@@ -161,7 +189,7 @@ def test_related_channels_are_the_most_correlated(world):
     assert [r["channel"] for r in v.related_channels] == want.tolist()
     np.testing.assert_allclose([r["corr"] for r in v.related_channels], corr[want], atol=1e-4)
     # clicking one shows it
-    v._on_page_msg(v, {"kind": "channel", "channel": v.related_channels[0]["channel"]}, [])
+    _ask(v, {"kind": "channel", "channel": v.related_channels[0]["channel"]})
     assert v.unit["channel"] == int(want[0])
     # a direction's correlations (computed from the layer's moments) match a pass over the rows
     d = np.random.default_rng(0).standard_normal(acts.shape[1])

@@ -3,6 +3,9 @@
 // decoded, so the header and the pictures always belong to the same selection.
 // All text is set with textContent; nothing here parses HTML.
 
+import { readArray } from "./array.js";
+import { decodeSprite, el, spriteTile } from "./dom.js";
+
 function formatValue(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e4 || a < 1e-2)) return v.toExponential(2);
@@ -25,10 +28,10 @@ function render({ model, el: host }) {
       positions: model.get("n_positions"),
       n,
       labels: model.get("labels") || [],
-      values: readArray(model.get("values"), "f32"),
-      samples: readArray(model.get("sample_ids"), "u32"),
-      rows: readArray(model.get("rows"), "u32"),
-      yx: readArray(model.get("yx"), "i32"),
+      values: readArray(model.get("values")).data,
+      samples: readArray(model.get("sample_ids")).data,
+      rows: readArray(model.get("rows")).data,
+      yx: readArray(model.get("yx")).data, // (n, 2): y, x; -1 for "mean" rows
       cols: Math.max(1, model.get("sprite_cols")),
       thumb: model.get("thumb_size"),
       sprite: model.get("sprite"),

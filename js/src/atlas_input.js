@@ -1,6 +1,6 @@
 // Pointer and keyboard input of the atlas page (atlas.js): drag to pan, scroll to zoom about the
 // pointer, hover for the tooltip, click to select, shift/ctrl-click to toggle, shift-drag to lasso,
-// Escape to clear. Python puts this file before atlas.js in one module.
+// Escape to clear. atlas.js imports atlasInput() and hands it its state and drawing functions.
 
 const CLICK_SLOP = 4; // CSS px a pointer may move and still count as a click
 
@@ -18,7 +18,7 @@ function insidePolygon(x, y, poly) {
 
 // Listen to the canvas. state: render's live state (cells, view, selected; hover and drag can be
 // set); api: the render functions the input drives.
-function atlasInput(state, api) {
+export function atlasInput(state, api) {
   const { canvas, cssSize, homeView, publishView, requestDraw, showTooltip, setSelection,
     maybeChangeLevel } = api;
 

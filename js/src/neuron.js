@@ -1,7 +1,12 @@
 // NeuronViewer front end: a toolbar, the unit's icon, histogram and related units, then its
 // dataset examples group by group, each with its activation map (or receptive-field outline).
-// Python computes everything; the page draws it and sends the person's requests as messages.
+// Python computes everything; the page draws it and asks for another unit by setting the
+// `request` trait ({kind, id, ...}); Python answers with the new unit's traits, or with `error`,
+// and sets `answered` to the request's id either way.
 // All text is set with textContent (or drawn on a canvas); nothing here parses HTML.
+
+import { readArray } from "./array.js";
+import { decodeSprite, el, sheetOffset, spriteTile, toBlobPart } from "./dom.js";
 
 const RAMP = [
   [0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164],
@@ -88,9 +93,12 @@ function render({ model, el: host }) {
   let shown = null; // the snapshot drawn now, with its decoded sprite
 
   // ---- requests to Python ------------------------------------------------------------------
+  // the id makes every request a change, so asking again for the same thing is asked again
   function ask(content) {
     root.dataset.pending = "1";
-    model.send(content);
+    const last = model.get("request") || {};
+    model.set("request", { ...content, id: Math.max(last.id || 0, model.get("answered")) + 1 });
+    model.save_changes();
   }
   function askChannel(c) {
     const n = model.get("n_channels");
@@ -121,21 +129,21 @@ function render({ model, el: host }) {
       n,
       groups: model.get("groups") || [],
       labels: model.get("labels") || [],
-      values: readArray(model.get("values"), "f32"),
-      samples: readArray(model.get("sample_ids"), "u32"),
-      yx: readArray(model.get("yx"), "i32"),
+      values: readArray(model.get("values")).data,
+      samples: readArray(model.get("sample_ids")).data,
+      yx: readArray(model.get("yx")).data, // (n, 2): y, x of the strongest position
       marking: model.get("marking"),
-      maps: readArray(model.get("maps"), "f32"),
+      maps: readArray(model.get("maps")).data, // (n, gh, gw), empty without a model
       gh: hw[0],
       gw: hw[1],
       mapMax: model.get("map_max") || 1,
-      boxes: readArray(model.get("boxes"), "i32"),
+      boxes: readArray(model.get("boxes")).data, // (n, 4): y0, x0, y1, x1 in thumb px
       cols: Math.max(1, model.get("sprite_cols")),
       thumb: model.get("thumb_size"),
       sprite: model.get("sprite"),
-      edges: readArray(model.get("hist_edges"), "f32"),
-      counts: readArray(model.get("hist_counts"), "u32"),
-      marks: readArray(model.get("hist_marks"), "f32"),
+      edges: readArray(model.get("hist_edges")).data,
+      counts: readArray(model.get("hist_counts")).data,
+      marks: readArray(model.get("hist_marks")).data,
       quantiles: model.get("hist_quantiles") || [],
     };
   }
@@ -480,9 +488,12 @@ function render({ model, el: host }) {
   layerSelect.addEventListener("change", () => ask({ kind: "layer", layer: layerSelect.value }));
   toggle.addEventListener("change", () => groupsEl.classList.toggle("aw-neuron-maps-off", !toggle.checked));
 
-  const onError = () => {
-    showError(model.get("error"));
-    delete root.dataset.pending;
+  const onError = () => showError(model.get("error"));
+  // Python has handled a request: a refused one leaves nothing new to draw, so the wait ends here
+  // (a shown one ends when drawAll has drawn it)
+  const onAnswered = () => {
+    onError();
+    if (model.get("error")) delete root.dataset.pending;
   };
   // one Python message fires several change events in a row; draw once, after the last
   let queued = false;
@@ -501,6 +512,7 @@ function render({ model, el: host }) {
   const iconTraits = ["icon", "icon_unit", "icon_note"];
   for (const t of iconTraits) model.on(`change:${t}`, updateIcon);
   model.on("change:error", onError);
+  model.on("change:answered", onAnswered);
   update();
   updateIcon();
   onError();
@@ -509,6 +521,7 @@ function render({ model, el: host }) {
     for (const t of traits) model.off(`change:${t}`, onChange);
     for (const t of iconTraits) model.off(`change:${t}`, updateIcon);
     model.off("change:error", onError);
+    model.off("change:answered", onAnswered);
     token++;
     iconToken++;
     if (currentUrl) URL.revokeObjectURL(currentUrl);

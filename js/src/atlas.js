@@ -1,6 +1,7 @@
 // AtlasWidget front end: one icon per grid cell on a 2D canvas; zoom, pan, hover, click and lasso
 // selection. ComparisonWidget (mode "compare") and DiffWidget (mode "diff") add a score per cell,
-// drawn as a coloured frame with a legend: atlas_scored.js, which Python puts before this file.
+// drawn as a coloured frame with a legend (atlas_scored.js); the pointer and keyboard input is
+// atlas_input.js.
 //
 // View mapping (CSS pixels, relative to the canvas's top-left corner): cell (row, col) covers
 //   x = offsetX + col * scale,  y = offsetY + row * scale,  scale wide and high.
@@ -13,8 +14,12 @@
 // asks for the previous one. Python answers with the level's cells and sprite, and `cells_level`.
 // All text is set with textContent; nothing here parses HTML.
 
+import { readArray } from "./array.js";
+import { atlasInput } from "./atlas_input.js";
+import { SELECT_COLOR, scoredMode } from "./atlas_scored.js";
+import { decodeSprite, el } from "./dom.js";
+
 const PAD = 8; // CSS px between the grid and the canvas edge at the home view
-const SELECT_COLOR = "#ff7a00";
 // cells marked from Python (`highlighted`: where the viewer's channel is strongest), dashed
 const HIGHLIGHT_COLOR = "#00b8d9";
 const HOVER_COLOR = "#ffffff";
@@ -83,10 +88,10 @@ function render({ model, el: host }) {
 
   function loadCells() {
     const n = model.get("grid_size");
-    const ids = readArray(model.get("cell_ids"), "u32");
-    const ij = readArray(model.get("cell_ij"), "u32");
-    const count = readArray(model.get("cell_count"), "u32");
-    const share = readArray(model.get("cell_share"), "f32");
+    const ids = readArray(model.get("cell_ids")).data;
+    const ij = readArray(model.get("cell_ij")).data; // (n_cells, 2): row, col
+    const count = readArray(model.get("cell_count")).data;
+    const share = readArray(model.get("cell_share")).data;
     const names = model.get("cell_class") || [];
     const index = new Map();
     for (let k = 0; k < ids.length; k++) index.set(ids[k], k);
@@ -423,7 +428,7 @@ function render({ model, el: host }) {
   model.on("change:icons", onIconsAnswer);
   model.on("change:can_feature_vis", loadIconsButton);
   model.on("change:level", onLevelAnswer);
-  // pointer and keyboard input (atlas_input.js) reads and sets this state through `state`
+  // the pointer and keyboard input (atlas_input.js) reads and sets this state through `state`
   const state = {
     get cells() { return cells; },
     get view() { return view; },

@@ -1,22 +1,7 @@
-// Helpers shared by the widgets' ES modules. anywidget loads each widget's module on its own
-// (no relative imports), so Python prepends this file to each widget's own script.
+// DOM helpers shared by the widgets' pages: elements, sprite sheets and their tiles. Each widget's
+// module imports what it uses; build.mjs bundles them into one file per widget.
 
-// Read a little-endian 4-byte typed buffer synced from Python (a DataView in the widget model).
-function readArray(value, kind) {
-  const Type = kind === "f32" ? Float32Array : kind === "i32" ? Int32Array : Uint32Array;
-  if (!value) return new Type(0);
-  const view = value instanceof DataView
-    ? value
-    : ArrayBuffer.isView(value)
-      ? new DataView(value.buffer, value.byteOffset, value.byteLength)
-      : new DataView(value);
-  const get = kind === "f32" ? "getFloat32" : kind === "i32" ? "getInt32" : "getUint32";
-  const out = new Type(Math.floor(view.byteLength / 4));
-  for (let i = 0; i < out.length; i++) out[i] = view[get](4 * i, true);
-  return out;
-}
-
-function toBlobPart(value) {
+export function toBlobPart(value) {
   if (value instanceof DataView || ArrayBuffer.isView(value)) {
     return new Uint8Array(value.buffer, value.byteOffset, value.byteLength);
   }
@@ -27,7 +12,7 @@ function toBlobPart(value) {
 // bytes), or null when it does not decode (logged). The caller revokes url once it is replaced.
 // (createImageBitmap was no faster here: in headless Chromium it took a 42-thumbnail JPEG sheet
 // about 50 ms to decode against about 40 ms for Image.decode.)
-async function decodeSprite(bytes, what) {
+export async function decodeSprite(bytes, what) {
   if (!bytes || bytes.byteLength === 0) return { img: null, url: null };
   const part = toBlobPart(bytes);
   const type = part[0] === 0xff && part[1] === 0xd8 ? "image/jpeg" : "image/png"; // JPEG's magic
@@ -44,7 +29,7 @@ async function decodeSprite(bytes, what) {
   return { img, url };
 }
 
-function el(tag, className, parent) {
+export function el(tag, className, parent) {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (parent) parent.appendChild(node);
@@ -56,7 +41,7 @@ function el(tag, className, parent) {
 // a layer of its own, and every caption overlapping one, so the ~40 canvases of an Explorer made
 // every frame of the notebook re-layerize ~90 layers (a browser trace of clicks in the Explorer:
 // Layerize + Commit took ~18 ms a frame on the page's main thread).
-function spriteTile(className, sheet, i, cols, thumb, parent) {
+export function spriteTile(className, sheet, i, cols, thumb, parent) {
   const tile = el("div", className, parent);
   tile.style.width = `${thumb}px`;
   tile.style.height = `${thumb}px`;
@@ -70,7 +55,7 @@ function spriteTile(className, sheet, i, cols, thumb, parent) {
 }
 
 // CSS background-position of picture i in a sheet of `cols` columns of `thumb` px pictures.
-function sheetOffset(i, cols, thumb) {
+export function sheetOffset(i, cols, thumb) {
   return `${-(i % cols) * thumb}px ${-Math.floor(i / cols) * thumb}px`;
 }
 

@@ -1,6 +1,7 @@
 // Scored-cell modes of the atlas page: every cell carries a value that colours a frame around its
 // icon, a legend under the canvas says what the two ends of the scale mean, and the tooltip adds
-// the cell's score. atlas.js asks scoredMode() for the mode its widget's `mode` trait names:
+// the cell's score. atlas.js imports scoredMode() and asks it for the mode its widget's `mode`
+// trait names:
 //   "compare" (ComparisonWidget): a diverging scale in [-1, 1], b's class blue on the left, a's
 //     orange on the right, a menu of the pairs the cache can show and a swap button;
 //   "diff" (DiffWidget): a sequential scale in [0, 1], grey where model a has what b has, purple
@@ -11,6 +12,12 @@
 // cellTraits (traits that change with the cells) and labelTraits (traits loadLabels() reads),
 // loadCells(cells, titleParts) (reads the scores into `cells`, publishes data-cell-values),
 // frameColor(k), drawUnder(ctx, view, n) (drawn before the icons) and tooltip(k).
+
+import { readArray } from "./array.js";
+import { el } from "./dom.js";
+
+// the plain atlas's selection outline, which diff mode keeps (atlas.js draws it)
+export const SELECT_COLOR = "#ff7a00";
 
 // Diverging scale, blue (-1, class b) through light grey (0) to orange (+1, class a): the two ends
 // stay apart for the common colour-vision deficiencies (after ColorBrewer's PuOr / RdBu ends).
@@ -45,7 +52,7 @@ function signed(v, digits) {
 
 // parts: {root, bar, before (the bar's element the mode's controls go before), tooltip,
 // help (the legend goes before it), status, loadSelection}
-function scoredMode(model, parts) {
+export function scoredMode(model, parts) {
   const kind = model.get("mode");
   if (kind === "compare") return compareMode(model, parts);
   if (kind === "diff") return diffMode(model, parts);
@@ -115,10 +122,10 @@ function compareMode(model, parts) {
 
     loadCells(next, titleParts) {
       cells = next;
-      cells.value = readArray(model.get("cell_value"), "f32");
-      cells.diff = readArray(model.get("cell_diff"), "f32");
-      cells.attrA = readArray(model.get("cell_attr_a"), "f32");
-      cells.attrB = readArray(model.get("cell_attr_b"), "f32");
+      cells.value = readArray(model.get("cell_value")).data;
+      cells.diff = readArray(model.get("cell_diff")).data;
+      cells.attrA = readArray(model.get("cell_attr_a")).data;
+      cells.attrB = readArray(model.get("cell_attr_b")).data;
       root.dataset.cellValues = Array.from(cells.value, (v) => v.toFixed(3)).join(",");
       titleParts.push(`${model.get("right_label")} vs ${model.get("left_label")}`);
     },
@@ -205,8 +212,8 @@ function diffMode(model, parts) {
 
     loadCells(next, titleParts) {
       cells = next;
-      cells.value = readArray(model.get("cell_value"), "f32");
-      cells.novelty = readArray(model.get("cell_novelty"), "f32");
+      cells.value = readArray(model.get("cell_value")).data;
+      cells.novelty = readArray(model.get("cell_novelty")).data;
       root.dataset.cellValues = Array.from(cells.value, (v) => v.toFixed(3)).join(",");
       const [a, b] = names();
       titleParts.push(`${b} against ${a}`);
