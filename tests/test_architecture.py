@@ -34,21 +34,29 @@ def _part(module: str) -> str:
     return "top" if len(pieces) == 1 else pieces[1]
 
 
-def _imports():
-    """(importing module, imported module, names) of every atlaswidgets import in the package."""
+def _modules():
+    """(module name, its package, its parsed tree) of every module in the package."""
     for path in sorted(PACKAGE.rglob("*.py")):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        module = ".".join(parts)
+        module = ".".join(parts).removesuffix(".__init__")
         package = module if parts[-1] == "__init__" else module.rsplit(".", 1)[0]
-        package = package.removesuffix(".__init__")
-        module = module.removesuffix(".__init__")
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        yield module, package, ast.parse(path.read_text(), str(path))
+
+
+def _target(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` reads from."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")[: len(package.split(".")) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _imports():
+    """(importing module, imported module, names) of every atlaswidgets import in the package."""
+    for module, package, tree in _modules():
+        for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
+                target = _target(node, package)
                 if target.split(".")[0] == "atlaswidgets":
                     yield module, target, [a.name for a in node.names]
             elif isinstance(node, ast.Import):
@@ -92,24 +100,18 @@ def test_no_private_name_crosses_a_part():
 def test_no_import_cycle_between_modules():
     """Module-level imports only: a cycle there breaks ``import`` itself, whatever the order."""
     graph: dict[str, set[str]] = {}
-    for path in sorted(PACKAGE.rglob("*.py")):
-        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
-        module = ".".join(parts).removesuffix(".__init__")
-        package = module if parts[-1] == "__init__" else module.rsplit(".", 1)[0]
+    for module, package, tree in _modules():
         edges = graph.setdefault(module, set())
-        for node in ast.parse(path.read_text()).body:  # top-level statements only
-            if isinstance(node, ast.ImportFrom):
-                if node.level:
-                    base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                    target = ".".join(base + ([node.module] if node.module else []))
-                else:
-                    target = node.module or ""
-                if target.split(".")[0] != "atlaswidgets":
-                    continue
-                for a in node.names:  # "from . import store" imports the module store
-                    sub = f"{target}.{a.name}"
-                    edges.add(sub if (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists()
-                              else target)
+        for node in tree.body:  # top-level statements only
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            target = _target(node, package)
+            if target.split(".")[0] != "atlaswidgets":
+                continue
+            for a in node.names:  # "from . import store" imports the module store
+                sub = f"{target}.{a.name}"
+                edges.add(sub if (PACKAGE.parent / Path(*sub.split("."))).with_suffix(".py").exists()
+                          else target)
     graph = {m: {t for t in ts if t in graph and t != m} for m, ts in graph.items()}
     cycles = []
     state: dict[str, int] = {}
@@ -129,7 +131,8 @@ def test_no_import_cycle_between_modules():
     assert not cycles, "Import cycles:\n" + "\n".join(cycles)
 
 
-@pytest.mark.parametrize("bad", ["from ..widgets.atlas import AtlasWidget", "from ..layout import _x"])
+@pytest.mark.parametrize("bad", ["from ..widgets.atlas import AtlasWidget", "from ..layout import _x",
+                                 "from .planted_too import x"])
 def test_the_checks_catch_a_wrong_import(tmp_path, monkeypatch, bad):
     """The test above would pass on an empty package: show that it fails on a planted import."""
     import shutil
@@ -138,7 +141,9 @@ def test_the_checks_catch_a_wrong_import(tmp_path, monkeypatch, bad):
     copy = tmp_path / "atlaswidgets"
     shutil.copytree(PACKAGE, copy, ignore=shutil.ignore_patterns("*.safetensors", "*.json", "__pycache__"))
     (copy / "cache" / "planted.py").write_text(bad + "\n")
+    (copy / "cache" / "planted_too.py").write_text("from .planted import y\n")
     monkeypatch.setattr(sys.modules[__name__], "PACKAGE", copy)
-    check = test_imports_follow_the_allowed_arrows if "widgets" in bad else test_no_private_name_crosses_a_part
+    check = (test_imports_follow_the_allowed_arrows if "widgets" in bad else
+             test_no_import_cycle_between_modules if "planted_too" in bad else test_no_private_name_crosses_a_part)
     with pytest.raises(AssertionError, match="planted"):
         check()
