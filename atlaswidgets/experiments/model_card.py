@@ -10,7 +10,6 @@ seed 0 or the validation seed ``VAL_OFFSET``).
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
@@ -18,6 +17,7 @@ from torch import nn
 
 from ..zoo.kitchen import evaluate
 from ..zoo.kitchen.world import CLASSES, KitchenData, dataset, render_object
+from ..zoo.weights import card_parser
 from .patch import NOISE, patch_attack
 
 __all__ = ["patch_experiment", "report", "main"]
@@ -56,12 +56,7 @@ def report(net: nn.Module, n: int = 2000, seed: int = 777) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from ..zoo.kitchen.net import model
 
-    parser = argparse.ArgumentParser(prog="python -m atlaswidgets.experiments.model_card",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=777)
-    parser.add_argument("--weights", default=None, help="safetensors file (default: shipped)")
-    parser.add_argument("--json", action="store_true", help="print the raw report as JSON")
+    parser = card_parser("python -m atlaswidgets.experiments.model_card", __doc__.splitlines()[0], n=2000)
     args = parser.parse_args(argv)
     rep = report(model(args.weights), args.n, args.seed)
     if args.json:

@@ -11,13 +11,14 @@ the training seed 0 or the validation seed ``VAL_OFFSET``).
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 from torch import nn
 
+from ..weights import card_parser
 from .world import CLASSES, CONTEXTS, KitchenData, dataset
+
 
 @torch.no_grad()
 def predict(net: nn.Module, images: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
@@ -88,12 +89,7 @@ def print_report(rep: dict) -> None:
 def main(argv: list[str] | None = None) -> None:
     from .net import model
 
-    parser = argparse.ArgumentParser(prog="python -m atlaswidgets.zoo.kitchen.evaluate",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=2000)
-    parser.add_argument("--seed", type=int, default=777)
-    parser.add_argument("--weights", default=None, help="safetensors file (default: shipped)")
-    parser.add_argument("--json", action="store_true", help="print the raw report as JSON")
+    parser = card_parser("python -m atlaswidgets.zoo.kitchen.evaluate", __doc__.splitlines()[0], n=2000)
     args = parser.parse_args(argv)
     rep = report(model(args.weights), args.n, args.seed)
     if args.json:

@@ -13,8 +13,6 @@ Seeds used: training images ``dataset(n_train, seed)``, validation images
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import torch
 from torch import nn
 
 from ...cache.hooks import as_model_input, eval_mode
+from ..weights import save_weights
 from .net import WEIGHTS, KitchenNet
 from .world import CLASSES, render_range
 
@@ -133,19 +132,7 @@ def train(n_train: int = 10_000, epochs: int = 6, seed: int = 0, batch_size: int
 
 def save(net: nn.Module, path: str | Path, facts: dict | None = None) -> None:
     """Write the weights as safetensors (and ``facts`` as JSON beside them, same stem)."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    # temp file + rename, so an interruption never leaves the shipped weights half-written
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp))
-    os.replace(tmp, path)
-    if facts is not None:
-        tmp_json = path.with_name(f".{path.stem}.json.tmp")
-        tmp_json.write_text(json.dumps(facts, indent=2) + "\n")
-        os.replace(tmp_json, path.with_suffix(".json"))
+    save_weights(net, path, facts)
 
 
 def main(argv: list[str] | None = None) -> None:

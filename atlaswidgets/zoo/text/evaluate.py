@@ -8,13 +8,13 @@ These are the numbers of the model card, measured on a fresh corpus seed (not th
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import torch
 from torch import nn
 
 from ...cache.hooks import eval_mode, hooks
+from ..weights import card_parser
 from .train import evaluate_loss
 from .world import NEUTRAL_DISHES, PAN_DISHES, VOCAB, TextData, corpus, cue_pairs
 
@@ -160,12 +160,7 @@ def report(net: nn.Module, n: int = 1000, seed: int = 777) -> dict:
 def main(argv: list[str] | None = None) -> None:
     from .net import model
 
-    parser = argparse.ArgumentParser(prog="python -m atlaswidgets.zoo.text.evaluate",
-                                     description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=777)
-    parser.add_argument("--weights", default=None, help="safetensors file (default: shipped)")
-    parser.add_argument("--json", action="store_true", help="print the raw report as JSON")
+    parser = card_parser("python -m atlaswidgets.zoo.text.evaluate", __doc__.splitlines()[0], n=1000)
     args = parser.parse_args(argv)
     rep = report(model(args.weights), args.n, args.seed)
     if args.json:

@@ -13,8 +13,6 @@ VAL_OFFSET)``. Evaluate on any other seed (the model card uses 777) for fresh te
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import time
 from pathlib import Path
 
@@ -23,8 +21,9 @@ import torch
 from torch import nn
 
 from ...cache.hooks import eval_mode
+from ..weights import save_weights
 from .net import WEIGHTS, TinyLM
-from .world import PAD_ID, VOCAB, TextData, corpus
+from .world import VOCAB, TextData, corpus
 
 VAL_OFFSET = 10_000
 
@@ -114,20 +113,7 @@ def train(n_train: int = 20_000, steps: int = 2000, seed: int = 0, batch_size: i
 
 def save(net: TinyLM, path: str | Path, facts: dict | None = None) -> None:
     """Write the weights as safetensors (n_heads in its metadata) and ``facts`` as JSON beside."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    n_heads = net.blocks[0].attn.n_heads
-    # temp file + rename, so an interruption never leaves the shipped weights half-written
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_file(state, str(tmp), metadata={"n_heads": str(n_heads)})
-    os.replace(tmp, path)
-    if facts is not None:
-        tmp_json = path.with_name(f".{path.stem}.json.tmp")
-        tmp_json.write_text(json.dumps(facts, indent=2) + "\n")
-        os.replace(tmp_json, path.with_suffix(".json"))
+    save_weights(net, path, facts, metadata={"n_heads": str(net.blocks[0].attn.n_heads)})
 
 
 def main(argv: list[str] | None = None) -> None:
