@@ -76,6 +76,10 @@ _LAZY = {
     "UnitSamples": "atlaswidgets.cache.topk",
     "unit_samples": "atlaswidgets.cache.units",
     "unit_maxima": "atlaswidgets.cache.units",
+    # what a text layer's units read and write, in tokens (issue #15)
+    "top_tokens": "atlaswidgets.cache.tokens",
+    "units_for_token": "atlaswidgets.cache.tokens",
+    "token_writes": "atlaswidgets.cache.tokens",
     "score_explanation": "atlaswidgets.explain",
     "find_units": "atlaswidgets.explain",
     "rf_overlap": "atlaswidgets.explain",

@@ -18,7 +18,7 @@ from .topk import DEFAULT_RANGES
 from .units import unit_maxima
 from .targets import target_key
 
-__all__ = ["LayerOutputs", "UnitFacts", "activation_maps"]
+__all__ = ["LayerOutputs", "UnitFacts", "activation_maps", "checked_inputs", "map_error"]
 
 
 class UnitFacts:
@@ -33,8 +33,8 @@ class UnitFacts:
     def distribution(self, layer: str, unit, maxima=None):
         """Histogram of the unit's per-sample maxima, and the value at each quantile bound."""
         qs = sorted({q for r in DEFAULT_RANGES for q in r} - {0.0, 1.0})
-        if isinstance(unit, int):
-            stats = self._cache.stats[layer]
+        stats = (getattr(self._cache, "stats", None) or {}).get(layer)
+        if isinstance(unit, int) and stats is not None:
             edges, counts = stats.histogram(unit, of="maxima")
             marks = [stats.quantile(unit, q, of="maxima") for q in qs]
             return (edges, counts, qs, np.asarray(marks),
@@ -42,7 +42,7 @@ class UnitFacts:
         if maxima is None:
             maxima = unit_maxima(self._cache, unit, layer)
         best = maxima.values.astype(np.float64)
-        bins = self._cache.stats[layer].bins
+        bins = stats.bins if stats is not None else 64
         counts, edges = np.histogram(best, bins=bins)
         return edges, counts, qs, np.quantile(best, qs), "per-sample maximum over the cached positions"
 
@@ -109,7 +109,22 @@ class UnitFacts:
 
 
 class LayerOutputs:
-    """A model's output at a layer for samples' display images, the most recent ones remembered.
+    """A model's output at a layer for some samples, re-run from what capture fed it, the most
+    recent ones remembered.
+
+    What the model is run on (``inputs`` of ``__call__``), so that the outputs are the captured ones:
+
+    - token ids, int (n_samples, T_max), ``cache.tokens`` (left-aligned, -1 after): each sample's
+      valid tokens alone, samples of one length batched together, so no padding is involved;
+    - float images (n_samples, C, H, W): the images exactly as given to capture (before its
+      ``preprocess``), then ``preprocess``; exact;
+    - uint8 display images, ``cache.images``: divided by 255, resized to the model's input, then
+      ``preprocess``. Exact only where the capture's images were whole multiples of 1/255 in [0, 1];
+      otherwise close (``map_error`` tells by how much).
+
+    preprocess : what capture applied to each image batch before the model (``cache.preprocess``),
+        or None when the model takes [0, 1] images (a model that normalises inside gets nothing
+        more: applying a normalisation twice is what made the maps wrong).
 
     Running the model on a click's examples is most of what a click costs in Python when the
     viewer has a model, and clicking around an atlas shows many samples again: over 25 random
@@ -117,17 +132,18 @@ class LayerOutputs:
     The least recently used outputs go first once they exceed ``budget_mb``.
     """
 
-    def __init__(self, model, input_hw, normalize, budget_mb: float = 64):
-        self._model, self._input_hw, self._normalize = model, tuple(input_hw), normalize
+    def __init__(self, model, input_hw, preprocess, budget_mb: float = 64):
+        self._model, self._input_hw, self._preprocess = model, tuple(input_hw), preprocess
         self._budget = int(budget_mb * 2**20)
         self._kept: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self._bytes = 0
 
-    def __call__(self, images, layer: str, hw, ids: np.ndarray) -> torch.Tensor:
-        """Outputs for samples ``ids`` (distinct), shape (len(ids), channels, grid_h, grid_w)."""
+    def __call__(self, inputs, layer: str, hw, ids: np.ndarray) -> torch.Tensor:
+        """Outputs for samples ``ids`` (distinct), shape (len(ids), channels, grid_h, grid_w); a
+        token layer's are (len(ids), channels, 1, T_max), NaN after each sample's last token."""
         missing = [int(i) for i in ids if (layer, int(i)) not in self._kept]
         if missing:
-            out = self._run(images, layer, hw, missing)
+            out = self._run(inputs, layer, hw, missing)
             for i, o in zip(missing, out):
                 o = o.clone()  # not a view: it would keep the whole batch alive
                 self._kept[(layer, i)] = o
@@ -142,13 +158,17 @@ class LayerOutputs:
             self._bytes -= old.numel() * old.element_size()
         return result
 
-    def _run(self, images, layer: str, hw, ids: list[int]) -> torch.Tensor:
-        x = images[torch.as_tensor(ids)].float() / 255
+    def _run(self, inputs, layer: str, hw, ids: list[int]) -> torch.Tensor:
+        if not inputs.is_floating_point() and inputs.dtype != torch.uint8:
+            return self._run_tokens(inputs, layer, hw, ids)
+        x = inputs[torch.as_tensor(ids)]
+        x = x.float() / 255 if x.dtype == torch.uint8 else x
         if self._input_hw[0] > 0 and tuple(x.shape[-2:]) != self._input_hw:
-            x = torch.nn.functional.interpolate(x, size=self._input_hw, mode="bilinear", align_corners=False)
+            x = torch.nn.functional.interpolate(x.float(), size=self._input_hw, mode="bilinear",
+                                                align_corners=False)
         x = as_model_input(self._model, x)  # its device, and half precision for a half model
-        if self._normalize is not None:
-            x = self._normalize(x)
+        if self._preprocess is not None:  # as capture: on the device, after the cast
+            x = self._preprocess(x)
         with eval_mode(self._model), torch.no_grad():
             out = forward_layers(self._model, (layer,), x)[layer].float()
         if out.ndim == 2:
@@ -158,13 +178,54 @@ class LayerOutputs:
                              f"says {tuple(hw)}; pass the model the cache was captured from.")
         return out
 
+    def _run_tokens(self, tokens, layer: str, hw, ids: list[int]) -> torch.Tensor:
+        rows = tokens[torch.as_tensor(ids)].long()
+        lengths = (rows >= 0).sum(1)
+        out = None
+        with eval_mode(self._model), torch.no_grad():
+            for n in torch.unique(lengths).tolist():
+                if n == 0:
+                    continue
+                pick = (lengths == n).nonzero().flatten()
+                x = as_model_input(self._model, rows[pick, :n])
+                o = forward_layers(self._model, (layer,), x)[layer]
+                if o.ndim != 3 or o.shape[:2] != (len(pick), n):
+                    raise ValueError(f"The model's {layer!r} output on {len(pick)} samples of {n} tokens "
+                                     f"has shape {tuple(o.shape)}, not ({len(pick)}, {n}, channels); "
+                                     "pass the model the cache was captured from.")
+                if out is None:
+                    out = torch.full((len(ids), o.shape[2], 1, int(hw[1])), float("nan"), device=o.device)
+                if n > out.shape[-1]:
+                    raise ValueError(f"Sample has {n} tokens but the cache's layer holds {out.shape[-1]}.")
+                out[pick.to(o.device), :, 0, :n] = o.float().transpose(1, 2)
+        if out is None:
+            raise ValueError("These samples have no tokens to run the model on.")
+        return out
+
+
+def map_error(maps: np.ndarray, yx: np.ndarray, values: np.ndarray) -> float:
+    """How far re-run maps are from the captured activations: the largest |map at an example's
+    position - its captured value|, over examples with a finite value there (0.0 for none).
+
+    maps : (k, h, w); yx : int (k, 2); values : (k,), the cached (or streamed) values at yx
+    """
+    if len(values) == 0:
+        return 0.0
+    yx = np.asarray(yx).reshape(-1, 2)
+    at = maps[np.arange(len(values)), yx[:, 0], yx[:, 1]]
+    diff = np.abs(at.astype(np.float64) - np.asarray(values, np.float64))
+    diff = diff[np.isfinite(diff)]
+    return float(diff.max()) if diff.size else 0.0
+
 
 def activation_maps(outputs: LayerOutputs, images, sample_id, layer, unit, hw) -> np.ndarray:
-    """The unit's activation at every position of ``layer`` for some samples' display images.
+    """The unit's activation at every position of ``layer`` for some samples.
 
-    outputs : the model's remembered layer outputs; images : uint8 (n_samples, 3, h, w)
+    outputs : the model's remembered layer outputs; images : what to run it on (see
+        ``LayerOutputs``: raw float images, uint8 display images, or ``cache.tokens``)
     sample_id : int array (k,); unit : channel or direction
-    Returns float32 (k, grid_h, grid_w). The model runs once per distinct sample not yet seen.
+    Returns float32 (k, grid_h, grid_w); for tokens (k, 1, T_max), NaN after each sample's last
+    token. The model runs once per distinct sample not yet seen.
     """
     ids, inverse = np.unique(np.asarray(sample_id, dtype=np.int64), return_inverse=True)
     out = outputs(images, layer, hw, ids)
@@ -173,3 +234,20 @@ def activation_maps(outputs: LayerOutputs, images, sample_id, layer, unit, hw) -
     else:
         maps = torch.einsum("nchw,c->nhw", out, torch.as_tensor(unit, device=out.device, dtype=out.dtype))
     return maps.cpu().numpy().astype(np.float32)[inverse]
+
+
+def checked_inputs(inputs, cache: ActivationCache) -> torch.Tensor | None:
+    """``inputs`` (the images given to capture, to re-run the model on) as a float tensor
+    (n_samples, C, H, W), or None; a clear error for anything else."""
+    if inputs is None:
+        return None
+    if getattr(cache, "tokens", None) is not None:
+        raise ValueError("inputs= is for image caches; a text cache re-runs the model on cache.tokens.")
+    if not isinstance(inputs, (torch.Tensor, np.ndarray)):
+        raise TypeError(f"inputs must be a float tensor (n_samples, C, H, W), the images given to "
+                        f"capture, got {type(inputs).__name__}.")
+    x = torch.as_tensor(inputs)
+    if x.ndim != 4 or not x.is_floating_point() or len(x) != cache.n_samples:
+        raise ValueError(f"inputs must be the images given to capture: float, shape "
+                         f"({cache.n_samples}, C, H, W), got {x.dtype} {tuple(x.shape)}.")
+    return x

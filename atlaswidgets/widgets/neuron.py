@@ -20,12 +20,23 @@ DOM hooks for tests: root ``.aw-neuron`` with ``data-unit`` ("channel:84" or "di
 ``.aw-neuron-group`` per group with ``data-group`` and ``data-count``, its title in
 ``.aw-neuron-group-title``; one ``.aw-neuron-example`` per example with ``data-sample-id``;
 ``.aw-neuron-related-channel`` buttons with ``data-channel``; ``.aw-neuron-class`` buttons with
-``data-class``; ``.aw-neuron-error`` holding the last error of a page action.
+``data-class``; ``.aw-neuron-error`` holding the last error of a page action. On a text cache
+(``data-mode="text"``) each example holds a ``.aw-neuron-strip`` of ``.aw-neuron-tok`` spans
+(``data-value``; the example's own token also ``.aw-neuron-tok-mark``), and ``.aw-neuron-token``
+entries list the top tokens (``data-list="top"``) and the tokens written (``"up"``, ``"down"``).
+
+Maps are exact: the model is re-run on what capture fed it. For text, each sample's tokens; for
+images, the images given as ``inputs=`` through the capture's preprocessing (``cache.preprocess``,
+or ``preprocess=`` for a loaded cache, which does not keep it). Without ``inputs=`` an image model
+runs on the uint8 display images, which are exact only for inputs that were whole multiples of
+1/255; the viewer compares each map with the cached value at the example's position, and when they
+differ (``map_error``) says so in its note and warns once, rather than showing wrong maps silently.
 """
 
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,11 +47,13 @@ import traitlets
 
 from ..cache.cache import ActivationCache, checked_direction
 from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
-from ..cache.facts import LayerOutputs, UnitFacts, activation_maps
+from ..cache.contexts import is_text
+from ..cache.facts import LayerOutputs, UnitFacts, activation_maps, checked_inputs, map_error
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ._common import Array, RollsBackPageState, bundle, refuses
 from .display import to_png
+from .neuron_text import check_writes, text_state, token_search
 
 __all__ = ["NeuronViewer"]
 
@@ -75,9 +88,23 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     icons : render the feature-vis icon when a model is given (False to skip: it costs seconds
         of CPU per new unit); icon_steps : its optimisation steps (fewer is faster, 64 or more
         gives cleaner pictures); icons are kept in memory per unit
-    normalize : maps images in [0, 1] to what the model expects (e.g. ImageNet mean/std), for
-        the activation maps and icons; None when the model takes [0, 1] images
+    preprocess : what capture applied to each image batch before the model (e.g. ImageNet
+        mean/std), for the activation maps and icons; default ``cache.preprocess`` (kept in
+        memory by capture; pass it again for a loaded cache). None for a model that takes [0, 1]
+        images or normalises inside: nothing is applied twice
+    normalize : the former name of ``preprocess`` (still accepted; not both)
+    inputs : the images exactly as given to capture, float (n_samples, C, H, W) before
+        preprocessing, indexed by sample id; with them the maps equal the captured activations.
+        Without them the maps run on the uint8 display images (see the module doc)
     n_related : how many correlated channels and pushed classes to list
+    writes : for a text layer of MLP neurons, ``(W_out, W_U)``: the neurons' output weights
+        (n_neurons, d_model) and the unembedding (vocab, d_model), or a dict {layer: (W_out, W_U)};
+        default from the model when it has ``neuron_output_weights(i)`` and ``unembed`` (TinyLM).
+        Hugging Face models are not wired yet: pass them here
+
+    A text cache (captured from token ids) needs no images and no statistics: each example is its
+    token context with a heat strip, beside the unit's top tokens by mean activation and, for an
+    MLP neuron, the tokens it promotes and suppresses through the unembedding.
     """
 
     _esm = bundle("neuron")
@@ -105,6 +132,18 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     map_hw = traitlets.List(traitlets.Int(), [0, 0]).tag(sync=True)
     map_max = traitlets.Float(1.0).tag(sync=True)  # the colour scale's top, shared by all maps
     boxes = Array("int32", ndim=2).tag(sync=True)  # y0, x0, y1, x1 in thumb px; empty with maps
+
+    map_error = traitlets.Float(-1.0).tag(sync=True)  # max |map - cached value| at the examples; -1 none
+
+    # Text caches: one context per example, its heat strip, and the unit's tokens
+    mode = traitlets.Unicode("image").tag(sync=True)  # "image" or "text"
+    contexts = traitlets.List(traitlets.Dict()).tag(sync=True)  # {"tokens": [str], "index", "start"}
+    heat = Array("float32", ndim=2).tag(sync=True)  # (n_examples, width): value per token, NaN unknown
+    top_tokens = traitlets.List(traitlets.Dict()).tag(sync=True)  # {"token", "mean", "count"}
+    top_tokens_note = traitlets.Unicode("").tag(sync=True)
+    writes_up = traitlets.List(traitlets.Dict()).tag(sync=True)  # {"token", "value"}
+    writes_down = traitlets.List(traitlets.Dict()).tag(sync=True)
+    writes_note = traitlets.Unicode("").tag(sync=True)
 
     # Distribution of the unit's per-sample maxima
     hist_edges = Array("float32").tag(sync=True)  # bins + 1 edges
@@ -151,12 +190,21 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         icon_steps: int = 24,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
         n_related: int = 6,
+        preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        inputs: torch.Tensor | np.ndarray | None = None,
+        writes: Any = None,
         **kwargs: Any,
     ):
         if not isinstance(cache, ActivationCache):
             raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
-        display_images(cache)  # a cache without images fails here, with its own message
-        with_stats = [name for name in cache.layers if name in cache.stats]
+        text = is_text(cache)
+        if text:  # every token layer: without statistics, the groups come from the cached rows
+            with_stats = [name for name, la in cache.layers.items() if la.kind == "tokens"]
+            if not with_stats:
+                raise ValueError("This text cache has no token layer (output (N, T, D)) to show.")
+        else:
+            display_images(cache)  # a cache without images fails here, with its own message
+            with_stats = [name for name in cache.layers if name in cache.stats]
         if not with_stats:
             raise ValueError("This cache has no per-channel statistics, which the viewer reads; "
                              "capture with stats=True: aw.capture(model, data, layers, stats=True).")
@@ -164,22 +212,38 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             raise TypeError(f"model must be a torch.nn.Module or None, got {type(model).__name__}.")
         if normalize is not None and not callable(normalize):
             raise TypeError("normalize must be a callable images -> images, or None.")
+        if preprocess is not None and not callable(preprocess):
+            raise TypeError("preprocess must be a callable images -> images, or None.")
+        if preprocess is not None and normalize is not None:
+            raise ValueError("Pass preprocess= or normalize= (its former name), not both.")
+        preprocess = preprocess if preprocess is not None else normalize
+        if preprocess is None:
+            preprocess = getattr(cache, "preprocess", None)
+        inputs = checked_inputs(inputs, cache)
         for name, v, lo in (("n", n, 1), ("icon_steps", icon_steps, 1), ("n_related", n_related, 1),
                             ("seed", seed, 0)) + ((("n_top", n_top, 1),) if n_top is not None else ()):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
                 raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
-        self._cache, self._model, self._normalize = cache, model, normalize
+        self._cache, self._model, self._normalize = cache, model, preprocess
+        self._text, self._inputs = text, inputs
+        self._writes = check_writes(writes, cache, [layer or with_stats[0]]) if text else {}
+        if writes is not None and not text:
+            raise ValueError("writes= is for text layers (MLP neurons through the unembedding); "
+                             "this cache holds images.")
+        self._token_tables: dict[str, tuple] = {}
+        self._warned = False
         self._n, self._n_top, self._seed = int(n), None if n_top is None else int(n_top), int(seed)
         self._icons, self._icon_steps, self._n_related = bool(icons), int(icon_steps), int(n_related)
         self._icon_memo: dict[tuple, tuple[bytes, str]] = {}
         self._facts = UnitFacts(cache)  # histogram, correlated channels, classes pushed
-        self._outputs = None if model is None else LayerOutputs(model, cache.input_hw, normalize)
+        self._outputs = None if model is None else LayerOutputs(model, cache.input_hw, preprocess)
         self._direction: np.ndarray | None = None
         self._label = ""
         self._samples: UnitSamples | None = None
         self._busy = False  # set while a layer switch moves both traits, so one redraw follows
         layer = with_stats[0] if layer is None else self._check_layer(layer, with_stats)
-        super().__init__(layers=with_stats, thumb_size=thumb_size, **kwargs)
+        super().__init__(layers=with_stats, thumb_size=thumb_size, mode="text" if text else "image",
+                         **kwargs)
         self._busy = True
         try:
             self.layer = layer
@@ -261,7 +325,9 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             self.show_channel(ch)
             return []
         if not text:
-            raise ValueError("Type a channel number or a class name.")
+            raise ValueError("Type a channel number or a " + ("token." if self._text else "class name."))
+        if self._text:
+            return self._search_token(text)
         names, means = self._facts.class_means(self.layer)
         if not names:
             raise ValueError(f"No single-class attributions for layer {self.layer!r}, so channels "
@@ -278,6 +344,15 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         with self.hold_sync():
             self.search_results = results
             self.search_title = f"channels pushing {names[k]} most (mean attribution)"
+            self.show_channel(results[0]["channel"])
+        return results
+
+    def _search_token(self, token: str) -> list[dict]:
+        """Channels whose top tokens by mean activation include ``token``; shows the best."""
+        results, title = token_search(self._cache, self.layer, token, self._token_tables,
+                                      max(self._n_related, 10))
+        with self.hold_sync():
+            self.search_results, self.search_title = results, title
             self.show_channel(results[0]["channel"])
         return results
 
@@ -415,45 +490,39 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         la = cache[layer]
         d = self._direction
         unit = self.channel if d is None else d
-        # a direction is scored over every cached row once, for the samples and the histogram
-        maxima = None if d is None else unit_maxima(cache, d, layer)
+        # a direction (or a channel without statistics) is scored over every cached row once,
+        # for the samples and the histogram
+        has_stats = layer in (getattr(cache, "stats", None) or {})
+        maxima = None if d is None and has_stats else unit_maxima(cache, unit, layer)
         samples = unit_samples(cache, unit, layer, n=self._n, n_top=self._n_top, seed=self._seed,
                                source="auto", maxima=maxima)
         ex = samples.all()
-        s = self.thumb_size
-        images = display_images(cache)
-        pics = resize_images(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
-        sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
-        maps, boxes = None, None
-        if self._outputs is not None and len(ex):
-            maps = activation_maps(self._outputs, images, ex.sample_id, layer, unit, la.hw)
-        elif len(ex):
-            boxes = thumb_boxes(cache, la, images.shape[-2:], ex.yx, s).numpy()
+        if self._text:
+            shown = self._text_state(layer, unit, ex)
+        else:
+            shown = self._picture_state(la, unit, ex)
+        err = shown.pop("map_error")
+        self._warn_inexact(err, ex)
         edges, counts, quantiles, marks, hist_note = self._facts.distribution(layer, unit, maxima)
         related, up, down, related_note = self._facts.related(layer, unit, self._n_related)
+        if self._text and not up and not down:
+            related_note = ""  # no classes in a language model's cache: say nothing about them
         if d is None:
             unit_trait = {"kind": "channel", "layer": layer, "channel": int(self.channel)}
         else:
             unit_trait = {"kind": "direction", "layer": layer, "label": self._label,
                           "norm": float(np.linalg.norm(d))}
-        top_value = float(ex.values.max()) if len(ex) else 1.0
         with self.hold_sync():
             self.groups = [{"name": k, "title": _group_title(k), "count": len(v)}
                            for k, v in samples.groups.items()]
-            self.sprite, self.sprite_cols = sprite, cols
-            self.labels = [str(t) for t in cache.label_names(ex.sample_id)] if len(ex) else []
+            self.labels = ([str(t) for t in cache.label_names(ex.sample_id)]
+                           if len(ex) and not self._text else [])
             self.values = ex.values
             self.sample_ids = ex.sample_id
             self.yx = ex.yx
-            self.marking = "heatmap" if maps is not None else "box"
-            self.maps = maps if maps is not None else _NONE_3D
-            self.map_hw = [int(la.hw[0]), int(la.hw[1])]
-            map_top = float(maps.max()) if maps is not None and maps.size else top_value
-            self.map_max = max(top_value, map_top, 1e-6)
-            self.boxes = boxes if boxes is not None else _NONE_2D
-            self.note = ("heatmap: the unit's activation at each position (model run on these images)"
-                         if maps is not None else "outline: what the strongest position sees (no "
-                         "model given, so no activation maps)")
+            for name, value in shown.items():
+                setattr(self, name, value)
+            self.map_error = -1.0 if err is None else err
             self.hist_edges = edges
             self.hist_counts = counts
             self.hist_quantiles = quantiles
@@ -465,7 +534,64 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             self.n_examples = len(ex)
             self.version += 1
         self._samples = samples
+        if self._text:
+            return  # no feature visualisation of token inputs
         self._send_icon(unit)
+
+    def _picture_state(self, la, unit, ex) -> dict:
+        """Traits of image examples: sprite sheet, maps (or boxes) and how exact the maps are."""
+        cache, s = self._cache, self.thumb_size
+        images = display_images(cache)
+        pics = resize_images(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
+        sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
+        maps, boxes, err = None, None, None
+        if self._outputs is not None and len(ex):
+            source = self._inputs if self._inputs is not None else images
+            maps = activation_maps(self._outputs, source, ex.sample_id, self.layer, unit, la.hw)
+            err = map_error(maps, ex.yx, ex.values)
+        elif len(ex):
+            boxes = thumb_boxes(cache, la, images.shape[-2:], ex.yx, s).numpy()
+        top_value = float(ex.values.max()) if len(ex) else 1.0
+        map_top = float(maps.max()) if maps is not None and maps.size else top_value
+        if maps is None:
+            note = "outline: what the strongest position sees (no model given, so no activation maps)"
+        elif self._inexact(err, ex):
+            where = "the captured inputs" if self._inputs is not None else "the uint8 display images"
+            note = (f"heatmap, APPROXIMATE: re-run on {where}, the maps differ from the captured "
+                    f"activations by up to {err:.3g} at the examples' positions; pass inputs= (the "
+                    "images given to capture) and preprocess= (what capture applied) for exact maps")
+        else:
+            where = "the captured inputs" if self._inputs is not None else "the display images"
+            note = f"heatmap: the unit's activation at each position (model re-run on {where})"
+        return {"sprite": sprite, "sprite_cols": cols, "marking": "heatmap" if maps is not None else "box",
+                "maps": maps if maps is not None else _NONE_3D, "map_hw": [int(la.hw[0]), int(la.hw[1])],
+                "map_max": max(top_value, map_top, 1e-6), "boxes": boxes if boxes is not None else _NONE_2D,
+                "note": note, "map_error": err}
+
+    def _text_state(self, layer, unit, ex) -> dict:
+        state = text_state(self._cache, layer, unit, ex, self._outputs, self._model, self._writes)
+        if self._inexact(state["map_error"], ex):
+            state["note"] += f"; CAUTION: it differs from the captured activations by up to {state['map_error']:.3g}"
+        return state
+
+    @staticmethod
+    def _inexact(err, ex, tolerance: float = 1e-5) -> bool:
+        """Whether re-run values differ from the cached ones by more than ``tolerance`` of the
+        examples' largest value: 1e-5 is float noise; 1e-2 is more than any float noise of a
+        re-run (another batch, TF32 on a GPU) and than uint8 display images, so wrong inputs."""
+        scale = float(np.abs(ex.values).max()) if len(ex) else 0.0
+        return err is not None and err > tolerance * max(scale, 1.0)
+
+    def _warn_inexact(self, err, ex) -> None:
+        if self._warned or not self._inexact(err, ex, 1e-2):
+            return
+        self._warned = True
+        hint = ("pass inputs= (the images given to capture) and preprocess= (what capture applied "
+                "before the model)" if not self._text else "pass the model the cache was captured from")
+        warnings.warn(f"The viewer's activation maps differ from the captured activations by up to "
+                      f"{err:.3g} at the examples' positions (the model re-run on the uint8 display "
+                      f"images, or with other preprocessing); {hint} for exact maps.",
+                      UserWarning, stacklevel=3)
 
     def _send_icon(self, unit) -> None:
         """The unit's feature-vis icon, after the examples: it takes about a second of CPU."""

@@ -7,6 +7,7 @@
 
 import { readArray } from "./array.js";
 import { decodeSprite, el, sheetOffset, spriteTile, toBlobPart } from "./dom.js";
+import { tokenList, tokenStrip } from "./neuron_text.js";
 
 const RAMP = [
   [0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164],
@@ -145,6 +146,9 @@ function render({ model, el: host }) {
       counts: readArray(model.get("hist_counts")).data,
       marks: readArray(model.get("hist_marks")).data,
       quantiles: model.get("hist_quantiles") || [],
+      mode: model.get("mode") || "image",
+      contexts: model.get("contexts") || [],
+      heat: readArray(model.get("heat")), // (n, width): each context's values, NaN unknown
     };
   }
 
@@ -170,6 +174,8 @@ function render({ model, el: host }) {
     root.dataset.unit = u.kind === "channel" ? `channel:${u.channel}` : "direction";
     root.dataset.layer = u.layer || "";
     root.dataset.nExamples = String(s.n);
+    root.dataset.mode = s.mode;
+    searchInput.placeholder = s.mode === "text" ? "channel # or token" : "channel # or class name";
     title.textContent = u.kind === "channel"
       ? `${u.layer} · channel ${u.channel}`
       : `${u.layer} · ${u.label}`;
@@ -254,6 +260,18 @@ function render({ model, el: host }) {
     const rn = el("div", "aw-neuron-related-note");
     rn.textContent = model.get("related_note");
     parts.push(rn);
+    if ((model.get("mode") || "image") === "text") {
+      const search = (token) => ask({ kind: "search", query: token });
+      parts.push(...tokenList("Top tokens (mean activation)", model.get("top_tokens") || [], "mean", "top", search));
+      const tn = el("div", "aw-neuron-related-note");
+      tn.textContent = model.get("top_tokens_note");
+      parts.push(tn);
+      parts.push(...tokenList("Writes: promotes", model.get("writes_up") || [], "value", "up", null));
+      parts.push(...tokenList("Writes: suppresses", model.get("writes_down") || [], "value", "down", null));
+      const wn = el("div", "aw-neuron-related-note aw-neuron-writes-note");
+      wn.textContent = model.get("writes_note");
+      parts.push(wn);
+    }
     related.replaceChildren(...parts);
   }
 
@@ -397,7 +415,9 @@ function render({ model, el: host }) {
       h.textContent = `${g.title} · ${g.count} example${g.count === 1 ? "" : "s"}`;
       const grid = el("div", "aw-neuron-grid", sec);
       // at most four across, so the groups sit side by side in a wide output
-      grid.style.gridTemplateColumns = `repeat(${Math.max(1, Math.min(4, g.count))}, ${s.thumb}px)`;
+      grid.style.gridTemplateColumns = s.mode === "text"
+        ? "auto" // one context per line
+        : `repeat(${Math.max(1, Math.min(4, g.count))}, ${s.thumb}px)`;
       if (g.count === 0) {
         const empty = el("div", "aw-neuron-empty", grid);
         empty.textContent = "no samples in this range";
@@ -407,6 +427,15 @@ function render({ model, el: host }) {
         fig.dataset.sampleId = String(s.samples[i]);
         fig.dataset.group = g.name;
         fig.title = `sample ${s.samples[i]} · strongest at (${s.yx[2 * i]}, ${s.yx[2 * i + 1]})`;
+        if (s.mode === "text") {
+          const w = s.heat.shape[1] || 0;
+          const row = s.heat.data.subarray(i * w, (i + 1) * w);
+          tokenStrip(fig, s.contexts[i] || { tokens: [], index: -1, start: 0 }, row, s.mapMax);
+          const cap = el("figcaption", "aw-neuron-caption", fig);
+          el("span", "aw-neuron-label", cap).textContent = `sample ${s.samples[i]}`;
+          el("span", "aw-neuron-value", cap).textContent = fmt(s.values[i]);
+          continue;
+        }
         const tile = spriteTile("aw-neuron-img", s.sheet, i, s.cols, s.thumb, fig);
         if (maps) {
           const heat = el("div", "aw-neuron-heat", tile);

@@ -64,6 +64,58 @@ function sheetOffset(i, cols, thumb) {
   return `${-(i % cols) * thumb}px ${-Math.floor(i / cols) * thumb}px`;
 }
 
+// src/neuron_text.js
+function fmt(v) {
+  const a = Math.abs(v);
+  if (a !== 0 && (a >= 1e4 || a < 0.01)) return v.toExponential(2);
+  return v.toFixed(a >= 100 ? 0 : 2);
+}
+function heatColor(v, top) {
+  if (!Number.isFinite(v)) return null;
+  const t = Math.min(1, Math.abs(v) / (top || 1));
+  const a = (0.08 + 0.8 * t).toFixed(3);
+  return v >= 0 ? `rgba(240, 120, 20, ${a})` : `rgba(40, 110, 220, ${a})`;
+}
+function tokenStrip(parent, ctx, heat, top) {
+  const strip = el("div", "aw-neuron-strip", parent);
+  const tokens = ctx.tokens || [];
+  for (let k = 0; k < tokens.length; k++) {
+    const span = el("span", "aw-neuron-tok", strip);
+    span.textContent = tokens[k];
+    const v = k < heat.length ? heat[k] : NaN;
+    const bg = heatColor(v, top);
+    if (bg) span.style.backgroundColor = bg;
+    else span.classList.add("aw-neuron-tok-unknown");
+    span.dataset.value = Number.isFinite(v) ? String(v) : "";
+    span.title = Number.isFinite(v) ? `token ${ctx.start + k}: ${fmt(v)}` : `token ${ctx.start + k}: not known`;
+    if (k === ctx.index) span.classList.add("aw-neuron-tok-mark");
+  }
+  return strip;
+}
+function tokenList(title, items, key, list, onPick) {
+  const parts = [];
+  if (!items.length) return parts;
+  const h = el("div", "aw-neuron-subtitle");
+  h.textContent = title;
+  const box = el("div", "aw-neuron-list");
+  for (const r of items) {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.className = `aw-neuron-token aw-neuron-token-${list}`;
+    b.dataset.list = list;
+    b.dataset.token = r.token;
+    b.textContent = r.token;
+    b.title = onPick ? "find the channels whose top tokens include this one" : "";
+    if (onPick) b.addEventListener("click", () => onPick(r.token));
+    const v = el("span", "aw-neuron-corr", b);
+    const value = r[key];
+    v.textContent = ` ${value > 0 && list !== "top" ? "+" : ""}${fmt(value)}${r.count ? ` \xD7${r.count}` : ""}`;
+    box.appendChild(b);
+  }
+  parts.push(h, box);
+  return parts;
+}
+
 // src/neuron.js
 var RAMP = [
   [0, 0, 4],
@@ -78,7 +130,7 @@ function rampColor(t) {
   const f = x - i;
   return RAMP[i].map((c, k) => Math.round(c + (RAMP[i + 1][k] - c) * f));
 }
-function fmt(v) {
+function fmt2(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e4 || a < 0.01)) return v.toExponential(2);
   return v.toFixed(a >= 100 ? 0 : 2);
@@ -193,7 +245,11 @@ function render({ model, el: host }) {
       edges: readArray(model.get("hist_edges")).data,
       counts: readArray(model.get("hist_counts")).data,
       marks: readArray(model.get("hist_marks")).data,
-      quantiles: model.get("hist_quantiles") || []
+      quantiles: model.get("hist_quantiles") || [],
+      mode: model.get("mode") || "image",
+      contexts: model.get("contexts") || [],
+      heat: readArray(model.get("heat"))
+      // (n, width): each context's values, NaN unknown
     };
   }
   async function update() {
@@ -217,6 +273,8 @@ function render({ model, el: host }) {
     root.dataset.unit = u.kind === "channel" ? `channel:${u.channel}` : "direction";
     root.dataset.layer = u.layer || "";
     root.dataset.nExamples = String(s.n);
+    root.dataset.mode = s.mode;
+    searchInput.placeholder = s.mode === "text" ? "channel # or token" : "channel # or class name";
     title.textContent = u.kind === "channel" ? `${u.layer} \xB7 channel ${u.channel}` : `${u.layer} \xB7 ${u.label}`;
     drawToolbar();
     drawHistogram(s);
@@ -269,12 +327,12 @@ function render({ model, el: host }) {
         const b = button(
           "aw-neuron-related-channel",
           `${r.channel}`,
-          `correlation ${fmt(r.corr)} over the cached rows`,
+          `correlation ${fmt2(r.corr)} over the cached rows`,
           () => askChannel(r.channel)
         );
         b.dataset.channel = String(r.channel);
         const c = el("span", "aw-neuron-corr", b);
-        c.textContent = ` ${fmt(r.corr)}`;
+        c.textContent = ` ${fmt2(r.corr)}`;
         list.appendChild(b);
       }
       parts.push(h, list);
@@ -294,7 +352,7 @@ function render({ model, el: host }) {
         );
         b.dataset.class = r.name;
         const v = el("span", "aw-neuron-corr", b);
-        v.textContent = ` ${r.value > 0 ? "+" : ""}${fmt(r.value)}`;
+        v.textContent = ` ${r.value > 0 ? "+" : ""}${fmt2(r.value)}`;
         list.appendChild(b);
       }
       parts.push(h, list);
@@ -302,6 +360,18 @@ function render({ model, el: host }) {
     const rn = el("div", "aw-neuron-related-note");
     rn.textContent = model.get("related_note");
     parts.push(rn);
+    if ((model.get("mode") || "image") === "text") {
+      const search = (token2) => ask({ kind: "search", query: token2 });
+      parts.push(...tokenList("Top tokens (mean activation)", model.get("top_tokens") || [], "mean", "top", search));
+      const tn = el("div", "aw-neuron-related-note");
+      tn.textContent = model.get("top_tokens_note");
+      parts.push(tn);
+      parts.push(...tokenList("Writes: promotes", model.get("writes_up") || [], "value", "up", null));
+      parts.push(...tokenList("Writes: suppresses", model.get("writes_down") || [], "value", "down", null));
+      const wn = el("div", "aw-neuron-related-note aw-neuron-writes-note");
+      wn.textContent = model.get("writes_note");
+      parts.push(wn);
+    }
     related.replaceChildren(...parts);
   }
   function drawResults() {
@@ -318,7 +388,7 @@ function render({ model, el: host }) {
       const b = button(
         "aw-neuron-result",
         `${r.channel}`,
-        `mean attribution ${fmt(r.score)}`,
+        `mean attribution ${fmt2(r.score)}`,
         () => askChannel(r.channel)
       );
       b.dataset.channel = String(r.channel);
@@ -388,9 +458,9 @@ function render({ model, el: host }) {
     ctx.setLineDash([]);
     ctx.fillStyle = "#555";
     ctx.textAlign = "left";
-    ctx.fillText(fmt(lo), pad.l, H - pad.b + 10);
+    ctx.fillText(fmt2(lo), pad.l, H - pad.b + 10);
     ctx.textAlign = "right";
-    ctx.fillText(fmt(hi), W - pad.r, H - pad.b + 10);
+    ctx.fillText(fmt2(hi), W - pad.r, H - pad.b + 10);
     ctx.textAlign = "center";
     ctx.fillText("samples (log) by per-sample max", W / 2, H - pad.b + 10);
   }
@@ -439,7 +509,7 @@ function render({ model, el: host }) {
       const h = el("div", "aw-neuron-group-title", sec);
       h.textContent = `${g.title} \xB7 ${g.count} example${g.count === 1 ? "" : "s"}`;
       const grid = el("div", "aw-neuron-grid", sec);
-      grid.style.gridTemplateColumns = `repeat(${Math.max(1, Math.min(4, g.count))}, ${s.thumb}px)`;
+      grid.style.gridTemplateColumns = s.mode === "text" ? "auto" : `repeat(${Math.max(1, Math.min(4, g.count))}, ${s.thumb}px)`;
       if (g.count === 0) {
         const empty = el("div", "aw-neuron-empty", grid);
         empty.textContent = "no samples in this range";
@@ -449,6 +519,15 @@ function render({ model, el: host }) {
         fig.dataset.sampleId = String(s.samples[i]);
         fig.dataset.group = g.name;
         fig.title = `sample ${s.samples[i]} \xB7 strongest at (${s.yx[2 * i]}, ${s.yx[2 * i + 1]})`;
+        if (s.mode === "text") {
+          const w = s.heat.shape[1] || 0;
+          const row = s.heat.data.subarray(i * w, (i + 1) * w);
+          tokenStrip(fig, s.contexts[i] || { tokens: [], index: -1, start: 0 }, row, s.mapMax);
+          const cap2 = el("figcaption", "aw-neuron-caption", fig);
+          el("span", "aw-neuron-label", cap2).textContent = `sample ${s.samples[i]}`;
+          el("span", "aw-neuron-value", cap2).textContent = fmt2(s.values[i]);
+          continue;
+        }
         const tile = spriteTile("aw-neuron-img", s.sheet, i, s.cols, s.thumb, fig);
         if (maps) {
           const heat = el("div", "aw-neuron-heat", tile);
@@ -459,7 +538,7 @@ function render({ model, el: host }) {
         if (s.marking === "box") drawBox(tile, s, i);
         const cap = el("figcaption", "aw-neuron-caption", fig);
         el("span", "aw-neuron-label", cap).textContent = s.labels[i] ?? "?";
-        el("span", "aw-neuron-value", cap).textContent = fmt(s.values[i]);
+        el("span", "aw-neuron-value", cap).textContent = fmt2(s.values[i]);
       }
       sections.push(sec);
     }
