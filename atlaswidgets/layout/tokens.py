@@ -22,7 +22,13 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache
-from ..cache.contexts import TokenContext, is_text, row_values, token_contexts, token_strings
+from ..cache.contexts import (
+    TokenContext,
+    is_text,
+    row_values,
+    token_contexts,
+    token_strings,
+)
 from .atlas import Atlas
 
 __all__ = ["CellTokens", "cell_tokens", "selection_contexts"]
