@@ -485,15 +485,15 @@ def _text_traits(atlas: Atlas, cache: ActivationCache | None) -> dict:
     """The text-cell traits: filled from ``cell_tokens`` with the cache of a text atlas, empty
     otherwise (so an image atlas's page never keeps a text atlas's tokens)."""
     if cache is None:
-        return dict(cell_token=[], cell_token_share=np.zeros(0, np.float32), cell_before=[],
-                    cell_after=[])
+        return {"cell_token": [], "cell_token_share": np.zeros(0, np.float32), "cell_before": [],
+                "cell_after": []}
     ct = cell_tokens(atlas, cache)
-    return dict(
-        cell_token=list(ct.token),
-        cell_token_share=ct.share,
-        cell_before=[" ".join(c.tokens[: c.index]) for c in ct.contexts],
-        cell_after=[" ".join(c.tokens[c.index + 1:]) for c in ct.contexts],
-    )
+    return {
+        "cell_token": list(ct.token),
+        "cell_token_share": ct.share,
+        "cell_before": [" ".join(c.tokens[: c.index]) for c in ct.contexts],
+        "cell_after": [" ".join(c.tokens[c.index + 1:]) for c in ct.contexts],
+    }
 
 
 def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None,
