@@ -24,6 +24,12 @@ level switch carries the selection over: zooming in selects the visible children
 cells, zooming out their parents. ``link()`` hands the level's atlas to linked panels (the
 ``atlas_version`` bump), so an ExamplePanel shows the examples of fine cells once zoomed in.
 
+Text atlases (a token layer of a text cache: no pictures). Each cell is drawn as text on the
+canvas (``fillText``, never HTML): the most frequent token among its members, in a short context
+(``layout.tokens.cell_tokens``, which says why that token), with the share of members that are that
+token in the tooltip. The widget needs the cache (the tokens and the vocabulary); there are no
+feature-vis icons. The root element has ``data-cells-kind="text"`` (``"images"`` otherwise).
+
 Icons. Each level has dataset-example icons (crops of each cell's most typical member) and, with a
 ``model``, feature-visualisation icons (``render.icons.cell_icons`` of the cells' mean
 activations), rendered on first use per level, with a progress bar in Python, and kept. The page's
@@ -59,6 +65,7 @@ from ..cache.crops import sprite_sheet
 from ..cache.targets import class_name
 from ..layout.atlas import Atlas, build_atlas
 from ..layout.levels import AtlasLevels, carry_selection
+from ..layout.tokens import cell_tokens
 from ._common import Array, CellIds, RollsBackPageState, bundle, refuses
 
 __all__ = ["AtlasWidget", "ICON_KINDS"]
@@ -105,6 +112,14 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     sprite = traitlets.Bytes(b"").tag(sync=True)  # PNG; icon i at (i % sprite_cols, i // sprite_cols)
     sprite_cols = traitlets.Int(1).tag(sync=True)
     icon_size = traitlets.Int(48).tag(sync=True)
+    # Text cells (a text atlas): instead of a sprite, per cell its most frequent token, the share of
+    # members that are it, and the tokens of context left and right of it, joined by spaces; all as
+    # text, drawn with fillText. Empty lists for an image atlas
+    text_cells = traitlets.Bool(False).tag(sync=True)
+    cell_token = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    cell_token_share = Array("float32").tag(sync=True)
+    cell_before = traitlets.List(traitlets.Unicode()).tag(sync=True)
+    cell_after = traitlets.List(traitlets.Unicode()).tag(sync=True)
 
     # Levels: `level` is the one asked for (the page sets it on zoom); `cells_level` the one whose
     # cells the data traits hold now
@@ -154,6 +169,12 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (or None), got {type(model).__name__}.")
         _check_kind(icons)
+        text = _is_text(atlas)
+        if text and cache is None:
+            raise ValueError("This is a text atlas: its cells are drawn as tokens, which come from the "
+                             "cache's tokens and vocabulary; pass it: AtlasWidget(atlas, cache).")
+        if text and icons != "examples":
+            raise ValueError(_TEXT_NO_FV)
         if icons == "feature-vis" and model is None:
             raise ValueError(_NO_MODEL.format(level=0))
         if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 6:
@@ -165,6 +186,7 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         self._atlas = atlas
         self._cache = cache
         self._model = model
+        self._text = text
         self._fv_options = dict(fv_options or {})
         self._levels = AtlasLevels(atlas, self._regrid)
         self._levels_asked = levels
@@ -172,10 +194,11 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         self._quiet = True  # the observers below ignore the traits __init__ sets
         self._classes = atlas.classes if atlas.classes is not None else (cache.classes if cache else None)
         first = self._icons_of(atlas, 0, icons)
-        traits = {**_atlas_traits(atlas, self._classes, first), **kwargs}
+        traits = {**_atlas_traits(atlas, self._classes, first, cache if text else None), **kwargs}
         super().__init__(
             size=size, level=0, cells_level=0, n_levels=self._max_levels(levels), icons=icons,
-            sprite_icons=icons, can_feature_vis=model is not None, **traits,
+            sprite_icons=icons, can_feature_vis=model is not None and not text, text_cells=text,
+            **traits,
         )
         self._quiet = False
 
@@ -209,9 +232,12 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         """Show "examples" (dataset crops) or "feature-vis" icons, at this level and the others.
 
         Feature-vis icons of a level are rendered on first use (a progress bar shows here) and
-        kept; they need the ``model`` given to the widget, or ``set_icons`` for that level.
+        kept; they need the ``model`` given to the widget, or ``set_icons`` for that level. A text atlas
+        has only its text cells ("examples").
         """
         _check_kind(kind)
+        if self._text and kind != "examples":
+            raise ValueError(_TEXT_NO_FV)
         self.icons = kind
 
     def set_icons(self, level: int, icons) -> None:
@@ -220,6 +246,8 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         icons : uint8 tensor or array, shape (m, 3, s, s), one icon per visible cell of that level
             in the order of ``atlas_at(level).cells.ids`` (``cell_icons(...).icons`` is made so)
         """
+        if self._text:
+            raise ValueError(_TEXT_NO_FV)
         atlas = self.atlas_at(level)
         if isinstance(icons, np.ndarray):
             icons = torch.from_numpy(icons)
@@ -244,11 +272,20 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     def icons_at(self, level: int | None = None, kind: str | None = None) -> torch.Tensor:
         """The icons of ``level`` (default: the one shown) of ``kind`` (default: the one asked for):
         uint8 tensor, shape (m, 3, s, s), in the order of ``atlas_at(level).cells.ids``. Renders
-        feature-vis icons when they are not there yet."""
+        feature-vis icons when they are not there yet. None for a text atlas (see ``cell_tokens``)."""
         level = self.cells_level if level is None else level
         kind = self.icons if kind is None else kind
         _check_kind(kind)
         return self._icons_of(self.atlas_at(level), level, kind)
+
+    def cell_tokens(self, level: int | None = None):
+        """The token drawn in each cell of ``level`` (default: the one shown) of a text atlas:
+        ``layout.tokens.CellTokens``, in the order of ``atlas_at(level).cells.ids``."""
+        if not self._text:
+            raise ValueError("This atlas shows images; cell tokens belong to a text atlas (a token "
+                             "layer of a cache captured from token ids).")
+        level = self.cells_level if level is None else level
+        return cell_tokens(self.atlas_at(level), self._cache)
 
     def selected_rows(self) -> np.ndarray:
         """Row indices of the layer that fall in the selected cells, int64 shape (k,)."""
@@ -281,6 +318,8 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     @refuses
     def _valid_icons(self, proposal):
         _check_kind(proposal["value"])
+        if getattr(self, "_text", False) and proposal["value"] != "examples":
+            raise ValueError(_TEXT_NO_FV)
         return proposal["value"]
 
     @traitlets.validate("level")
@@ -352,6 +391,8 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
 
     def _render(self, atlas: Atlas, level: int) -> torch.Tensor:
         """Feature-vis icons of ``atlas``'s cells, uint8 (m, 3, s, s), with a progress bar."""
+        if self._text:
+            raise ValueError(_TEXT_NO_FV)
         if self._model is None:
             raise ValueError(_NO_MODEL.format(level=level))
         from ..render.icons import cell_icons
@@ -393,7 +434,8 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
             self.sprite_icons = kind
 
     def _set_traits(self, atlas: Atlas, level: int, kind: str, icons: torch.Tensor) -> None:
-        values = {**_atlas_traits(atlas, self._classes, icons), **self._extra_traits(atlas),
+        values = {**_atlas_traits(atlas, self._classes, icons, self._cache if self._text else None),
+                  **self._extra_traits(atlas),
                   "cells_level": level, "sprite_icons": kind}
         self._quiet = True
         try:
@@ -418,6 +460,11 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         self.atlas_version += 1  # linked panels switch to the new atlas (see link())
 
 
+_TEXT_NO_FV = (
+    "A text atlas draws its cells as tokens; it has no feature-vis icons (those are pictures that "
+    "excite an image model). Use icons=\"examples\"."
+)
+
 _NO_MODEL = (
     "Feature-vis icons of level {level} need a model: AtlasWidget(atlas, cache, model=model), or "
     "give them precomputed with widget.set_icons({level}, icons)."
@@ -429,14 +476,40 @@ def _check_kind(kind) -> None:
         raise ValueError(f"icons must be one of {list(ICON_KINDS)}, got {kind!r}.")
 
 
-def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None) -> dict:
+def _is_text(atlas: Atlas) -> bool:
+    """Whether ``atlas`` lays out a token layer (its cells are drawn as tokens, not pictures)."""
+    return atlas.acts is not None and atlas.acts.kind == "tokens"
+
+
+def _text_traits(atlas: Atlas, cache: ActivationCache | None) -> dict:
+    """The text-cell traits: filled from ``cell_tokens`` with the cache of a text atlas, empty
+    otherwise (so an image atlas's page never keeps a text atlas's tokens)."""
+    if cache is None:
+        return {"cell_token": [], "cell_token_share": np.zeros(0, np.float32), "cell_before": [],
+                "cell_after": []}
+    ct = cell_tokens(atlas, cache)
+    return {
+        "cell_token": list(ct.token),
+        "cell_token_share": ct.share,
+        "cell_before": [" ".join(c.tokens[: c.index]) for c in ct.contexts],
+        "cell_after": [" ".join(c.tokens[c.index + 1:]) for c in ct.contexts],
+    }
+
+
+def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None,
+                  text_cache: ActivationCache | None = None) -> dict:
     """The data traits of an atlas, as AtlasWidget sends them (see the trait comments).
 
     icons : uint8 tensor (m, 3, s, s) to draw; default the atlas's own dataset-example icons
+    text_cache : for a text atlas, the cache of its tokens; its cells go as text, with no sprite
     """
     cells = atlas.cells
     icons = atlas.icons if icons is None else icons
-    sprite, cols = sprite_sheet(icons)
+    if text_cache is not None:
+        sprite, cols, icon_size = b"", 1, 0
+    else:
+        sprite, cols = sprite_sheet(icons)
+        icon_size = int(icons.shape[-1])
     return dict(
         layer=atlas.layer,
         grid_size=cells.n,
@@ -449,7 +522,8 @@ def _atlas_traits(atlas: Atlas, classes, icons: torch.Tensor | None = None) -> d
         cell_class=[class_name(int(c), classes) for c in atlas.top_class],
         sprite=sprite,
         sprite_cols=cols,
-        icon_size=int(icons.shape[-1]),
+        icon_size=icon_size,
+        **_text_traits(atlas, text_cache),
     )
 
 

@@ -12,12 +12,15 @@
 // stays under the pointer. Zooming in past ZOOM_IN (the grid drawn that many times its home size
 // per level) asks Python for the next level through the `level` trait; zooming out past ZOOM_OUT
 // asks for the previous one. Python answers with the level's cells and sprite, and `cells_level`.
+// A text atlas (`text_cells`) has no sprite: each cell is its most frequent token in a short
+// context, drawn with fillText (text_cells.js).
 // All text is set with textContent; nothing here parses HTML.
 
 import { readArray } from "./array.js";
 import { atlasInput } from "./atlas_input.js";
 import { SELECT_COLOR, scoredMode } from "./atlas_scored.js";
 import { decodeSprite, el } from "./dom.js";
+import { drawTextCell, readTextCells } from "./text_cells.js";
 
 const PAD = 8; // CSS px between the grid and the canvas edge at the home view
 // cells marked from Python (`highlighted`: where the viewer's channel is strongest), dashed
@@ -56,6 +59,8 @@ function render({ model, el: host }) {
   const tipTitle = el("div", "aw-atlas-tooltip-title", tooltip);
   const tipClass = el("div", "aw-atlas-tooltip-class", tooltip);
   const tipCount = el("div", "aw-atlas-tooltip-count", tooltip);
+  const tipContext = el("div", "aw-atlas-tooltip-context", tooltip); // a text cell's token in context
+  tipContext.hidden = true;
   const help = el("div", "aw-atlas-help", root);
   help.textContent =
     "Scroll to zoom · drag to pan · click a cell to select · shift-click to add or remove · " +
@@ -95,7 +100,10 @@ function render({ model, el: host }) {
     const names = model.get("cell_class") || [];
     const index = new Map();
     for (let k = 0; k < ids.length; k++) index.set(ids[k], k);
-    cells = { ids, ij, count, share, names, n, index };
+    const text = readTextCells(model); // null for an image atlas
+    cells = { ids, ij, count, share, names, n, index, text };
+    root.dataset.cellsKind = text ? "text" : "images";
+    if (text) root.dataset.ready = "1"; // nothing to decode: the cells are drawn as text
     root.dataset.nCells = String(ids.length);
     root.dataset.gridSize = String(n);
     const positions = model.get("n_positions");
@@ -209,6 +217,11 @@ function render({ model, el: host }) {
     const bytes = model.get("sprite");
     if (!bytes || bytes.byteLength === 0) {
       sprite = null;
+      if (model.get("text_cells")) { // a text atlas: its cells are text, ready as they arrive
+        root.dataset.icons = model.get("sprite_icons");
+        root.dataset.ready = "1";
+        requestDraw();
+      }
       return;
     }
     const decoded = await decodeSprite(bytes, "the icon sprite sheet");
@@ -278,7 +291,9 @@ function render({ model, el: host }) {
       const inset = gap / 2 + border;
       const side = s - 2 * inset;
       if (side <= 0) continue;
-      if (sprite) {
+      if (cells.text) {
+        drawTextCell(ctx, cells.text, k, x + inset, y + inset, side);
+      } else if (sprite) {
         const sx = (k % cols) * icon;
         const sy = Math.floor(k / cols) * icon;
         ctx.drawImage(sprite, sx, sy, icon, icon, x + inset, y + inset, side, side);
@@ -352,7 +367,16 @@ function render({ model, el: host }) {
     const share = cells.share[k];
     const name = cells.names[k] ?? "?";
     tipTitle.textContent = `Cell ${id} · row ${row}, col ${col}`;
-    tipClass.textContent = `${name}: ${Math.round(share * 100)}% of positions`;
+    const text = cells.text;
+    if (text) {
+      // the token as text: its quotes are ours, whatever characters the token holds
+      const token = text.token[k] ?? "?";
+      tipClass.textContent = `token “${token}”: ${Math.round((text.share[k] || 0) * 100)}% of positions`;
+      tipContext.textContent = `${text.before[k] ?? ""} [${token}] ${text.after[k] ?? ""}`.trim();
+    } else {
+      tipClass.textContent = `${name}: ${Math.round(share * 100)}% of positions`;
+    }
+    tipContext.hidden = !text;
     tipCount.textContent = `${count.toLocaleString("en-US")} position${count === 1 ? "" : "s"}`;
     if (mode) mode.tooltip(k);
     root.dataset.hover = String(id);
@@ -414,7 +438,8 @@ function render({ model, el: host }) {
     resetView();
   };
   const cellTraits = [
-    "grid_size", "cell_ids", "cell_ij", "cell_count", "cell_share", "cell_class", "cells_level"];
+    "grid_size", "cell_ids", "cell_ij", "cell_count", "cell_share", "cell_class", "cells_level",
+    "text_cells", "cell_token", "cell_token_share", "cell_before", "cell_after"];
   if (mode) cellTraits.push(...mode.cellTraits);
   const labelTraits = mode ? mode.labelTraits : [];
   const loadLabels = () => mode && mode.loadLabels();

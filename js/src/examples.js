@@ -1,10 +1,13 @@
 // ExamplePanel front end: a header and a grid of example pictures cut from one sprite sheet.
 // Python sends a whole page of examples in one message; the page swaps it in once the sheet has
 // decoded, so the header and the pictures always belong to the same selection.
-// All text is set with textContent; nothing here parses HTML.
+// On a text atlas (`kind` "text") an example is its token context with a heat strip instead of a
+// picture; its tokens are data (a vocabulary may hold "<img src=x onerror=...>") and, like all
+// text here, are set with textContent; nothing here parses HTML.
 
 import { readArray } from "./array.js";
 import { decodeSprite, el, spriteTile } from "./dom.js";
+import { heatColor, heatScale } from "./text_cells.js";
 
 function formatValue(v) {
   const a = Math.abs(v);
@@ -35,6 +38,11 @@ function render({ model, el: host }) {
       cols: Math.max(1, model.get("sprite_cols")),
       thumb: model.get("thumb_size"),
       sprite: model.get("sprite"),
+      kind: model.get("kind"),
+      tokens: model.get("context_tokens") || [],
+      offsets: readArray(model.get("context_offsets")).data, // n + 1: example i's tokens
+      marked: readArray(model.get("context_marked")).data, // n: its own token within them
+      tokenValues: readArray(model.get("context_values")).data, // NaN: no value
     };
   }
 
@@ -56,6 +64,8 @@ function render({ model, el: host }) {
   function show(s, sheet) {
     header.dataset.cells = s.cells.join(",");
     root.dataset.nExamples = String(s.n);
+    root.dataset.kind = s.kind;
+    const text = s.kind === "text";
     if (s.cells.length === 0) {
       headerMain.textContent = "Click a cell in the atlas";
       headerNote.textContent = "its top dataset examples appear here";
@@ -64,9 +74,18 @@ function render({ model, el: host }) {
       const c = s.cells.length;
       headerMain.textContent =
         `${c} cell${c === 1 ? "" : "s"} · ${s.positions.toLocaleString("en-US")} position${s.positions === 1 ? "" : "s"}`;
-      headerNote.textContent = `top ${s.n} example${s.n === 1 ? "" : "s"} · outline: what the position sees`;
+      headerNote.textContent = text
+        ? `top ${s.n} example${s.n === 1 ? "" : "s"} · colour: activation along the selection`
+        : `top ${s.n} example${s.n === 1 ? "" : "s"} · outline: what the position sees`;
       root.classList.remove("aw-empty");
     }
+    if (text) {
+      gridEl.replaceChildren(...textItems(s));
+      gridEl.style.gridTemplateColumns = "";
+      gridEl.classList.add("aw-examples-text");
+      return;
+    }
+    gridEl.classList.remove("aw-examples-text");
     const items = [];
     for (let i = 0; i < s.n; i++) {
       const fig = el("figure", "aw-example");
@@ -90,9 +109,45 @@ function render({ model, el: host }) {
     gridEl.style.gridTemplateColumns = `repeat(auto-fill, ${s.thumb}px)`;
   }
 
+  // text examples: each its token context, one span per token coloured by its value
+  function textItems(s) {
+    const scale = heatScale(s.tokenValues); // one scale for the page: strips compare
+    const items = [];
+    for (let i = 0; i < s.n; i++) {
+      const fig = el("figure", "aw-example aw-example-text");
+      fig.dataset.sampleId = String(s.samples[i]);
+      fig.dataset.row = String(s.rows[i]);
+      fig.dataset.rank = String(i);
+      const t = s.yx[2 * i + 1];
+      fig.title = `sample ${s.samples[i]} · row ${s.rows[i]} · token ${t}`;
+      const strip = el("div", "aw-tokens", fig);
+      const lo = s.offsets[i];
+      const hi = s.offsets[i + 1];
+      for (let j = lo; j < hi; j++) {
+        const span = el("span", "aw-token", strip);
+        span.textContent = s.tokens[j] ?? "";
+        const v = s.tokenValues[j];
+        const known = Number.isFinite(v);
+        span.dataset.value = known ? String(v) : "";
+        span.style.backgroundColor = heatColor(v, scale);
+        span.title = known ? formatValue(v) : "no value: the capture kept no row for this token";
+        if (j - lo === s.marked[i]) span.classList.add("aw-token-marked");
+      }
+      const cap = el("figcaption", "aw-example-caption", fig);
+      const label = el("span", "aw-example-label", cap);
+      label.textContent = `sample ${s.samples[i]} · token ${t}`;
+      const value = el("span", "aw-example-value", cap);
+      value.textContent = formatValue(s.values[i]);
+      value.title = "dot product with the selection's mean activation";
+      items.push(fig);
+    }
+    return items;
+  }
+
   const traits = [
     "shown_cells", "n_positions", "n_examples", "sprite", "sprite_cols", "labels", "values",
-    "sample_ids", "rows", "yx", "thumb_size",
+    "sample_ids", "rows", "yx", "thumb_size", "kind", "context_tokens", "context_offsets",
+    "context_marked", "context_values",
   ];
   // one Python message fires several change events in a row; draw once, after the last
   let queued = false;

@@ -407,6 +407,73 @@ function diffMode(model, parts) {
   };
 }
 
+// src/text_cells.js
+var CARD = "#fbf8f3";
+var INK = "#1d1d1f";
+var CONTEXT_INK = "#6b6b6b";
+var FONT = 'system-ui, -apple-system, "Segoe UI", sans-serif';
+var MIN_FONT = 6;
+function readTextCells(model) {
+  if (!model.get("text_cells")) return null;
+  return {
+    token: model.get("cell_token") || [],
+    share: readArray(model.get("cell_token_share")).data,
+    before: model.get("cell_before") || [],
+    after: model.get("cell_after") || []
+  };
+}
+function fit(ctx, text, width, side = "end") {
+  if (ctx.measureText(text).width <= width) return text;
+  let lo = 0;
+  let hi = text.length;
+  while (lo < hi) {
+    const mid = Math.ceil((lo + hi) / 2);
+    const part = side === "end" ? `${text.slice(0, mid)}\u2026` : `\u2026${text.slice(text.length - mid)}`;
+    if (ctx.measureText(part).width <= width) lo = mid;
+    else hi = mid - 1;
+  }
+  if (lo === 0) return "";
+  return side === "end" ? `${text.slice(0, lo)}\u2026` : `\u2026${text.slice(text.length - lo)}`;
+}
+function drawTextCell(ctx, text, k, x, y, side) {
+  const share = text.share[k] || 0;
+  ctx.fillStyle = CARD;
+  ctx.fillRect(x, y, side, side);
+  ctx.fillStyle = `rgba(255, 150, 40, ${(0.08 + 0.42 * share).toFixed(3)})`;
+  ctx.fillRect(x, y, side, side);
+  const token = text.token[k] ?? "";
+  const room = side * 0.9;
+  const withContext = side >= 44;
+  let size = Math.min(withContext ? side * 0.26 : side * 0.42, 22);
+  ctx.font = `600 ${size}px ${FONT}`;
+  const w = ctx.measureText(token).width;
+  if (w > room) size = Math.max(MIN_FONT, size * room / w);
+  ctx.save();
+  ctx.beginPath();
+  ctx.rect(x, y, side, side);
+  ctx.clip();
+  ctx.textAlign = "center";
+  ctx.textBaseline = "middle";
+  const cx = x + side / 2;
+  const cy = y + side / 2;
+  if (size >= MIN_FONT - 0.01 && side >= 10) {
+    ctx.font = `600 ${size}px ${FONT}`;
+    ctx.fillStyle = INK;
+    ctx.fillText(fit(ctx, token, room), cx, cy);
+  }
+  if (withContext) {
+    const small = Math.max(MIN_FONT, Math.min(size * 0.7, side * 0.15, 13));
+    ctx.font = `${small}px ${FONT}`;
+    ctx.fillStyle = CONTEXT_INK;
+    const gap = size / 2 + small * 0.8;
+    const before = text.before[k] ?? "";
+    const after = text.after[k] ?? "";
+    if (before) ctx.fillText(fit(ctx, before, room, "start"), cx, cy - gap);
+    if (after) ctx.fillText(fit(ctx, after, room, "end"), cx, cy + gap);
+  }
+  ctx.restore();
+}
+
 // src/atlas.js
 var PAD = 8;
 var HIGHLIGHT_COLOR = "#00b8d9";
@@ -439,6 +506,8 @@ function render({ model, el: host }) {
   const tipTitle = el("div", "aw-atlas-tooltip-title", tooltip);
   const tipClass = el("div", "aw-atlas-tooltip-class", tooltip);
   const tipCount = el("div", "aw-atlas-tooltip-count", tooltip);
+  const tipContext = el("div", "aw-atlas-tooltip-context", tooltip);
+  tipContext.hidden = true;
   const help = el("div", "aw-atlas-help", root);
   help.textContent = "Scroll to zoom \xB7 drag to pan \xB7 click a cell to select \xB7 shift-click to add or remove \xB7 shift-drag to lasso \xB7 Esc clears";
   help.title = "Esc clears the selection while the pointer is over the atlas";
@@ -473,7 +542,10 @@ function render({ model, el: host }) {
     const names = model.get("cell_class") || [];
     const index = /* @__PURE__ */ new Map();
     for (let k = 0; k < ids.length; k++) index.set(ids[k], k);
-    cells = { ids, ij, count, share, names, n, index };
+    const text = readTextCells(model);
+    cells = { ids, ij, count, share, names, n, index, text };
+    root.dataset.cellsKind = text ? "text" : "images";
+    if (text) root.dataset.ready = "1";
     root.dataset.nCells = String(ids.length);
     root.dataset.gridSize = String(n);
     const positions = model.get("n_positions");
@@ -569,6 +641,11 @@ function render({ model, el: host }) {
     const bytes = model.get("sprite");
     if (!bytes || bytes.byteLength === 0) {
       sprite = null;
+      if (model.get("text_cells")) {
+        root.dataset.icons = model.get("sprite_icons");
+        root.dataset.ready = "1";
+        requestDraw();
+      }
       return;
     }
     const decoded = await decodeSprite(bytes, "the icon sprite sheet");
@@ -628,7 +705,9 @@ function render({ model, el: host }) {
       const inset = gap / 2 + border;
       const side = s - 2 * inset;
       if (side <= 0) continue;
-      if (sprite) {
+      if (cells.text) {
+        drawTextCell(ctx, cells.text, k, x + inset, y + inset, side);
+      } else if (sprite) {
         const sx = k % cols * icon;
         const sy = Math.floor(k / cols) * icon;
         ctx.drawImage(sprite, sx, sy, icon, icon, x + inset, y + inset, side, side);
@@ -694,7 +773,15 @@ function render({ model, el: host }) {
     const share = cells.share[k];
     const name = cells.names[k] ?? "?";
     tipTitle.textContent = `Cell ${id} \xB7 row ${row}, col ${col}`;
-    tipClass.textContent = `${name}: ${Math.round(share * 100)}% of positions`;
+    const text = cells.text;
+    if (text) {
+      const token = text.token[k] ?? "?";
+      tipClass.textContent = `token \u201C${token}\u201D: ${Math.round((text.share[k] || 0) * 100)}% of positions`;
+      tipContext.textContent = `${text.before[k] ?? ""} [${token}] ${text.after[k] ?? ""}`.trim();
+    } else {
+      tipClass.textContent = `${name}: ${Math.round(share * 100)}% of positions`;
+    }
+    tipContext.hidden = !text;
     tipCount.textContent = `${count.toLocaleString("en-US")} position${count === 1 ? "" : "s"}`;
     if (mode) mode.tooltip(k);
     root.dataset.hover = String(id);
@@ -755,7 +842,12 @@ function render({ model, el: host }) {
     "cell_count",
     "cell_share",
     "cell_class",
-    "cells_level"
+    "cells_level",
+    "text_cells",
+    "cell_token",
+    "cell_token_share",
+    "cell_before",
+    "cell_after"
   ];
   if (mode) cellTraits.push(...mode.cellTraits);
   const labelTraits = mode ? mode.labelTraits : [];

@@ -64,6 +64,18 @@ function sheetOffset(i, cols, thumb) {
   return `${-(i % cols) * thumb}px ${-Math.floor(i / cols) * thumb}px`;
 }
 
+// src/text_cells.js
+function heatColor(v, scale) {
+  if (!Number.isFinite(v) || !(scale > 0)) return "";
+  const a = Math.min(1, Math.abs(v) / scale) * 0.85;
+  return v >= 0 ? `rgba(255, 122, 0, ${a.toFixed(3)})` : `rgba(40, 110, 230, ${a.toFixed(3)})`;
+}
+function heatScale(values) {
+  let m = 0;
+  for (const v of values) if (Number.isFinite(v) && Math.abs(v) > m) m = Math.abs(v);
+  return m;
+}
+
 // src/examples.js
 function formatValue(v) {
   const a = Math.abs(v);
@@ -92,7 +104,15 @@ function render({ model, el: host }) {
       // (n, 2): y, x; -1 for "mean" rows
       cols: Math.max(1, model.get("sprite_cols")),
       thumb: model.get("thumb_size"),
-      sprite: model.get("sprite")
+      sprite: model.get("sprite"),
+      kind: model.get("kind"),
+      tokens: model.get("context_tokens") || [],
+      offsets: readArray(model.get("context_offsets")).data,
+      // n + 1: example i's tokens
+      marked: readArray(model.get("context_marked")).data,
+      // n: its own token within them
+      tokenValues: readArray(model.get("context_values")).data
+      // NaN: no value
     };
   }
   async function update() {
@@ -112,6 +132,8 @@ function render({ model, el: host }) {
   function show(s, sheet) {
     header.dataset.cells = s.cells.join(",");
     root.dataset.nExamples = String(s.n);
+    root.dataset.kind = s.kind;
+    const text = s.kind === "text";
     if (s.cells.length === 0) {
       headerMain.textContent = "Click a cell in the atlas";
       headerNote.textContent = "its top dataset examples appear here";
@@ -119,9 +141,16 @@ function render({ model, el: host }) {
     } else {
       const c = s.cells.length;
       headerMain.textContent = `${c} cell${c === 1 ? "" : "s"} \xB7 ${s.positions.toLocaleString("en-US")} position${s.positions === 1 ? "" : "s"}`;
-      headerNote.textContent = `top ${s.n} example${s.n === 1 ? "" : "s"} \xB7 outline: what the position sees`;
+      headerNote.textContent = text ? `top ${s.n} example${s.n === 1 ? "" : "s"} \xB7 colour: activation along the selection` : `top ${s.n} example${s.n === 1 ? "" : "s"} \xB7 outline: what the position sees`;
       root.classList.remove("aw-empty");
     }
+    if (text) {
+      gridEl.replaceChildren(...textItems(s));
+      gridEl.style.gridTemplateColumns = "";
+      gridEl.classList.add("aw-examples-text");
+      return;
+    }
+    gridEl.classList.remove("aw-examples-text");
     const items = [];
     for (let i = 0; i < s.n; i++) {
       const fig = el("figure", "aw-example");
@@ -144,6 +173,39 @@ function render({ model, el: host }) {
     gridEl.replaceChildren(...items);
     gridEl.style.gridTemplateColumns = `repeat(auto-fill, ${s.thumb}px)`;
   }
+  function textItems(s) {
+    const scale = heatScale(s.tokenValues);
+    const items = [];
+    for (let i = 0; i < s.n; i++) {
+      const fig = el("figure", "aw-example aw-example-text");
+      fig.dataset.sampleId = String(s.samples[i]);
+      fig.dataset.row = String(s.rows[i]);
+      fig.dataset.rank = String(i);
+      const t = s.yx[2 * i + 1];
+      fig.title = `sample ${s.samples[i]} \xB7 row ${s.rows[i]} \xB7 token ${t}`;
+      const strip = el("div", "aw-tokens", fig);
+      const lo = s.offsets[i];
+      const hi = s.offsets[i + 1];
+      for (let j = lo; j < hi; j++) {
+        const span = el("span", "aw-token", strip);
+        span.textContent = s.tokens[j] ?? "";
+        const v = s.tokenValues[j];
+        const known = Number.isFinite(v);
+        span.dataset.value = known ? String(v) : "";
+        span.style.backgroundColor = heatColor(v, scale);
+        span.title = known ? formatValue(v) : "no value: the capture kept no row for this token";
+        if (j - lo === s.marked[i]) span.classList.add("aw-token-marked");
+      }
+      const cap = el("figcaption", "aw-example-caption", fig);
+      const label = el("span", "aw-example-label", cap);
+      label.textContent = `sample ${s.samples[i]} \xB7 token ${t}`;
+      const value = el("span", "aw-example-value", cap);
+      value.textContent = formatValue(s.values[i]);
+      value.title = "dot product with the selection's mean activation";
+      items.push(fig);
+    }
+    return items;
+  }
   const traits = [
     "shown_cells",
     "n_positions",
@@ -155,7 +217,12 @@ function render({ model, el: host }) {
     "sample_ids",
     "rows",
     "yx",
-    "thumb_size"
+    "thumb_size",
+    "kind",
+    "context_tokens",
+    "context_offsets",
+    "context_marked",
+    "context_values"
   ];
   let queued = false;
   const onChange = () => {
