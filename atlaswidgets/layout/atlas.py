@@ -31,7 +31,9 @@ class Atlas:
     layer : str, the layer's name in the cache
     xy : float32 array, shape (n_rows, 2), the 2-D layout of every row of the layer
     cells : Cells, the visible grid cells (m of them) with their member rows
-    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), one picture per cell
+    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), one picture per cell; None for a
+        text layer (its rows are tokens, with no pictures: a cell is shown by its
+        ``typical_row``'s token in context)
     typical_row : int64 array, shape (m,), the member closest (cosine) to the cell's mean activation
     top_class : int64 array, shape (m,), most common label among the members' samples (-1: unknown)
     top_class_share : float32 array, shape (m,), the share of members with that label
@@ -45,7 +47,7 @@ class Atlas:
     layer: str
     xy: np.ndarray
     cells: Cells
-    icons: torch.Tensor
+    icons: torch.Tensor | None
     typical_row: np.ndarray
     top_class: np.ndarray
     top_class_share: np.ndarray
@@ -58,7 +60,7 @@ class Atlas:
         n = self.cells.n
         return (
             f"Atlas(layer={self.layer!r}, rows={len(self.xy)}, cells={len(self.cells.ids)} "
-            f"visible of {n}x{n}, icon_size={self.icons.shape[-1]})"
+            f"visible of {n}x{n}, {icon_text(self.icons)})"
         )
 
     @property
@@ -111,7 +113,7 @@ class Atlas:
             )
         self.check_cache(cache)  # the layout's rows must be this cache's rows
         return build_atlas(cache, self.layer, grid_size=grid_size, min_count=self.min_count,
-                           icon_size=int(self.icons.shape[-1]), xy=self.xy)
+                           icon_size=icon_size_of(self.icons), xy=self.xy)
 
     def rows_of(self, cell_ids) -> np.ndarray:
         """Row indices of all members of the given cells (by id); see ``Cells.rows_of``."""
@@ -160,8 +162,23 @@ class Atlas:
         Returns (TopExamples, uint8 tensor shape (len(examples), 3, size, size)).
         """
         self.check_cache(cache)  # the pictures must be of the examples' own samples
+        if cache[self.layer].kind == "tokens":
+            raise ValueError(f"Layer {self.layer!r} is a text layer: its examples are tokens, with no "
+                             "pictures. Use atlas.examples(cell_ids) for their rows (sample_id, "
+                             "token index in yx[:, 1]) and show them in context with cache.tokens "
+                             "and cache.vocab.")
         ex = self.examples(cell_ids, k=k, **kwargs)
         return ex, boxed_images(cache, self.layer, ex.rows, size=size)
+
+
+def icon_text(icons) -> str:
+    """The icons part of an atlas's repr: "icon_size=48", or "text cells" without icons."""
+    return "text cells" if icons is None else f"icon_size={icons.shape[-1]}"
+
+
+def icon_size_of(icons, default: int = 48) -> int:
+    """The icons' side in pixels (``default`` for a text atlas, which has none)."""
+    return default if icons is None else int(icons.shape[-1])
 
 
 def _no_examples() -> TopExamples:
@@ -186,7 +203,8 @@ def build_atlas(
 
     Parameters
     ----------
-    cache : ActivationCache with images (captured with ``keep_images=True``) for the icons
+    cache : ActivationCache with images (captured with ``keep_images=True``) for the icons, or a
+        text cache (a token layer: cells get no icons, ``Atlas.icons`` is None)
     layer : layer name, or None when the cache holds one layer
     grid_size : cells per side of the grid
     min_count : cells with fewer rows are hidden
@@ -228,7 +246,8 @@ def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tupl
     la = cache[name]
     if la.n_rows == 0:
         raise ValueError(f"Layer {name!r} has no rows; capture some data first.")
-    display_images(cache)  # icons are crops of them: fail before the slow layout, not after
+    if la.kind != "tokens":  # a text layer's cells are shown as tokens, not crops
+        display_images(cache)  # icons are crops of them: fail before the slow layout, not after
     acts = la.acts.float()
     if not torch.isfinite(acts).all():
         raise ValueError(f"Layer {name!r} has NaN or infinite activations; check the model.")
@@ -251,7 +270,7 @@ def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=N
         )
     typical = _typical_rows(acts, cells)
     top_class, share = _top_classes(cache, la, cells)
-    icons = crop_rows(cache, name, typical, size=icon_size)
+    icons = None if la.kind == "tokens" else crop_rows(cache, name, typical, size=icon_size)
     return dict(
         layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical,
         top_class=top_class, top_class_share=share, classes=cache.classes, acts=la,
