@@ -1,27 +1,34 @@
-"""Attribution of a class logit to a layer's spatial positions: activation x gradient.
+"""Attribution of a logit to a layer's positions (spatial cells, tokens): activation x gradient.
 
 The Activation Atlases article attributes a logit to a position of a layer by the activation
 vector there times the gradient of the logit with respect to it, per channel; summed over channels
 that is the first-order share of the logit that flows through that position. ``attribute``
-computes it toward targets (``atlaswidgets.cache.targets``):
+computes it toward targets (``atlaswidgets.cache.targets``): a class id or name, a pair ``(a, b)``
+(``logit[a] - logit[b]``, frying pan vs wok), a key the kit wrote or a ``Target``; and for a
+language model (per-token logits (N, T, V)) a next token, ``"token:wok"``, or a pair
+``("token:wok", "token:pan")``. A list of targets is computed in one pass (one forward per batch,
+one gradient per target) and gives a list of ``Attribution``; the result's type follows the
+``target`` argument only.
 
-- a class id (``int``) or a class name (``str``, looked up in ``cache.classes`` or ``classes=``);
-- a pair ``(a, b)`` of ids or names: the logit difference ``logit[a] - logit[b]``, the article's
-  comparison of two classes (frying pan vs wok);
-- a key the kit wrote ("wok-frying pan", "class:3") or a ``Target``.
-
-``attribute(model, data, layer, target)`` returns one ``Attribution``;
-``attribute(model, data, layer, [t1, t2, ...])`` (a list) returns a list of them, one per target
-in that order, all from one pass over the data (one forward per batch, one gradient per target).
-The result's type follows the ``target`` argument only, never other options.
+Next-token targets. A language model predicts at every position, so a target's score is summed
+over positions: by default over every valid (non-padding) position, in one backward per target,
+so a token row gets its total first-order contribution to the target over all predictions it
+reaches (with causal attention, those at its own position and after); ``positions="last"`` takes
+each sample's last valid token only (a prompt ending where the prediction is wanted), and a bool
+mask (n_samples, T) over each sample's valid tokens picks any (say the cookware slot of "heat the
+oil in the ___"). Batches are those capture takes (token ids, dicts with input_ids and
+attention_mask); padding is never a row and its predictions never count. A class target on a
+per-token model, or a next-token target on a classifier, is a ValueError that names the fitting kind.
 
 Without ``cache=`` every position is computed: ``per_channel`` has the layer's shape (n_samples,
-n_channels, H, W). With ``cache=`` exactly the cache's rows of the layer are: ``per_channel`` is
-(n_rows, n_channels), float32, a "mean" row (yx = (-1, -1)) getting the sum over all positions,
-and the Attribution names its rows (``layer``, ``sample_id``, ``yx``). Storing it is its own step,
-``cache.add_attribution(attr)``; ``cache.save`` writes it and ``cache.attribution(layer,
-target)`` reads it back. Keys are the readable spelling of ``cache.targets``: ``"wok"``,
-``"wok-frying pan"``, or ``"class:3"`` when there are no class names.
+n_channels, H, W), or for a token layer (n_samples, D, T_max) over each sample's valid tokens
+from the left (0 past them). With ``cache=`` exactly the cache's rows of the layer are:
+``per_channel`` is (n_rows, n_channels), float32, a "mean" row (yx = (-1, -1)) getting the sum
+over all positions, and the Attribution names its rows (``layer``, ``sample_id``, ``yx``).
+Storing it is its own step, ``cache.add_attribution(attr)``; ``cache.save`` writes it and
+``cache.attribution(layer, target)`` reads it back. Keys are the readable spelling of
+``cache.targets``: ``"wok"``, ``"wok-frying pan"``, ``"class:3"`` when there are no class names,
+``"token:wok-token:pan"``.
 
 Deprecated: ``attribute(..., cache=cache)`` without ``store=False`` still stores its result into
 the cache, as it did, with a FutureWarning; from the next release it only returns it.
@@ -30,7 +37,8 @@ The gradient is taken with ``torch.autograd.grad`` on the layer's hooked output,
 is left on the model's parameters. When a later in-place op (``ReLU(inplace=True)``) has changed
 that output, its gradient would be the changed value's; then a tensor hook registered in the
 forward hook, which sees the gradient of the value the layer returned, catches it while
-``autograd.grad`` differentiates down to the input images. The model runs in eval mode; each module's training flag is restored.
+``autograd.grad`` differentiates down to the input images (token ids have no gradient: such a
+token layer is refused). The model runs in eval mode; each module's training flag is restored.
 """
 
 from __future__ import annotations
@@ -60,7 +68,8 @@ class Attribution:
     """Activation x gradient toward one target, at every position of a layer or at a cache's rows.
 
     per_channel : float tensor on the device. Every position: shape (n_samples, n_channels, H, W)
-        (or (n_samples, n_channels) for a layer without a spatial grid), in the model's dtype (at
+        (or (n_samples, n_channels) for a layer without a spatial grid; (n_samples, D, T_max) for
+        a token layer, over each sample's valid tokens from the left), in the model's dtype (at
         least float32). A cache's rows: shape (n_rows, n_channels), float32
     key : the readable target key, e.g. "wok-frying pan"
     target : the ``Target`` (kind and class ids)
@@ -114,10 +123,11 @@ def attribute(
 
     data : the data forms ``aw.capture`` takes; with ``cache=``, the same data in the same order
         as the cache was captured from
-    layer : one ``named_modules()`` name; its output must be (N, C, H, W) ((N, C) only for a
-        cache of "mean" rows)
+    layer : one ``named_modules()`` name; its output must be (N, C, H, W), or (N, T, D) on token
+        inputs ((N, C) only for a cache of "mean" rows)
     target : class id, class name, a pair tuple (a, b) meaning logit[a] - logit[b], a stored key
-        or a ``Target``; or a **list** of these, computed together in one pass
+        or a ``Target``; for a language model "token:wok" or ("token:wok", "token:pan"); or a
+        **list** of these, computed together in one pass
     cache : when given, compute for exactly its rows of ``layer`` (see module doc)
     store : with ``cache``, False returns the result without storing it (store it with
         ``cache.add_attribution(attr)``). Left out, the result is also stored in the cache as
