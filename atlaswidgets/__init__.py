@@ -18,6 +18,7 @@ _LAZY = {
     "TopExamples": "atlaswidgets.cache.cache",
     "capture": "atlaswidgets.cache.capture",
     "hooks": "atlaswidgets.cache.hooks",
+    "ablate": "atlaswidgets.cache.hooks",
     "resolve_layers": "atlaswidgets.cache.hooks",
     "umap_layout": "atlaswidgets.layout.umap",
     "grid": "atlaswidgets.layout.grid",

@@ -1,27 +1,34 @@
-"""Attribution of a class logit to a layer's spatial positions: activation x gradient.
+"""Attribution of a logit to a layer's positions (spatial cells, tokens): activation x gradient.
 
 The Activation Atlases article attributes a logit to a position of a layer by the activation
 vector there times the gradient of the logit with respect to it, per channel; summed over channels
 that is the first-order share of the logit that flows through that position. ``attribute``
-computes it toward targets (``atlaswidgets.cache.targets``):
+computes it toward targets (``atlaswidgets.cache.targets``): a class id or name, a pair ``(a, b)``
+(``logit[a] - logit[b]``, frying pan vs wok), a key the kit wrote or a ``Target``; and for a
+language model (per-token logits (N, T, V)) a next token, ``"token:wok"``, or a pair
+``("token:wok", "token:pan")``. A list of targets is computed in one pass (one forward per batch,
+one gradient per target) and gives a list of ``Attribution``; the result's type follows the
+``target`` argument only.
 
-- a class id (``int``) or a class name (``str``, looked up in ``cache.classes`` or ``classes=``);
-- a pair ``(a, b)`` of ids or names: the logit difference ``logit[a] - logit[b]``, the article's
-  comparison of two classes (frying pan vs wok);
-- a key the kit wrote ("wok-frying pan", "class:3") or a ``Target``.
-
-``attribute(model, data, layer, target)`` returns one ``Attribution``;
-``attribute(model, data, layer, [t1, t2, ...])`` (a list) returns a list of them, one per target
-in that order, all from one pass over the data (one forward per batch, one gradient per target).
-The result's type follows the ``target`` argument only, never other options.
+Next-token targets. A language model predicts at every position, so a target's score is summed
+over positions: by default over every valid (non-padding) position, in one backward per target,
+so a token row gets its total first-order contribution to the target over all predictions it
+reaches (with causal attention, those at its own position and after); ``positions="last"`` takes
+each sample's last valid token only (a prompt ending where the prediction is wanted), and a bool
+mask (n_samples, T) over each sample's valid tokens picks any (say the cookware slot of "heat the
+oil in the ___"). Batches are those capture takes (token ids, dicts with input_ids and
+attention_mask); padding is never a row and its predictions never count. A class target on a
+per-token model, or a next-token target on a classifier, is a ValueError that names the fitting kind.
 
 Without ``cache=`` every position is computed: ``per_channel`` has the layer's shape (n_samples,
-n_channels, H, W). With ``cache=`` exactly the cache's rows of the layer are: ``per_channel`` is
-(n_rows, n_channels), float32, a "mean" row (yx = (-1, -1)) getting the sum over all positions,
-and the Attribution names its rows (``layer``, ``sample_id``, ``yx``). Storing it is its own step,
-``cache.add_attribution(attr)``; ``cache.save`` writes it and ``cache.attribution(layer,
-target)`` reads it back. Keys are the readable spelling of ``cache.targets``: ``"wok"``,
-``"wok-frying pan"``, or ``"class:3"`` when there are no class names.
+n_channels, H, W), or for a token layer (n_samples, D, T_max) over each sample's valid tokens
+from the left (0 past them). With ``cache=`` exactly the cache's rows of the layer are:
+``per_channel`` is (n_rows, n_channels), float32, a "mean" row (yx = (-1, -1)) getting the sum
+over all positions, and the Attribution names its rows (``layer``, ``sample_id``, ``yx``).
+Storing it is its own step, ``cache.add_attribution(attr)``; ``cache.save`` writes it and
+``cache.attribution(layer, target)`` reads it back. Keys are the readable spelling of
+``cache.targets``: ``"wok"``, ``"wok-frying pan"``, ``"class:3"`` when there are no class names,
+``"token:wok-token:pan"``.
 
 Deprecated: ``attribute(..., cache=cache)`` without ``store=False`` still stores its result into
 the cache, as it did, with a FutureWarning; from the next release it only returns it.
@@ -30,7 +37,8 @@ The gradient is taken with ``torch.autograd.grad`` on the layer's hooked output,
 is left on the model's parameters. When a later in-place op (``ReLU(inplace=True)``) has changed
 that output, its gradient would be the changed value's; then a tensor hook registered in the
 forward hook, which sees the gradient of the value the layer returned, catches it while
-``autograd.grad`` differentiates down to the input images. The model runs in eval mode; each module's training flag is restored.
+``autograd.grad`` differentiates down to the input images (token ids have no gradient: such a
+token layer is refused). The model runs in eval mode; each module's training flag is restored.
 """
 
 from __future__ import annotations
@@ -44,8 +52,9 @@ import torch
 from torch import nn
 
 from .cache.cache import ActivationCache
-from .cache.data import batches, check_batch, logits_of
+from .cache.data import LABEL_KEYS, batches, check_batch, logits_of
 from .cache.hooks import eval_mode, hooks, model_dtype, on_device, resolve_layers
+from .cache.inputs import make_batch, model_vocab, read_vocab, select_logits, vocab_size_of
 from .cache.sampling import LIST_HINT
 from .cache.targets import Target, model_classes, n_outputs_of, resolve, target_key
 
@@ -59,7 +68,8 @@ class Attribution:
     """Activation x gradient toward one target, at every position of a layer or at a cache's rows.
 
     per_channel : float tensor on the device. Every position: shape (n_samples, n_channels, H, W)
-        (or (n_samples, n_channels) for a layer without a spatial grid), in the model's dtype (at
+        (or (n_samples, n_channels) for a layer without a spatial grid; (n_samples, D, T_max) for
+        a token layer, over each sample's valid tokens from the left), in the model's dtype (at
         least float32). A cache's rows: shape (n_rows, n_channels), float32
     key : the readable target key, e.g. "wok-frying pan"
     target : the ``Target`` (kind and class ids)
@@ -106,15 +116,18 @@ def attribute(
     progress: bool = True,
     classes: Sequence[str] | None = None,
     store: bool | None = None,
+    vocab: Any = None,
+    positions: Any = "all",
 ) -> Attribution | list[Attribution]:
     """Activation x gradient of the target logit at each position of ``layer``, per channel.
 
     data : the data forms ``aw.capture`` takes; with ``cache=``, the same data in the same order
         as the cache was captured from
-    layer : one ``named_modules()`` name; its output must be (N, C, H, W) ((N, C) only for a
-        cache of "mean" rows)
+    layer : one ``named_modules()`` name; its output must be (N, C, H, W), or (N, T, D) on token
+        inputs ((N, C) only for a cache of "mean" rows)
     target : class id, class name, a pair tuple (a, b) meaning logit[a] - logit[b], a stored key
-        or a ``Target``; or a **list** of these, computed together in one pass
+        or a ``Target``; for a language model "token:wok" or ("token:wok", "token:pan"); or a
+        **list** of these, computed together in one pass
     cache : when given, compute for exactly its rows of ``layer`` (see module doc)
     store : with ``cache``, False returns the result without storing it (store it with
         ``cache.add_attribution(attr)``). Left out, the result is also stored in the cache as
@@ -125,6 +138,12 @@ def attribute(
     device : where to run; default CUDA when available, else where the model's parameters are.
         A model elsewhere is moved there for the call and moved back afterwards (as in
         ``aw.capture``)
+    vocab : token strings by id (a list or a tokenizer), for next-token targets named by their
+        token ("token:wok"); default the cache's ``vocab``, else the model's ``model.vocab``
+    positions : for next-token targets, whose predictions are summed (see the module doc):
+        "all" (every valid position, the default), "last" (each sample's last valid token), or a
+        bool mask (n_samples, T) over each sample's valid tokens from the left (the columns of
+        ``cache.tokens``; for right-padded inputs, the inputs' own columns)
     Returns an ``Attribution`` for one target, a list of them (same order) for a list of targets.
     """
     if not isinstance(layer, str):
@@ -150,18 +169,30 @@ def attribute(
         classes = model_classes(model)
     if classes is not None:
         classes = list(classes)
+    if vocab is not None:
+        vocab = read_vocab(vocab)
+    elif cache is not None and cache.vocab is not None:
+        vocab = cache.vocab
+    else:
+        vocab = model_vocab(model)
     n_outputs = n_outputs_of(cache.logits) if cache is not None else None
     many = isinstance(target, list)
     specs = target if many else [target]
     if not specs:
         raise ValueError("target is an empty list; pass at least one target.")
     # fail on a bad target before any work
-    targets = [resolve(t, classes, n_outputs) for t in specs]
+    targets = [resolve(t, classes, n_outputs, vocab) for t in specs]
+    if len({t.per_token for t in targets}) > 1:
+        raise ValueError("The targets mix class targets and next-token targets; a model has one "
+                         "kind of logits, so pass targets of one kind.")
+    weights = _positions(positions, targets[0].per_token,
+                         cache.n_samples if cache is not None else None)
     # a key that lives in a cache is spelled with the cache's names, so it resolves there again
-    keys = [t.key(cache.classes if cache is not None else classes) for t in targets]
+    keys = [t.key(cache.classes if cache is not None else classes, vocab) for t in targets]
 
     maps = _engine(model, data, name, targets, la, cache.n_samples if cache is not None else None,
-                   int(batch_size), device, progress, desc=", ".join(keys))
+                   int(batch_size), device, progress, desc=", ".join(keys),
+                   vocab_size=vocab_size_of(model, vocab), weights=weights)
     out = [Attribution(m, k, t, layer, None if la is None else la.sample_id,
                        None if la is None else la.yx) for m, k, t in zip(maps, keys, targets)]
     if cache is not None and store is not False:
@@ -173,12 +204,37 @@ def attribute(
     return out if many else out[0]
 
 
+def _positions(positions: Any, per_token: bool, n_samples: int | None):
+    """The ``positions`` option checked: "all", "last", or a bool tensor (n_samples, T) (CPU)."""
+    if isinstance(positions, str):
+        if positions not in ("all", "last"):
+            raise ValueError(f'positions must be "all", "last" or a bool mask (n_samples, T), got '
+                             f"{positions!r}.")
+        if positions == "last" and not per_token:
+            raise ValueError('positions="last" is for next-token targets ("token:wok"); a class '
+                             "target reads one logit per sample.")
+        return positions
+    if not per_token:
+        raise ValueError("positions= picks the predictions of next-token targets; a class target "
+                         "reads one logit per sample, so leave positions out.")
+    mask = torch.as_tensor(np.asarray(positions.cpu() if isinstance(positions, torch.Tensor) else positions))
+    if mask.dtype != torch.bool or mask.ndim != 2:
+        raise ValueError(f"positions must be a bool mask (n_samples, T), got {mask.dtype} "
+                         f"{tuple(mask.shape)}; e.g. data.truth['cue_slot'].")
+    if n_samples is not None and len(mask) != n_samples:
+        raise ValueError(f"positions has {len(mask)} rows but the cache holds {n_samples} samples; "
+                         "pass one row per sample.")
+    return mask
+
+
 def _engine(model, data, name: str, targets: list[Target], la, n_samples: int | None,
-            batch_size: int, device, progress: bool, desc: str) -> list[torch.Tensor]:
+            batch_size: int, device, progress: bool, desc: str, vocab_size: int | None = None,
+            weights: Any = "all") -> list[torch.Tensor]:
     """One pass over ``data``: per batch one forward and one gradient per target.
 
-    Returns per target the attribution of every position (n_samples, C, H, W) when ``la`` is
-    None, else of ``la``'s rows, (n_rows, C) float32 on the cache's device.
+    Returns per target the attribution of every position (n_samples, C, H, W), or for text
+    (n_samples, D, T_max) over each sample's valid tokens from the left, when ``la`` is None;
+    else of ``la``'s rows, (n_rows, C) float32 on the cache's device.
     """
     dtype = model_dtype(model)
     stream, total = batches(data, batch_size)
@@ -193,37 +249,184 @@ def _engine(model, data, name: str, targets: list[Target], la, n_samples: int | 
     kept: dict[str, Any] = {}
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, unit="img", desc=f"attribute {desc}"[:60], disable=not progress)
+    bar = tqdm(total=total, unit="sample", desc=f"attribute {desc}"[:60], disable=not progress)
     try:
         with on_device(model, device) as dev, eval_mode(model), torch.enable_grad(), \
                 hooks(model, name, lambda n, out: _keep(kept, out)):
-            for i, (images, labels) in enumerate(stream):
-                images, _ = check_batch(images, labels, i)
-                x = images.to(dev, dtype or images.dtype)
-                n = len(x)
+            for i, (inputs, labels) in enumerate(stream):
+                tokens = _token_batch(inputs, labels, i, vocab_size)
+                if tokens is None:
+                    images, _ = check_batch(inputs, labels, i)
+                    x, n, pos = images.to(dev, dtype or images.dtype), len(images), None
+                    if targets[0].per_token:
+                        raise ValueError("Next-token targets need token inputs (input_ids) and a "
+                                         "language model's per-token logits; these batches are "
+                                         "images, so use a class target.")
+                    results = _batch(model, x, kept, name, targets, flat_ok)
+                else:
+                    n = tokens.n
+                    if isinstance(weights, torch.Tensor) and seen + n > len(weights):
+                        raise ValueError(f"positions has {len(weights)} rows but data has more "
+                                         "samples; pass one row per sample.")
+                    pos = _valid_positions(tokens.valid_tokens())
+                    w = _weights(weights, tokens.valid_tokens(), pos, seen)
+                    results = _token_forward(model, tokens, tokens.model_input(dev, dtype), kept,
+                                             name, targets, flat_ok, w.to(dev))
                 if la is not None and seen + n > n_samples:
                     raise ValueError(f"data has more than the cache's {n_samples} samples; pass "
                                      "the data the cache was captured from.")
-                for j, attr in enumerate(_batch(model, x, kept, name, targets, flat_ok)):
+                for j, attr in enumerate(results):
                     if la is None:
-                        parts[j].append(attr.detach())
+                        parts[j].append(_compact(attr, pos).detach() if pos is not None else attr.detach())
                         continue
                     if seen == 0 and j == 0:
-                        _check_same_data(la, kept["act"], name)
-                    parts[j].append(_rows(la, attr, seen, n, name, ordered))
+                        _check_same_data(la, kept["act"], name, pos)
+                    parts[j].append(_rows(la, attr, seen, n, name, ordered, pos))
                 seen += n
                 bar.update(n)
     finally:
         kept.clear()  # drop the graph
         bar.close()
     if seen == 0:
-        raise ValueError("data is empty: it yielded no images. Pass at least one batch (N, C, H, W).")
+        raise ValueError("data is empty: it yielded no samples. Pass at least one batch (N, C, H, W) "
+                         "or token ids (N, T).")
+    if isinstance(weights, torch.Tensor) and seen != len(weights):
+        raise ValueError(f"positions has {len(weights)} rows but data has {seen} samples; pass "
+                         "one row per sample.")
     if la is None:
-        return [torch.cat(p) for p in parts]
+        return [_cat_padded(p) for p in parts]
     if seen != n_samples:
         raise ValueError(f"data has {seen} samples but the cache holds {n_samples}; pass the "
                          "data the cache was captured from, in the same order.")
     return [_place(la, p) for p in parts]
+
+
+# ----------------------------------------------------------------------------- tokens
+
+
+def _token_batch(inputs, labels, index: int, vocab_size: int | None):
+    """A checked token Batch of a text batch (ids (N, T), or a dict with input_ids), else None."""
+    x = inputs.detach() if isinstance(inputs, torch.Tensor) else inputs
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(x)
+    if isinstance(x, torch.Tensor) and (x.is_floating_point() or x.ndim != 2 or x.dtype == torch.bool):
+        return None
+    if not isinstance(x, (torch.Tensor, dict)) and not hasattr(x, "keys"):
+        return None
+    batch = make_batch(x, labels, index, None, vocab_size, LABEL_KEYS)
+    if batch.kind != "tokens":
+        raise TypeError(f"Batch {index} is a dict without input_ids; attribute takes image "
+                        "batches (N, C, H, W), token ids (N, T) or dicts with input_ids "
+                        "(and attention_mask).")
+    return batch
+
+
+def _valid_positions(valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pos, count): pos (N, W) int64, the input column of each sample's c-th valid token (W = the
+    most valid tokens of a sample; entries past a sample's count repeat its last valid column);
+    count (N,) int64, each sample's valid tokens."""
+    count = valid.sum(1).long()
+    order = torch.argsort((~valid).to(torch.int8), dim=1, stable=True)
+    w = max(int(count.max()), 1) if len(valid) else 1
+    c = torch.arange(w)[None, :].expand(len(valid), w)
+    c = torch.minimum(c, (count - 1).clamp(min=0)[:, None])
+    return order.gather(1, c), count
+
+
+def _weights(weights, valid: torch.Tensor, positions, start: int) -> torch.Tensor:
+    """(N, T) float: which positions' predictions a next-token target sums in this batch."""
+    pos, count = positions
+    valid = valid.to(torch.float32)
+    if isinstance(weights, str) and weights == "all":
+        return valid
+    out = torch.zeros_like(valid)
+    rows = torch.arange(len(valid))
+    if isinstance(weights, str):  # "last": the last valid token of each sample
+        out[rows, pos[rows, count - 1]] = 1.0
+        return out
+    mask = weights[start:start + len(valid)]
+    width = min(mask.shape[1], pos.shape[1])
+    for c in range(width):  # the c-th valid token of each sample, where the mask says so
+        take = mask[:, c] & (c < count)
+        out[rows[take], pos[rows[take], c]] = 1.0
+    return out
+
+
+def _token_forward(model, batch, x, kept, name, targets: list[Target], flat_ok, weights):
+    """act x grad of one token batch toward each target, each (n, T, D) (or (n, D)); one forward."""
+    kept.clear()
+    out = batch.call(model, x, None, None)
+    logits = select_logits(out, batch.n)
+    if "act" not in kept:
+        raise ValueError(f"Layer {name!r} did not run in the model's forward pass. {LIST_HINT}")
+    act = kept["act"]
+    if act.ndim != 3 and not (act.ndim == 2 and flat_ok):
+        raise ValueError(f"Layer {name!r} has output shape {tuple(act.shape)}; attribution on "
+                         "text needs a layer with one vector per token (N, T, D).")
+    if logits.ndim != 3:
+        if targets[0].per_token:
+            raise ValueError(f"Next-token targets need a language model's per-token logits (N, T, "
+                             f"V); this model returned {tuple(logits.shape)}, one row per sample, so "
+                             "use a class target (a class id or name, or a pair).")
+        return _batch_scores(act, kept, name, targets, logits, None)
+    if not targets[0].per_token:
+        raise ValueError(f"This model's logits are per token {tuple(logits.shape)}; a class target "
+                         "does not fit. Use a next-token target: 'token:wok', or a pair "
+                         "('token:wok', 'token:pan').")
+    return _batch_scores(act, kept, name, targets, logits, weights)
+
+
+def _batch_scores(act, kept, name, targets, logits, weights):
+    limit = logits.shape[-1]
+    for t in targets:
+        for c in t.ids:
+            if c >= limit:
+                what = "Token id" if t.per_token else "Class id"
+                raise ValueError(f"{what} {c} is out of range; the model has {limit} outputs.")
+    if not kept.get("requires_grad"):
+        raise ValueError(f"The output of layer {name!r} does not depend on the model's parameters "
+                         "or input through autograd (no grad_fn), so it has no gradient; is it "
+                         "computed under torch.no_grad() or detached inside the model?")
+    if kept["out"]._version != kept["version"]:
+        raise ValueError(f"The output of layer {name!r} is changed in place later in the forward "
+                         "pass, so its own gradient cannot be read on token inputs; attribute the "
+                         "module that follows it.")
+    results = []
+    for j, t in enumerate(targets):
+        score = t.score(logits)
+        score = (score * weights).sum() if weights is not None else score.sum()
+        last = j == len(targets) - 1
+        (grad,) = torch.autograd.grad(score, kept["out"], retain_graph=not last, allow_unused=True)
+        if grad is None:
+            raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient "
+                             "flows back to it. Pick a layer before the output.")
+        if not bool(torch.isfinite(grad).all()):
+            raise ValueError(f"The gradient of the target at layer {name!r} has NaN or infinite "
+                             "values; check the model's weights and inputs.")
+        a = act * grad
+        results.append(a.float() if a.dtype in (torch.float16, torch.bfloat16) else a)
+    kept.pop("out", None)  # drop the graph
+    return results
+
+
+def _compact(attr: torch.Tensor, positions) -> torch.Tensor:
+    """(n, T, D) at the input's columns -> (n, D, W) over each sample's valid tokens from the
+    left, 0 past a sample's tokens."""
+    if attr.ndim == 2:
+        return attr
+    pos, count = positions
+    p = pos.to(attr.device)
+    out = attr.gather(1, p[:, :, None].expand(-1, -1, attr.shape[2]))
+    keep = torch.arange(p.shape[1], device=p.device)[None, :] < count.to(p.device)[:, None]
+    return (out * keep[:, :, None]).transpose(1, 2)
+
+
+def _cat_padded(parts: list[torch.Tensor]) -> torch.Tensor:
+    """Batches of (n, C, ...) joined; text batches (n, D, W) padded with 0 to the widest W."""
+    if parts[0].ndim != 3:
+        return torch.cat(parts)
+    w = max(p.shape[2] for p in parts)
+    return torch.cat([torch.nn.functional.pad(p, (0, w - p.shape[2])) for p in parts])
 
 
 def _keep(kept: dict, out: Any) -> None:
@@ -301,7 +504,21 @@ def _logits(out: Any, n: int) -> torch.Tensor:
     return out.reshape(n, -1)
 
 
-def _check_same_data(la, act: torch.Tensor, layer: str) -> None:
+def _token_values(t: torch.Tensor, positions, sid: torch.Tensor, yx: torch.Tensor) -> torch.Tensor:
+    """Rows of a (n, T, D) token output: (sample, token index among its valid tokens) -> (k, D);
+    a "mean" row (yx = -1) gets the sum of its sample's valid tokens (the caller divides)."""
+    pos, count = (v.to(t.device) for v in positions)
+    mean_rows = yx[:, 0] < 0
+    col = pos[sid, yx[:, 1].clamp(min=0).clamp(max=pos.shape[1] - 1)]
+    vals = t[sid, col]
+    if bool(mean_rows.any()):
+        valid = torch.zeros(t.shape[:2], dtype=torch.bool, device=t.device)
+        valid.scatter_(1, pos, True)
+        vals[mean_rows] = (t * valid[:, :, None]).sum(1)[sid[mean_rows]]
+    return vals
+
+
+def _check_same_data(la, act: torch.Tensor, layer: str, positions=None) -> None:
     """The first batch's activations must match the cache's rows of those samples."""
     n = len(act)
     sel = (la.sample_id < n).nonzero().squeeze(1)
@@ -309,7 +526,19 @@ def _check_same_data(la, act: torch.Tensor, layer: str) -> None:
         return
     sid = la.sample_id[sel].to(act.device)
     yx = la.yx[sel].to(act.device)
-    if act.ndim == 2:
+    if positions is not None and act.ndim == 3:
+        if la.kind != "tokens":
+            raise ValueError(f"Layer {layer!r} holds image rows in the cache but gets token inputs "
+                             "here; pass the data the cache was captured from.")
+        if bool((yx[:, 1] >= positions[1].to(act.device)[sid]).any()):
+            raise ValueError(f"The cache's rows of layer {layer!r} name tokens these samples do "
+                             "not have: pass the same data, in the same order, that the cache was "
+                             "captured from.")
+        fresh = _token_values(act, positions, sid, yx)
+        mean_rows = yx[:, 0] < 0
+        if bool(mean_rows.any()):
+            fresh[mean_rows] /= positions[1].to(act.device)[sid[mean_rows]][:, None].to(fresh.dtype)
+    elif act.ndim == 2:
         fresh = act[sid]
     elif bool((yx[:, 0] < 0).all()):
         fresh = act.mean((2, 3))[sid]
@@ -323,7 +552,8 @@ def _check_same_data(la, act: torch.Tensor, layer: str) -> None:
                          "pass the same data, in the same order, that the cache was captured from.")
 
 
-def _rows(la, attr: torch.Tensor, start: int, n: int, layer: str, ordered: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def _rows(la, attr: torch.Tensor, start: int, n: int, layer: str, ordered: bool,
+          positions=None) -> tuple[torch.Tensor, torch.Tensor]:
     """The attribution of the cache's rows of samples [start, start + n), in cache row order."""
     # the rows are found where the cache is and only they move to the model's device: moving the
     # whole columns cost a copy of every row per batch when the two devices differ
@@ -337,6 +567,8 @@ def _rows(la, attr: torch.Tensor, start: int, n: int, layer: str, ordered: bool)
     local = (sid[sel] - start).to(attr.device)
     yx = la.yx[sel].to(attr.device)
     mean_rows = yx[:, 0] < 0
+    if positions is not None and attr.ndim == 3:  # token rows: (0, t) is the t-th valid token
+        return sel, _token_values(attr, positions, local, yx).detach()
     if attr.ndim == 2:
         if not bool(mean_rows.all()):
             raise ValueError(f"Layer {layer!r} has no spatial grid (output (N, C)) but the cache "

@@ -13,6 +13,16 @@ None). The prediction is a number (for the whole sample) or an array of shape (g
 on the layer's grid, read at the example's position. Explanations come from a person (a predicate
 over annotations, or ``rf_overlap`` for "this position sees a noodles box") or from a pluggable
 explainer, an LLM call a user supplies (``explain_unit``).
+
+Text. On a token layer (``LayerActs.kind == "tokens"``) an example is a sample at one token, and a
+prediction is a number for the whole sample or one number per token: an array (T,) (or (1, T))
+over the sample's valid tokens from the left (the columns of ``cache.tokens``; for right-padded
+inputs, the inputs' own columns), read at the example's token. A sample's annotations default to
+its token strings (``cache.vocab``), so ``find_units(cache, lambda toks: [t == "salt" for t in
+toks])`` scores a token-identity explanation; annotations may also be a per-token array
+(n_samples, T) such as ``text.corpus(...).truth["in_quotes"]``, and ``find_units`` takes such an
+array in place of the predicate (the truth is the prediction). ``describe`` gives a text
+sample's tokens, and the example's token and position, to an explainer or simulator.
 """
 
 from __future__ import annotations
@@ -28,7 +38,7 @@ from .cache.topk import DEFAULT_RANGES, UnitSamples
 from .cache.units import unit_samples
 
 __all__ = ["ExplanationScore", "score_explanation", "find_units", "rf_overlap", "explain_unit",
-           "describe"]
+           "describe", "token_strings"]
 
 Simulate = Callable[[int, Any, Any], Any]
 
@@ -64,6 +74,9 @@ def _corr(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _check_annotations(cache: ActivationCache, annotations) -> None:
+    if annotations is not None and not hasattr(annotations, "__len__"):
+        raise TypeError(f"annotations must hold one entry per sample (a list, or an array "
+                        f"(n_samples, T) per token), got {type(annotations).__name__}.")
     if annotations is not None and len(annotations) != cache.n_samples:
         raise ValueError(f"annotations has {len(annotations)} entries but the cache holds "
                          f"{cache.n_samples} samples; pass the annotations of the data the cache "
@@ -79,6 +92,9 @@ class _Predictions:
                             f"prediction, got {type(simulate).__name__}.")
         self.cache, self.simulate, self.annotations = cache, simulate, annotations
         self.hw = tuple(cache.layers[layer].hw)
+        self.tokens = cache.layers[layer].kind == "tokens"
+        if self.tokens and annotations is None:
+            self.annotations = token_strings(cache)
         self.memo: dict[int, Any] = {}
 
     def __call__(self, sample_id: int, yx) -> float:
@@ -86,10 +102,21 @@ class _Predictions:
         if pred is None:
             image = self.cache.images[sample_id] if self.cache.images is not None else None
             ann = self.annotations[sample_id] if self.annotations is not None else None
+            if isinstance(ann, torch.Tensor):
+                ann = ann.detach().cpu().numpy()
             pred = self.memo[sample_id] = self._check(self.simulate(sample_id, image, ann), sample_id)
         if pred.ndim == 0:
             return float(pred)
+        if self.tokens:
+            if int(yx[0]) < 0:  # a "mean" row: the mean over the sample's tokens
+                return float(pred[:self._count(sample_id)].mean())
+            return float(pred[int(yx[1])])
         return float(pred[max(int(yx[0]), 0), max(int(yx[1]), 0)])
+
+    def _count(self, sample_id: int) -> int:
+        """Valid tokens of a sample (its row of cache.tokens before the -1s)."""
+        row = self.cache.tokens[sample_id] if self.cache.tokens is not None else None
+        return int((row >= 0).sum()) if row is not None else self.hw[1]
 
     def _check(self, value, sample_id: int) -> np.ndarray:
         if isinstance(value, torch.Tensor):
@@ -99,7 +126,15 @@ class _Predictions:
         except (TypeError, ValueError):
             raise TypeError(f"simulate returned {type(value).__name__} for sample {sample_id}; it must "
                             f"return a number or an array of shape {self.hw} (the layer's grid).") from None
-        if arr.ndim != 0 and arr.shape != self.hw:
+        if self.tokens and arr.ndim in (1, 2):
+            flat = arr.reshape(-1) if arr.ndim == 1 or arr.shape[0] == 1 else None
+            need = self._count(sample_id)
+            if flat is None or len(flat) < need:
+                raise ValueError(f"simulate returned shape {arr.shape} for sample {sample_id}; on a "
+                                 f"text layer it must return a number or one number per token, "
+                                 f"shape ({need},) or longer (the sample's tokens from the left).")
+            arr = flat
+        elif arr.ndim != 0 and arr.shape != self.hw:
             raise ValueError(f"simulate returned shape {arr.shape} for sample {sample_id}; it must "
                              f"return a number or an array of shape {self.hw} (the layer's grid).")
         if not np.isfinite(arr).all():
@@ -152,9 +187,25 @@ def score_explanation(
     return _score(samples, _Predictions(cache, name, simulate, annotations), explanation)
 
 
-def _from_predicate(predicate: Callable[[Any], Any]) -> Simulate:
+def token_strings(cache: ActivationCache) -> list[list[str]]:
+    """Each sample's valid tokens as strings (``cache.vocab``; "#17" for an id without one)."""
+    if cache.tokens is None:
+        raise ValueError("This cache holds no tokens; token annotations need a text cache.")
+    return [token_strings_of(cache, i) for i in range(cache.n_samples)]
+
+
+def _from_predicate(predicate: Any, cache: ActivationCache | None = None) -> Simulate:
+    if not callable(predicate) and cache is not None and cache.tokens is not None and isinstance(
+            predicate, (torch.Tensor, np.ndarray)):
+        values = predicate.detach().cpu().numpy() if isinstance(predicate, torch.Tensor) else predicate
+        if values.ndim != 2 or len(values) != cache.n_samples:
+            raise ValueError(f"A per-token predicate array must have shape (n_samples, T) = "
+                             f"({cache.n_samples}, T), got {values.shape}.")
+        values = values.astype(np.float64)
+        return lambda sample_id, image, ann: values[sample_id]
     if not callable(predicate):
-        raise TypeError(f"predicate must be a function of a sample's annotations, got {type(predicate).__name__}.")
+        raise TypeError(f"predicate must be a function of a sample's annotations (or, on a text "
+                        f"cache, a per-token array (n_samples, T)), got {type(predicate).__name__}.")
     return lambda sample_id, image, ann: predicate(ann)
 
 
@@ -170,12 +221,14 @@ def find_units(
     """Channels ranked by how well ``predicate`` explains them, best first.
 
     predicate : a sample's annotations -> bool / number (e.g. ``lambda ann: any(a["name"] ==
-        "noodles" for a in ann)``) or an array (grid_h, grid_w) per position (``rf_overlap``)
+        "noodles" for a in ann)``) or an array (grid_h, grid_w) per position (``rf_overlap``).
+        On a text layer: annotations -> a number or one number per token (annotations default to
+        the sample's token strings), or a per-token array (n_samples, T) itself (see module doc)
     channels : the channels to score (default all); top : how many to return (None = all)
     score_kw : passed to ``score_explanation`` (n, ranges, seed, source)
     """
     name = cache.layer_name(layer)
-    if annotations is None:
+    if annotations is None and cache.layers[name].kind != "tokens":  # text: the tokens by default
         raise ValueError("find_units needs annotations=: the list of each sample's annotations "
                          "(e.g. kitchen.dataset(n).annotations) that the predicate reads.")
     _check_annotations(cache, annotations)
@@ -186,7 +239,7 @@ def find_units(
             raise ValueError(f"channel {ch!r} is out of range: layer {name!r} has channels 0..{n_channels - 1}.")
     if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
         raise ValueError(f"top must be a positive int or None, got {top!r}.")
-    predict = _Predictions(cache, name, _from_predicate(predicate), annotations)  # shared: one call per sample
+    predict = _Predictions(cache, name, _from_predicate(predicate, cache), annotations)  # shared: one call per sample
     n, ranges = score_kw.pop("n", 20), score_kw.pop("ranges", DEFAULT_RANGES)
     seed, source = score_kw.pop("seed", 0), score_kw.pop("source", "auto")
     if score_kw:
@@ -234,14 +287,31 @@ def rf_overlap(cache: ActivationCache, name: str, layer: str | None = None,
     return predicate
 
 
-def describe(cache: ActivationCache, sample_id: int, annotations=None, value: float | None = None) -> dict:
+def describe(cache: ActivationCache, sample_id: int, annotations=None, value: float | None = None,
+             yx=None) -> dict:
     """A text-friendly record of one sample for an explainer or simulator (an LLM prompt):
-    {"sample_id", "label", "objects": annotation names, and "activation" when given}."""
-    record = {"sample_id": int(sample_id), "label": cache.label_names([int(sample_id)])[0],
-              "objects": sorted({a["name"] for a in annotations[sample_id]}) if annotations is not None else []}
+    {"sample_id", "label", "objects": annotation names, and "activation" when given}. For a text
+    cache: "tokens" (the sample's token strings) instead of "objects", and with ``yx`` (the
+    example's (0, t)) "position" t and its "token"."""
+    record = {"sample_id": int(sample_id), "label": cache.label_names([int(sample_id)])[0]}
+    if cache.tokens is not None:
+        tokens = token_strings_of(cache, int(sample_id))
+        record["tokens"] = tokens
+        if yx is not None and int(yx[0]) >= 0 and int(yx[1]) < len(tokens):
+            record["position"], record["token"] = int(yx[1]), tokens[int(yx[1])]
+    else:
+        record["objects"] = (sorted({a["name"] for a in annotations[sample_id]})
+                             if annotations is not None else [])
     if value is not None:
         record["activation"] = float(value)
     return record
+
+
+def token_strings_of(cache: ActivationCache, sample_id: int) -> list[str]:
+    """One sample's valid tokens as strings (see ``token_strings``)."""
+    vocab = cache.vocab
+    return [vocab[i] if vocab is not None and i < len(vocab) else f"#{i}"
+            for i in cache.tokens[sample_id].tolist() if i >= 0]
 
 
 def explain_unit(
@@ -257,16 +327,17 @@ def explain_unit(
 ) -> ExplanationScore:
     """Explain a unit with a pluggable explainer, then score the explanation by simulation.
 
-    explainer : records of the unit's top examples (``describe``, with "activation") -> an
-        explanation (str), e.g. an LLM call
-    simulator : (explanation, record without "activation") -> predicted activation (a number)
+    explainer : records of the unit's top examples (``describe``, with "activation"; on text with
+        the tokens and the example's token) -> an explanation (str), e.g. an LLM call
+    simulator : (explanation, record without "activation") -> predicted activation (a number;
+        on text also one number per token of ``record["tokens"]``)
     The score's ``explanation`` holds the text.
     """
     name = cache.layer_name(layer)
     _check_annotations(cache, annotations)
     samples = unit_samples(cache, unit, name, n=n, seed=seed)
     top = samples.groups["top"]
-    records = [describe(cache, s, annotations, v) for s, v in zip(top.sample_id, top.values)]
+    records = [describe(cache, s, annotations, v, yx) for s, v, yx in zip(top.sample_id, top.values, top.yx)]
     text = explainer(records)
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"The explainer must return a non-empty explanation (str), got {text!r}.")

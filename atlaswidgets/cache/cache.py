@@ -297,16 +297,17 @@ class ActivationCache:
     def attribution(self, layer: str | None, target: Any) -> torch.Tensor:
         """Stored attribution of ``layer``'s rows toward ``target``, shape (n_rows, n_channels).
 
-        target : a class id, a class name, a pair (a, b) for logit a - logit b, a ``Target``, or
-            a stored key such as "wok-frying pan" or "class:1-class:0". Store it first with
+        target : a class id, a class name, a pair (a, b) for logit a - logit b, a ``Target``, a
+            next-token target ("token:wok", ("token:wok", "token:pan")), or a stored key such as
+            "wok-frying pan", "class:1-class:0" or "token:wok-token:pan". Store it first with
             ``cache.add_attribution(aw.attribute(model, data, layer, target, cache=cache,
             store=False))``.
         """
         la = self.layer(layer)
         n_out = n_outputs_of(self.logits)
-        key = find_stored(la, target, self.classes, n_out)
+        key = find_stored(la, target, self.classes, n_out, self.vocab)
         if key is None:
-            want = resolve(target, self.classes, n_out).key(self.classes)
+            want = resolve(target, self.classes, n_out, self.vocab).key(self.classes, self.vocab)
             have = list(la.attributions) or "none yet"
             raise KeyError(f"No attribution toward {want!r} for this layer; it has {have}. Compute "
                            "and store it with cache.add_attribution(aw.attribute(model, data, "
@@ -332,7 +333,7 @@ class ActivationCache:
         if old is not None and old != target:
             raise ValueError(f"Layer {attribution.layer!r} already holds key {key!r} for another "
                              f"target ({old}); pass class names that spell them apart.")
-        same = find_stored(la, target, self.classes, n_outputs_of(self.logits))
+        same = find_stored(la, target, self.classes, n_outputs_of(self.logits), self.vocab)
         if same is not None and same != key:  # one target, one key
             la.attributions.pop(same)
             la.attribution_targets.pop(same, None)

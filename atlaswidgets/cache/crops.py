@@ -167,6 +167,12 @@ def display_images(cache: ActivationCache) -> torch.Tensor:
     """
     if not isinstance(cache, ActivationCache):
         raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
+    if cache.images is None and cache.tokens is not None:
+        raise ValueError(
+            "This is a text cache: its rows are tokens, which have no pictures to crop. Show a row "
+            "as its token in context (cache.tokens[sample_id], cache.vocab; the row's token index "
+            "is yx[:, 1])."
+        )
     if cache.images is None:
         raise ValueError(
             "This cache has no images, and atlas icons and example pictures are crops of them; "

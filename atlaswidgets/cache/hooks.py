@@ -19,7 +19,7 @@ from torch import nn
 
 from .sampling import LIST_HINT
 
-__all__ = ["LayerSpec", "resolve_layers", "hooks", "forward_layers", "eval_mode", "model_device", "model_dtype", "placement",
+__all__ = ["LayerSpec", "resolve_layers", "hooks", "ablate", "forward_layers", "eval_mode", "model_device", "model_dtype", "placement",
            "on_device", "as_model_input"]
 
 LayerSpec = Union[str, Sequence[str], Callable[[str, nn.Module], bool]]
@@ -77,23 +77,28 @@ def hooks(
     model: nn.Module,
     layers: LayerSpec,
     fn: Callable[[str, Any], Any] | None = None,
+    edit: bool = False,
 ) -> Iterator[dict[str, Any]]:
     """Record each selected layer's output during forward passes inside the ``with`` block.
 
     Yields a dict layer name -> the output of that layer in the latest forward pass, or
     ``fn(name, output)`` when ``fn`` is given (use it to keep a slice instead of a whole map).
     Outputs are the tensors themselves: a later in-place op (``ReLU(inplace=True)``) can change
-    them, so copy inside ``fn`` what must survive. The hooks are removed on leaving the block,
-    also after an exception.
+    them, so copy inside ``fn`` what must survive. With ``edit=True``, what ``fn`` returns
+    replaces the layer's output in the forward pass (an intervention; see ``ablate``). The hooks
+    are removed on leaving the block, also after an exception.
     """
+    if edit and fn is None:
+        raise ValueError("hooks(..., edit=True) needs fn: the function whose result replaces the output.")
     names = resolve_layers(model, layers)
     modules = dict(model.named_modules())
     recorded: dict[str, Any] = {}
     handles = []
 
     def make(name: str):
-        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+        def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
             recorded[name] = output if fn is None else fn(name, output)
+            return recorded[name] if edit else None  # None keeps the output
 
         return hook
 
@@ -104,6 +109,52 @@ def hooks(
     finally:
         for handle in handles:
             handle.remove()
+
+
+@contextlib.contextmanager
+def ablate(model: nn.Module, layer: str, units: Any, value: Any = 0.0) -> Iterator[nn.Module]:
+    """Set chosen units (channels, neurons) of one layer to ``value`` in every forward pass
+    inside the ``with`` block; the model is as before on leaving it, also after an error.
+
+    layer : one ``named_modules()`` name whose output is a tensor: (N, C, H, W) or (N, C) (units
+        along dim 1), or (N, T, D) (units along the last dim: a token layer, an MLP's neurons)
+    units : a unit index or a list of them
+    value : a number, or one number per unit (a tensor or list of len(units)), e.g. the units'
+        mean activation for a mean ablation
+    Yields the model. Example: ``with aw.ablate(lm, "blocks.1.mlp.act", [220]): lm(ids)``.
+    """
+    (name,) = resolve_layers(model, layer) if isinstance(layer, str) else (None,)
+    if name is None:
+        raise TypeError(f"layer must be one layer name (str), got {type(layer).__name__}.")
+    if isinstance(units, (int,)) and not isinstance(units, bool):
+        units = [units]
+    if isinstance(units, torch.Tensor):
+        units = units.tolist()
+    if not isinstance(units, (list, tuple)) or not units or not all(
+            isinstance(u, int) and not isinstance(u, bool) and u >= 0 for u in units):
+        raise ValueError(f"units must be a unit index or a non-empty list of indices >= 0, got {units!r}.")
+    fill = torch.as_tensor(value, dtype=torch.float32)
+    if fill.ndim > 1 or (fill.ndim == 1 and len(fill) != len(units)) or not bool(torch.isfinite(fill).all()):
+        raise ValueError(f"value must be a finite number or one number per unit ({len(units)}), got {value!r}.")
+    index = torch.tensor(units, dtype=torch.long)
+
+    def replace(_, out):
+        if not isinstance(out, torch.Tensor) or out.ndim < 2:
+            raise TypeError(f"Layer {name!r} returns {type(out).__name__}, not a tensor with a unit "
+                            "dimension; ablate a layer that outputs (N, C, ...) or (N, T, D).")
+        dim = out.ndim - 1 if out.ndim == 3 else 1
+        if int(index.max()) >= out.shape[dim]:
+            raise ValueError(f"Unit {int(index.max())} is out of range: layer {name!r} has "
+                             f"{out.shape[dim]} units.")
+        shape = [1] * out.ndim
+        shape[dim] = len(index)
+        at = index.to(out.device)
+        # a new tensor (no in-place change of the layer's output, which autograd may need)
+        return out.index_copy(dim, at, fill.to(out.device, out.dtype).reshape(shape if fill.ndim else [1] * out.ndim)
+                              .expand(*[len(index) if d == dim else out.shape[d] for d in range(out.ndim)]))
+
+    with hooks(model, name, replace, edit=True):
+        yield model
 
 
 class _Enough(Exception):

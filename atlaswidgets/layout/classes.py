@@ -81,7 +81,8 @@ def class_atlas(
     cache : ActivationCache with images, and attributions toward ``cls`` and at least one other
         class on ``layer`` (single-class targets, from ``cache.add_attribution(aw.attribute(model,
         data, layer, [c1, c2, ...], cache=cache, store=False))``)
-    cls : the class, by name or id
+    cls : the class, by name or id; or on a language model's cache a next token ("token:wok"),
+        compared with the other next-token targets stored for the layer
     layer : layer name, or None when the cache holds one layer
     top_n : int >= 0, rows with the largest attribution toward ``cls`` that are kept even when
         another class wins them
@@ -96,13 +97,13 @@ def class_atlas(
     if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 0:
         raise ValueError(f"top_n must be an int >= 0, got {top_n!r}.")
     n_outputs = n_outputs_of(cache.logits)
-    target = resolve(cls, cache.classes, n_outputs)  # unknown names get close suggestions
-    if target.kind != "class":
-        raise ValueError(f"A class atlas shows one class; got the pair {cls!r}. Use compare_atlas "
-                         "for two classes.")
-    ic = target.ids[0]
-    cls_key = target.key(cache.classes)
-    per_class = _class_attributions(cache, name, n_outputs)
+    # unknown names get close suggestions
+    target = resolve(cls, cache.classes, n_outputs, cache.vocab)
+    if target.is_pair:
+        raise ValueError(f"A class atlas shows one class (or one next token); got the pair {cls!r}. "
+                         "Use compare_atlas for two.")
+    cls_key = target.key(cache.classes, cache.vocab)
+    per_class = _class_attributions(cache, name, n_outputs, target.per_token)
     if cls_key not in per_class:
         raise ValueError(
             f"Layer {name!r} has no attribution toward {cls_key!r} (it has "
@@ -145,15 +146,17 @@ def class_atlas(
     )
 
 
-def _class_attributions(cache: ActivationCache, layer: str, n_outputs: int | None) -> dict:
-    """Per-row total attribution toward each single class stored for ``layer``, in class id
-    order, keyed by the class's spelling (``Target.key``)."""
+def _class_attributions(cache: ActivationCache, layer: str, n_outputs: int | None,
+                        per_token: bool = False) -> dict:
+    """Per-row total attribution toward each single class (or, ``per_token``, each next token)
+    stored for ``layer``, in id order, keyed by its spelling (``Target.key``)."""
     la = cache[layer]
-    held = {t: k for k, t in stored_targets(la, cache.classes, n_outputs).items()
-            if t.kind == "class"}
+    single = "token" if per_token else "class"
+    held = {t: k for k, t in stored_targets(la, cache.classes, n_outputs, cache.vocab).items()
+            if t.kind == single}
     out = {}
     for target in sorted(held, key=lambda t: t.ids):
-        key = target.key(cache.classes)
+        key = target.key(cache.classes, cache.vocab)
         total = la.attributions[held[target]].float().sum(1).cpu().numpy().astype(np.float32)
         if not np.isfinite(total).all():
             raise ValueError(f"The attribution toward {key!r} has NaN or infinite values.")

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache, TopExamples, best_rows
-from ..cache.targets import Target, class_name, n_outputs_of, resolve, stored_targets
-from .atlas import Atlas, _checked_layer, _grid_parts, _no_examples
+from ..cache.targets import Target, n_outputs_of, resolve, stored_targets
+from .atlas import Atlas, _checked_layer, _grid_parts, _no_examples, icon_text
 from .umap import umap_layout
 
 __all__ = ["ComparisonAtlas", "compare_atlas"]
@@ -63,7 +63,7 @@ class ComparisonAtlas(Atlas):
         n = self.cells.n
         return (
             f"ComparisonAtlas({self.a!r} vs {self.b!r}, layer={self.layer!r}, rows={len(self.xy)}, "
-            f"cells={len(self.cells.ids)} visible of {n}x{n}, icon_size={self.icons.shape[-1]})"
+            f"cells={len(self.cells.ids)} visible of {n}x{n}, {icon_text(self.icons)})"
         )
 
     def examples(self, cell_ids, k: int = 12, by: str = "alignment") -> TopExamples:
@@ -119,9 +119,11 @@ def compare_atlas(
 
     Parameters
     ----------
-    cache : ActivationCache with images (``keep_images=True``) for the icons
-    a, b : two different classes, by name, id or the kit's "class:3"; a is drawn on the right,
-        b on the left
+    cache : ActivationCache with images (``keep_images=True``) for the icons, or a text cache
+        (cells without icons)
+    a, b : two different classes, by name, id or the kit's "class:3"; or two next-token targets
+        of a language model's cache ("token:wok", "token:pan"); a is drawn on the right, b on
+        the left
     layer : layer name, or None when the cache holds one layer
     grid_size : int >= 1, cells per side; columns split x in [-1, 1] evenly
     min_count : cells with fewer rows are hidden
@@ -135,8 +137,9 @@ def compare_atlas(
     """
     name, la, acts = _checked_layer(cache, layer, grid_size)
     n_outputs = n_outputs_of(cache.logits)
-    ia, ib = resolve((a, b), cache.classes, n_outputs).ids  # unknown names, a == b
-    a_name, b_name = class_name(ia, cache.classes), class_name(ib, cache.classes)
+    pair = resolve((a, b), cache.classes, n_outputs, cache.vocab)  # unknown names, a == b
+    t_a, t_b = pair.parts()
+    a_name, b_name = t_a.key(cache.classes, cache.vocab), t_b.key(cache.classes, cache.vocab)
     if la.n_rows < 2:
         raise ValueError(
             f"Layer {name!r} has {la.n_rows} row(s); a comparison atlas needs at least 2. "
@@ -148,7 +151,7 @@ def compare_atlas(
             f"{n_neighbors} (it needs {n_neighbors + 1}); capture more data, lower n_neighbors "
             "or pass y=..."
         )
-    diff, attr_a, attr_b = _differences(cache, name, ia, ib)
+    diff, attr_a, attr_b = _differences(cache, name, t_a, t_b)
 
     x, scale = _scaled(diff)
     if y is None:
@@ -168,19 +171,19 @@ def compare_atlas(
     )
 
 
-def _differences(cache: ActivationCache, layer: str, ia: int, ib: int):
-    """Per-row attribution difference a - b, and toward a and b alone when stored.
+def _differences(cache: ActivationCache, layer: str, t_a: Target, t_b: Target):
+    """Per-row attribution difference a - b (two classes or two next-token targets), and toward
+    a and b alone when stored.
 
     Returns (diff, attr_a, attr_b): float32 arrays, shape (n_rows,); attr_a/attr_b may be None.
     """
     la = cache[layer]
     stored = la.attributions
-    names = cache.classes
+    names, vocab = cache.classes, cache.vocab
     # stored keys by their structure, so a key is found however it was spelled
-    held = {t: k for k, t in stored_targets(la, names, n_outputs_of(cache.logits)).items()}
-    t_ab, t_ba = Target("pair", (ia, ib)), Target("pair", (ib, ia))
-    t_a, t_b = Target("class", (ia,)), Target("class", (ib,))
-    key_ab, key_a, key_b = t_ab.key(names), t_a.key(names), t_b.key(names)
+    held = {t: k for k, t in stored_targets(la, names, n_outputs_of(cache.logits), vocab).items()}
+    t_ab, t_ba = Target.pair_of(t_a, t_b), Target.pair_of(t_b, t_a)
+    key_ab, key_a, key_b = (t.key(names, vocab) for t in (t_ab, t_a, t_b))
 
     def total(target):
         return stored[held[target]].float().sum(1).cpu().numpy().astype(np.float32)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..cache.cache import ActivationCache
-from .atlas import Atlas, _checked_layer, _grid_parts, _layout
+from .atlas import Atlas, _checked_layer, _grid_parts, _layout, icon_size_of
 from .compare import _cell_mean
 
 __all__ = ["DiffAtlas", "diff_atlas"]
@@ -53,7 +53,7 @@ class DiffAtlas(Atlas):
     def regrid(self, cache: ActivationCache, grid_size: int) -> "DiffAtlas":
         """The same layout and novelty binned into ``grid_size`` cells per side (no UMAP run)."""
         return diff_atlas(cache, self.novelty, self.names, self.layer, grid_size=grid_size,
-                          min_count=self.min_count, icon_size=int(self.icons.shape[-1]), xy=self.xy)
+                          min_count=self.min_count, icon_size=icon_size_of(self.icons), xy=self.xy)
 
 
 def diff_atlas(

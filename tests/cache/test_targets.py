@@ -57,7 +57,7 @@ def test_resolution_of_user_input():
     with pytest.raises(TypeError, match="int id or a str name"):
         resolve(True)
     with pytest.raises(ValueError, match="Unknown target kind"):
-        Target("token", (3,))
+        Target("neuron", (3,))
     with pytest.raises(ValueError, match="two different classes"):
         Target("pair", (2, 2))
     with pytest.raises(ValueError, match="needs 2"):
@@ -130,3 +130,57 @@ def test_damaged_target_records_are_refused(model, data, tmp_path):
     (tmp_path / "s" / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ValueError, match="attribution_targets"):
         aw.ActivationCache.load(tmp_path / "s", device="cpu")
+
+
+# ----------------------------------------------------------------------------- next-token targets
+
+VOCAB = ["<pad>", "wok", "pan", "#1", "a-token:b", "x", "-", "token:wok"]
+
+
+@pytest.mark.parametrize("vocab", [VOCAB, None])
+def test_every_token_key_resolves_again(vocab):
+    """Token and token-pair keys round-trip with and without a vocabulary, also for token
+    strings that look like ids ("#1") or hold the pair separator ("a-token:b")."""
+    n = len(VOCAB)
+    targets = [Target("token", (i,)) for i in range(n)]
+    targets += [Target("token_pair", (a, b)) for a in range(n) for b in range(n) if a != b]
+    for t in targets:
+        key = t.key(vocab=vocab)
+        assert key.startswith("token:")
+        assert resolve(key, vocab=vocab) == t, key
+        assert resolve(key, NAMES, 0, vocab) == t  # class names never capture a token key
+    assert Target("token", (1,)).key(vocab=VOCAB) == "token:wok"
+    assert Target("token_pair", (1, 2)).key(vocab=VOCAB) == "token:wok-token:pan"
+    assert Target("token", (3,)).key(vocab=VOCAB) == "token:#3"  # "token:#1" would mean id 1
+    assert Target("token", (1,)).key() == "token:#1"
+
+
+def test_token_targets_from_user_input_and_their_errors():
+    assert resolve(("token:wok", "token:pan"), vocab=VOCAB) == Target("token_pair", (1, 2))
+    assert resolve("token:#5", vocab=VOCAB) == Target("token", (5,))
+    assert target_key(("token:wok", "token:#2"), vocab=VOCAB) == "token:wok-token:pan"
+    t = Target("token_pair", (1, 2))
+    assert Target.from_json(json.loads(json.dumps(t.to_json()))) == t
+    assert t.parts() == (Target("token", (1,)), Target("token", (2,)))
+    assert Target.pair_of(*t.parts()) == t and t.per_token and t.is_pair
+    logits = torch.arange(24.0).reshape(1, 3, 8)  # (N, T, V): one score per position
+    assert torch.equal(t.score(logits), logits[..., 1] - logits[..., 2])
+    with pytest.raises(ValueError, match=r"Unknown token 'wook'.*token:wok"):
+        resolve("token:wook", vocab=VOCAB)
+    with pytest.raises(ValueError, match="no vocabulary"):
+        resolve("token:wok")
+    with pytest.raises(ValueError, match="out of range"):
+        resolve("token:#8", vocab=VOCAB)
+    with pytest.raises(ValueError, match="two different tokens"):
+        resolve("token:wok-token:#1", vocab=VOCAB)
+    with pytest.raises(ValueError, match="not one of each"):
+        resolve(("token:wok", "pan"), ["pan"], vocab=VOCAB)
+    # the family that fits: a class on a per-token model (n_outputs 0), a token on a classifier
+    with pytest.raises(ValueError, match="per token.*'token:wok'"):
+        resolve("wok", NAMES, 0, VOCAB)
+    with pytest.raises(ValueError, match="per token.*next-token target"):
+        resolve(3, None, 0)
+    with pytest.raises(ValueError, match="spelled 'token:wok'"):
+        resolve("wok", None, None, VOCAB)
+    with pytest.raises(ValueError, match="one row of 5 per sample.*class target"):
+        resolve("token:wok", NAMES, 5, VOCAB)
