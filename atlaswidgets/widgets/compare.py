@@ -34,7 +34,8 @@ import numpy as np
 import traitlets
 
 from ..cache.cache import ActivationCache
-from ..cache.targets import class_name, n_outputs_of, stored_targets
+from ..cache.targets import Target, n_outputs_of, stored_targets
+from ..layout.atlas import icon_size_of
 from ..layout.compare import ComparisonAtlas, compare_atlas
 from ._common import Array, refuses
 from .atlas import AtlasWidget, _check_cache
@@ -90,7 +91,7 @@ class ComparisonWidget(AtlasWidget):
         # settings show_pair reuses, so a new pair is binned and drawn like the first
         self._compare_kwargs: dict[str, Any] = {
             "grid_size": int(comparison.cells.n),
-            "icon_size": int(comparison.icons.shape[-1]),
+            "icon_size": icon_size_of(comparison.icons),
         }
         super().__init__(comparison, cache, size=size, **_comparison_traits(comparison, cache), **kwargs)
 
@@ -235,28 +236,29 @@ def available_pairs(cache: ActivationCache, layer: str, current=None) -> list[li
 
     A stored pair target gives that pair; any two single-class targets give their pair too (the
     difference of the two). Targets are read by their structure (``cache.targets.stored_targets``),
-    never by cutting keys. Names are spelled by ``cache.targets.class_name`` ("class:3" without
-    class names), so each resolves again in ``compare_atlas``. Each unordered pair is listed once,
+    never by cutting keys. Names are spelled by ``Target.key`` ("class:3" without class names,
+    "token:wok" for next-token targets; a class never pairs with a token), so each resolves again
+    in ``compare_atlas``. Each unordered pair is listed once,
     in the order and orientation stored, except ``current`` (a, b): it comes first, as it is, and
     is always listed.
     """
-    classes = cache.classes
-    singles: list[int] = []
-    found: list[tuple[int, int]] = []
-    for target in stored_targets(cache[layer], classes, n_outputs_of(cache.logits)).values():
-        if target.kind == "class":
-            one = target.ids[0]
+    classes, vocab = cache.classes, cache.vocab
+    singles: dict[str, list[Target]] = {}  # by family: a class never pairs with a token
+    found: list[tuple[Target, Target]] = []
+    for target in stored_targets(cache[layer], classes, n_outputs_of(cache.logits), vocab).values():
+        if target.is_pair:
+            found.append(target.parts())
+        else:
             # listed in the order the keys were stored: each new single pairs with the earlier ones
-            found.extend((earlier, one) for earlier in singles if earlier != one)
-            singles.append(one)
-        elif target.kind == "pair":
-            found.append(target.ids)
+            earlier = singles.setdefault(target.kind, [])
+            found.extend((e, target) for e in earlier if e != target)
+            earlier.append(target)
 
     pairs: list[list[str]] = []
     seen: set[frozenset] = set()
     cur = [str(current[0]), str(current[1])] if current is not None else None
-    for ia, ib in found:
-        names = [class_name(ia, classes), class_name(ib, classes)]
+    for ta, tb in found:
+        names = [ta.key(classes, vocab), tb.key(classes, vocab)]
         unordered = frozenset(names)
         if unordered in seen:
             continue
