@@ -33,7 +33,8 @@ import numpy as np
 import torch
 import traitlets
 
-from ..cache.cache import ActivationCache, checked_direction
+from ..cache.cache import ActivationCache
+from ..cache.checks import checked_direction, int_at_least
 from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
 from ..cache.facts import LayerOutputs, UnitFacts, activation_maps
 from ..cache.topk import UnitSamples
@@ -154,8 +155,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             raise TypeError("normalize must be a callable images -> images, or None.")
         for name, v, lo in (("n", n, 1), ("icon_steps", icon_steps, 1), ("n_related", n_related, 1),
                             ("seed", seed, 0)) + ((("n_top", n_top, 1),) if n_top is not None else ()):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
+            int_at_least(v, name, lo)
         self._cache, self._model, self._normalize = cache, model, normalize
         self._n, self._n_top, self._seed = int(n), None if n_top is None else int(n_top), int(seed)
         self._icons, self._icon_steps, self._n_related = bool(icons), int(icon_steps), int(n_related)
