@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .checks import int_at_least, number
+from .checks import int_at_least, number, one_of
 from .cache import ActivationCache
 
 __all__ = ["crop_rows", "boxed_images", "display_images", "sprite_sheet", "rf_windows", "resize_images",
@@ -135,8 +135,7 @@ def sprite_sheet(icons, cols: int | None = None, fmt: str = "png") -> tuple[byte
     m, _, s, _ = arr.shape
     if m == 0:
         raise ValueError("sprite_sheet needs at least one icon.")
-    if fmt not in ("png", "jpeg"):
-        raise ValueError(f'fmt must be "png" or "jpeg", got {fmt!r}.')
+    one_of(fmt, "fmt", ("png", "jpeg"))
     if cols is None:
         cols = int(np.ceil(np.sqrt(m)))
     cols = int_at_least(cols, "cols", 1)

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 
 from .cache import TopExamples
-from .checks import channel_index, integer, positive_int
+from .checks import channel_index, integer, one_of, positive_int
 from .sampling import _splitmix64, _splitmix64_int
 
 __all__ = [
@@ -496,8 +496,7 @@ class ChannelStats:
         of : "positions" (every spatial position) or "maxima" (each sample's maximum)
         """
         c = self._channel(channel)
-        if of not in ("positions", "maxima"):
-            raise ValueError(f"of must be 'positions' or 'maxima', got {of!r}.")
+        one_of(of, "of", ("positions", "maxima"))
         h = getattr(self, of)
         return h.edges(c), h.counts[c].cpu().numpy()
 

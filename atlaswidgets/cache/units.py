@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .cache import ActivationCache, TopExamples, best_per_sample, finite_scores
-from .checks import channel_index, checked_direction, is_int, positive_int
+from .checks import channel_index, checked_direction, is_int, one_of, positive_int
 from .topk import DEFAULT_RANGES, UnitSamples, _check_ranges, _range_name
 
 __all__ = ["unit_samples", "unit_maxima", "layer_name"]
@@ -107,8 +107,7 @@ def unit_samples(
         n_top = positive_int(n_top, "n_top")
     if n_random is not None:
         n_random = positive_int(n_random, "n_random")
-    if source not in ("auto", "stats", "rows"):
-        raise ValueError(f"source must be 'auto', 'stats' or 'rows', got {source!r}.")
+    one_of(source, "source", ("auto", "stats", "rows"))
     is_channel = is_int(unit)
     stats = getattr(cache, "stats", {}).get(name)
     if source == "stats" or (source == "auto" and is_channel and stats is not None):
