@@ -49,6 +49,15 @@ def _said(hint: str) -> str:
     return f" ({hint})" if hint else ""
 
 
+def _int_within(value: Any, message: str, low: int | None = None, high: int | None = None) -> int:
+    """``value`` as an int in [low, high] (an open end where None); ``message`` for either error."""
+    if not is_int(value):
+        raise ArgumentTypeError(message)
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(message)
+    return int(value)
+
+
 def integer(value: Any, name: str, hint: str = "") -> int:
     """``value`` as an int (any int, negative too); a bool, float or string raises ArgumentTypeError
     "``name`` must be an int, got float (1.5)." Use it where the allowed range is said separately."""
@@ -60,12 +69,7 @@ def integer(value: Any, name: str, hint: str = "") -> int:
 def int_at_least(value: Any, name: str, low: int, hint: str = "") -> int:
     """``value`` as an int >= ``low``: "``name`` must be an int >= ``low``, got ``value``." for a wrong
     type (ArgumentTypeError) or a smaller int (ValueError)."""
-    message = f"{name} must be an int >= {low}{_said(hint)}, got {value!r}."
-    if not is_int(value):
-        raise ArgumentTypeError(message)
-    if value < low:
-        raise ValueError(message)
-    return int(value)
+    return _int_within(value, f"{name} must be an int >= {low}{_said(hint)}, got {value!r}.", low)
 
 
 def positive_int(value: Any, name: str, hint: str = "") -> int:
@@ -73,12 +77,7 @@ def positive_int(value: Any, name: str, hint: str = "") -> int:
 
     Accepts what ``int_at_least(value, name, 1)`` accepts; the two differ only in their words,
     which callers' messages (and the tests that match them) have used both of."""
-    message = f"{name} must be a positive int{_said(hint)}, got {value!r}."
-    if not is_int(value):
-        raise ArgumentTypeError(message)
-    if value < 1:
-        raise ValueError(message)
-    return int(value)
+    return _int_within(value, f"{name} must be a positive int{_said(hint)}, got {value!r}.", 1)
 
 
 def non_negative_int(value: Any, name: str, hint: str = "") -> int:
@@ -89,12 +88,7 @@ def non_negative_int(value: Any, name: str, hint: str = "") -> int:
 def int_in_range(value: Any, name: str, low: int, high: int, hint: str = "") -> int:
     """``value`` as an int with ``low <= value <= high`` (both ends allowed):
     "``name`` must be an int in [low, high], got ``value``."."""
-    message = f"{name} must be an int in [{low}, {high}]{_said(hint)}, got {value!r}."
-    if not is_int(value):
-        raise ArgumentTypeError(message)
-    if not low <= value <= high:
-        raise ValueError(message)
-    return int(value)
+    return _int_within(value, f"{name} must be an int in [{low}, {high}]{_said(hint)}, got {value!r}.", low, high)
 
 
 def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
@@ -148,12 +142,8 @@ def random_seed(value: Any, name: str = "seed", *, high: int | None = None, opti
         return None
     if high is None:
         return int_at_least(value, name, 0)
-    message = f"{name} must be an int in [0, {_power(high)}){' or None' if optional else ''}, got {value!r}."
-    if not is_int(value):
-        raise ArgumentTypeError(message)
-    if not 0 <= value < high:
-        raise ValueError(message)
-    return int(value)
+    also = " or None" if optional else ""
+    return _int_within(value, f"{name} must be an int in [0, {_power(high)}){also}, got {value!r}.", 0, high - 1)
 
 
 def _power(n: int) -> str:
