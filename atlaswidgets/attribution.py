@@ -52,6 +52,7 @@ import torch
 from torch import nn
 
 from .cache.cache import ActivationCache
+from .cache.checks import positive_int
 from .cache.data import LABEL_KEYS, batches, check_batch, logits_of
 from .cache.hooks import eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .cache.inputs import make_batch, model_vocab, read_vocab, select_logits, vocab_size_of
@@ -148,8 +149,7 @@ def attribute(
     """
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one layer name (str), got {type(layer).__name__}.")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}.")
+    positive_int(batch_size, "batch_size")
     if store not in (None, True, False):
         raise TypeError(f"store must be True, False or left out, got {store!r}.")
     (name,) = resolve_layers(model, layer)

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from .cache.cache import ActivationCache
+from .cache.checks import channel_index, positive_int
 from .cache.topk import DEFAULT_RANGES, UnitSamples
 from .cache.units import unit_samples
 
@@ -235,10 +236,9 @@ def find_units(
     n_channels = cache.layers[name].n_channels
     chosen = range(n_channels) if channels is None else list(channels)
     for ch in chosen:
-        if isinstance(ch, bool) or not isinstance(ch, (int, np.integer)) or not 0 <= ch < n_channels:
-            raise ValueError(f"channel {ch!r} is out of range: layer {name!r} has channels 0..{n_channels - 1}.")
-    if top is not None and (isinstance(top, bool) or not isinstance(top, int) or top < 1):
-        raise ValueError(f"top must be a positive int or None, got {top!r}.")
+        channel_index(ch, n_channels, name)
+    if top is not None:
+        top = positive_int(top, "top", "or None")
     predict = _Predictions(cache, name, _from_predicate(predicate, cache), annotations)  # shared: one call per sample
     n, ranges = score_kw.pop("n", 20), score_kw.pop("ranges", DEFAULT_RANGES)
     seed, source = score_kw.pop("seed", 0), score_kw.pop("source", "auto")

@@ -14,36 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checks import checked_direction, positive_int
 from .hooks import check_device
 from .targets import Target, class_name, find_stored, n_outputs_of, resolve
 
 __all__ = ["ActivationCache", "LayerActs", "LayerNotCaptured", "TopExamples", "best_per_sample", "best_rows"]
-
-
-def checked_direction(direction: Any, n_channels: int, layer: str) -> torch.Tensor:
-    """``direction`` as a 1-D float tensor of ``n_channels`` values, detached from autograd (a
-    classifier's weight row is a natural direction and requires grad), or a clear error."""
-    if isinstance(direction, (bool, str, bytes)) or not isinstance(
-            direction, (torch.Tensor, np.ndarray, list, tuple)):
-        raise TypeError(f"A direction must be a tensor or array of {n_channels} numbers (one per "
-                        f"channel of layer {layer!r}), got {type(direction).__name__}.")
-    try:
-        d = torch.as_tensor(direction.detach() if isinstance(direction, torch.Tensor)
-                            else np.asarray(direction, dtype=np.float64))
-    except (TypeError, ValueError):
-        raise TypeError(f"A direction must hold numbers, got {direction!r:.80}.") from None
-    if d.is_complex() or d.dtype == torch.bool:
-        raise TypeError(f"A direction must hold real numbers, got {d.dtype}.")
-    if d.ndim != 1 or d.shape[0] != n_channels:
-        raise ValueError(f"A direction for layer {layer!r} must have shape ({n_channels},), "
-                         f"got {tuple(d.shape)}.")
-    d = d.float()
-    if not bool(torch.isfinite(d).all()):
-        raise ValueError("The direction contains NaN or infinite values.")
-    if not bool(d.any()):
-        raise ValueError("The direction is all zeros: every row scores 0, so nothing can be ranked; "
-                         "pass a non-zero direction.")
-    return d
 
 
 def finite_scores(scores: torch.Tensor) -> torch.Tensor:
@@ -406,9 +381,7 @@ class ActivationCache:
         name = self.layer_name(layer)
         la = self.layers[name]
         d = checked_direction(direction, la.n_channels, name)
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}.")
-        k = int(k)
+        k = positive_int(k, "k")
         scores = la.acts @ d.to(device=la.acts.device, dtype=la.acts.dtype)  # the one matmul
         scores = finite_scores(scores.float())
         if per_sample:

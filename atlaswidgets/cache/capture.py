@@ -59,17 +59,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 from torch import nn
 
 from .cache import ActivationCache
+from .checks import integer, non_negative_int, one_of, positive_int
 from .data import batches
 from .hooks import LayerSpec, eval_mode, hooks, on_device, resolve_layers
 from .inputs import model_vocab, read_vocab
 from .run import _Run
-from .topk import stats_config
 from .targets import model_classes
+from .topk import stats_config
 
 __all__ = ["resolve_layers", "hooks", "capture"]
 
@@ -152,21 +152,17 @@ def capture(
     module doc), images and per-sample input checksums on the CPU. Raises ValueError/TypeError
     for bad layers, data or arguments, and for NaN or infinite activations.
     """
-    if sample not in POLICIES:
-        raise ValueError(f"sample must be one of {POLICIES}, got {sample!r}.")
+    one_of(sample, "sample", POLICIES)
     for arg, value in (("per_image", per_image), ("batch_size", batch_size), ("shard_samples", shard_samples)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{arg} must be a positive int, got {value!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}.")
+        positive_int(value, arg)
+    integer(seed, "seed")
     if dtype not in _DTYPES:
         raise ValueError(f"dtype must be one of {[str(d) for d in _DTYPES]}, got {dtype!r}.")
     for arg, fn in (("forward", forward), ("preprocess", preprocess), ("to_display", to_display)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{arg} must be a function, got {type(fn).__name__}.")
-    if prefix_tokens is not None and (isinstance(prefix_tokens, bool) or not isinstance(
-            prefix_tokens, (int, np.integer)) or prefix_tokens < 0):
-        raise ValueError(f"prefix_tokens must be an int >= 0 (leading non-patch tokens), got {prefix_tokens!r}.")
+    if prefix_tokens is not None:
+        non_negative_int(prefix_tokens, "prefix_tokens", "leading non-patch tokens")
     vocab = read_vocab(vocab) if vocab is not None else model_vocab(model)
     if classes is None:
         classes = model_classes(model)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .cache import ActivationCache
+from .checks import channel_index, checked_direction, non_negative_int
 
 __all__ = ["TokenContext", "token_strings", "token_contexts", "row_values", "is_text"]
 
@@ -87,8 +88,7 @@ def token_contexts(cache: ActivationCache, sample_id, token_index, before: int =
     """
     tokens = _check_text(cache)
     for name, v in (("before", before), ("after", after)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
-            raise ValueError(f"{name} must be a non-negative int (tokens shown), got {v!r}.")
+        non_negative_int(v, name, "tokens shown")
     sid = np.asarray(sample_id, dtype=np.int64).reshape(-1)
     tix = np.asarray(token_index, dtype=np.int64).reshape(-1)
     if sid.shape != tix.shape:
@@ -123,17 +123,13 @@ def row_values(cache: ActivationCache, layer: str | None, sample_ids, unit=None,
     """Each given sample's per-token activation of a unit (channel index) or along a direction,
     as far as the cache knows it: shape (k, T_max), float32, NaN for tokens without a row (not
     sampled, or padding). A ``sample="all"`` capture knows every token."""
-    from .cache import checked_direction
-
     tokens = _check_text(cache)
     name = cache.layer_name(layer)
     la = cache.layer(name)
     if (unit is None) == (direction is None):
         raise ValueError("Pass exactly one of unit= (a channel index) or direction= (a vector).")
     if unit is not None:
-        if isinstance(unit, bool) or not isinstance(unit, (int, np.integer)) or not 0 <= unit < la.n_channels:
-            raise ValueError(f"unit must be a channel index in [0, {la.n_channels - 1}], got {unit!r}.")
-        scores = la.acts[:, int(unit)].float()
+        scores = la.acts[:, channel_index(unit, la.n_channels, name)].float()
     else:
         d = checked_direction(direction, la.n_channels, name)
         scores = la.acts.float() @ d.to(la.acts.device)

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .checks import int_at_least, number, one_of
 from .cache import ActivationCache
 
 __all__ = ["crop_rows", "boxed_images", "display_images", "sprite_sheet", "rf_windows", "resize_images",
@@ -51,8 +52,7 @@ def crop_rows(cache: ActivationCache, layer: str | None, rows, size: int = 48,
     uint8 tensor, shape (k, 3, size, size), on the CPU
     """
     images, la, rows_t, size = _prepare(cache, layer, rows, size)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
-        raise ValueError(f"fraction must be a number in (0, 1], got {fraction!r}.")
+    number(fraction, "fraction", 0, 1, low_open=True)
     k = len(rows_t)
     out = torch.empty(k, 3, size, size, dtype=torch.uint8)
     if k == 0:
@@ -84,8 +84,7 @@ def boxed_images(
     Returns uint8 tensor, shape (k, 3, size, size), on the CPU.
     """
     images, la, rows_t, size = _prepare(cache, layer, rows, size)
-    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
-        raise ValueError(f"width must be an int >= 1, got {width!r}.")
+    width = int_at_least(width, "width", 1)
     k = len(rows_t)
     if k == 0:
         return torch.empty(0, 3, size, size, dtype=torch.uint8)
@@ -136,12 +135,10 @@ def sprite_sheet(icons, cols: int | None = None, fmt: str = "png") -> tuple[byte
     m, _, s, _ = arr.shape
     if m == 0:
         raise ValueError("sprite_sheet needs at least one icon.")
-    if fmt not in ("png", "jpeg"):
-        raise ValueError(f'fmt must be "png" or "jpeg", got {fmt!r}.')
+    one_of(fmt, "fmt", ("png", "jpeg"))
     if cols is None:
         cols = int(np.ceil(np.sqrt(m)))
-    if isinstance(cols, bool) or not isinstance(cols, (int, np.integer)) or cols < 1:
-        raise ValueError(f"cols must be an int >= 1, got {cols!r}.")
+    cols = int_at_least(cols, "cols", 1)
     cols = int(min(cols, m))
     n_rows = -(-m // cols)
     sheet = np.zeros((n_rows * s, cols * s, 4), dtype=np.uint8)
@@ -189,8 +186,7 @@ def display_images(cache: ActivationCache) -> torch.Tensor:
 
 def _prepare(cache: ActivationCache, layer, rows, size):
     images = display_images(cache)
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be an int >= 1, got {size!r}.")
+    size = int_at_least(size, "size", 1)
     la = cache.layer(layer)
     r = rows.detach().cpu().numpy() if isinstance(rows, torch.Tensor) else np.asarray(rows)
     if r.ndim != 1 or (r.size and not np.issubdtype(r.dtype, np.integer)):

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from .checks import is_int
 from .targets import Target
 
 __all__ = ["check_structure", "check_coverage"]
@@ -24,13 +25,9 @@ def _damaged(file: Path, field: str, problem: str) -> ValueError:
     )
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_pair(info: dict, key: str, where: str, file: Path) -> None:
     value = info.get(key)
-    if not (isinstance(value, list) and len(value) == 2 and all(_is_int(v) and v >= 0 for v in value)):
+    if not (isinstance(value, list) and len(value) == 2 and all(is_int(v) and v >= 0 for v in value)):
         field = f"{where}[{key!r}]" if where else repr(key)
         raise _damaged(file, field, f"must be a list of two non-negative ints, got {value!r}")
 
@@ -71,7 +68,7 @@ def check_structure(manifest: dict, file: Path) -> None:
             raise _damaged(file, repr(key), f"must be {what}, got {manifest[key]!r}")
     if not isinstance(manifest.get("complete"), bool):
         raise _damaged(file, "'complete'", f"must be true or false, got {manifest.get('complete')!r}")
-    if manifest["complete"] and not (_is_int(manifest.get("n_samples")) and manifest["n_samples"] > 0):
+    if manifest["complete"] and not (is_int(manifest.get("n_samples")) and manifest["n_samples"] > 0):
         raise _damaged(file, "'n_samples'", f"must be a positive int, got {manifest.get('n_samples')!r}")
     shards = manifest.get("shards")
     if not isinstance(shards, list):
@@ -91,7 +88,7 @@ def _check_record(record: Any, where: str, file: Path) -> None:
         raise _damaged(file, f"{where}['file']", f"must name a shard file like 'shard-00000.safetensors', "
                                                  f"got {name!r}")
     for key in ("start", "stop"):
-        if not (_is_int(record.get(key)) and record[key] >= 0):
+        if not (is_int(record.get(key)) and record[key] >= 0):
             raise _damaged(file, f"{where}[{key!r}]", f"must be a non-negative int, got {record.get(key)!r}")
     if record["stop"] <= record["start"]:
         raise _damaged(file, where, f"has stop {record['stop']} not after start {record['start']}")

@@ -42,12 +42,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 import torch
 from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from .cache import ActivationCache, LayerActs
+from .checks import positive_int
 from .files import (MANIFEST, atomic_write, check_parents, is_ours_tmp, is_shard, recover, replace_dir,
                     sha256_bytes, shard_name, siblings, user_path)
 from .hooks import check_device, env_device
@@ -443,7 +443,7 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
     store of another model, layer set, policy or data; a store of the same capture is rewritten.
     An existing store stays whole until the new one is complete (see the module docstring).
     """
-    step = _check_shard_samples(shard_samples)
+    step = positive_int(shard_samples, "shard_samples")
     if not isinstance(overwrite, bool):
         raise TypeError(f"overwrite must be True or False, got {overwrite!r}.")
     if cache.n_samples == 0:
@@ -478,15 +478,6 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
         write(path)  # nothing there to lose: straight into place
     cache.path = path  # its icons can be kept beside it from now on
     return path
-
-
-def _check_shard_samples(value: Any) -> int:
-    # numpy ints are welcome (capture() takes them too); bools are ints to Python but never meant
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"shard_samples must be a positive int, got {type(value).__name__} {value!r}.")
-    if value < 1:
-        raise ValueError(f"shard_samples must be a positive int, got {value!r}.")
-    return int(value)
 
 
 def _check_replaceable(path: Path, fingerprint: dict, cache: ActivationCache, action: str) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .cache import ActivationCache, checked_direction
+from .checks import int_at_least
 from .contexts import token_strings
 
 __all__ = ["TokenMeans", "TokenWrites", "row_tokens", "token_mean_table", "top_tokens",
@@ -60,12 +61,6 @@ class TokenWrites:
 
     promotes: list[dict]
     suppresses: list[dict]
-
-
-def _check_int(name: str, v, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
-    return int(v)
 
 
 def row_tokens(cache: ActivationCache, layer: str | None = None) -> torch.Tensor:
@@ -111,7 +106,7 @@ def top_tokens(cache: ActivationCache, unit, layer: str | None = None, k: int = 
     k : tokens returned; min_count : fewest rows a token needs (one-offs are noise)
     Returns TokenMeans, strongest mean first (ties: lower id first).
     """
-    k, min_count = _check_int("k", k, 1), _check_int("min_count", min_count, 1)
+    k, min_count = int_at_least(k, "k", 1), int_at_least(min_count, "min_count", 1)
     tok = row_tokens(cache, layer)
     name = cache.layer_name(layer)
     la = cache.layers[name]
@@ -141,7 +136,7 @@ def units_for_token(cache: ActivationCache, token, layer: str | None = None, k: 
     table : ``token_mean_table(cache, layer)`` when the caller keeps it
     Returns up to ``n`` {"channel", "rank", "mean", "count"}, best rank first, then highest mean.
     """
-    k, min_count, n = _check_int("k", k, 1), _check_int("min_count", min_count, 1), _check_int("n", n, 1)
+    k, min_count, n = int_at_least(k, "k", 1), int_at_least(min_count, "min_count", 1), int_at_least(n, "n", 1)
     vocab = cache.vocab or []
     if isinstance(token, str):
         if token in vocab:
@@ -181,7 +176,7 @@ def token_writes(w_out, unembed, vocab=None, k: int = 10) -> TokenWrites:
     vocab : token strings indexed by id (``"[id]"`` without one); k : tokens each way
     Returns TokenWrites; value = (unembed @ w_out)[token], the direct logit change.
     """
-    k = _check_int("k", k, 1)
+    k = int_at_least(k, "k", 1)
     w = torch.as_tensor(np.asarray(w_out.detach().cpu() if isinstance(w_out, torch.Tensor) else w_out),
                         dtype=torch.float64)
     u = torch.as_tensor(np.asarray(unembed.detach().cpu() if isinstance(unembed, torch.Tensor) else unembed),

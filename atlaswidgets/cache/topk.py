@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from .cache import TopExamples
+from .checks import channel_index, integer, one_of, positive_int
 from .sampling import _splitmix64, _splitmix64_int
 
 __all__ = [
@@ -80,10 +81,7 @@ def stats_config(stats: Any) -> dict | None:
         raise ValueError(f"Unknown stats option(s) {sorted(unknown)}; allowed: {sorted(STATS_DEFAULTS)}.")
     cfg = {**STATS_DEFAULTS, **stats}
     for key in ("k", "bins", "reservoir", "seed"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise TypeError(f"stats[{key!r}] must be an int, got {type(v).__name__} ({v!r}).")
-        cfg[key] = int(v)
+        cfg[key] = integer(cfg[key], f"stats[{key!r}]")
     if cfg["k"] < 1:
         raise ValueError(f"stats['k'] must be >= 1 (the top samples kept per channel), got {cfg['k']}.")
     if cfg["reservoir"] < 1:
@@ -227,12 +225,6 @@ def _check_ranges(ranges) -> list[tuple[float, float]]:
             raise ValueError(f"Each quantile range needs 0 <= qa < qb <= 1, got ({qa}, {qb}).")
         out.append((qa, qb))
     return out
-
-
-def _check_count(n, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}.")
-    return int(n)
 
 
 def _hash01(keys: torch.Tensor, seed: int) -> torch.Tensor:
@@ -481,11 +473,7 @@ class ChannelStats:
     # -- queries -----------------------------------------------------------------------------
 
     def _channel(self, channel) -> int:
-        if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)):
-            raise TypeError(f"channel must be an int, got {type(channel).__name__} ({channel!r}).")
-        if not 0 <= channel < self.n_channels:
-            raise ValueError(f"channel {channel} is out of range: this layer has channels 0..{self.n_channels - 1}.")
-        return int(channel)
+        return channel_index(channel, self.n_channels)
 
     def _yx(self, pos: np.ndarray) -> np.ndarray:
         w = self.hw[1]
@@ -496,7 +484,7 @@ class ChannelStats:
     def top(self, channel: int, n: int | None = None) -> TopExamples:
         """The channel's top samples, strongest first (at most k)."""
         c = self._channel(channel)
-        n = self.k if n is None else min(_check_count(n, "n"), self.k)
+        n = self.k if n is None else min(positive_int(n, "n"), self.k)
         v = self.top_value[c, :n].cpu().numpy()
         keep = np.isfinite(v)
         return TopExamples(self.top_sample[c, :n].cpu().numpy()[keep],
@@ -508,8 +496,7 @@ class ChannelStats:
         of : "positions" (every spatial position) or "maxima" (each sample's maximum)
         """
         c = self._channel(channel)
-        if of not in ("positions", "maxima"):
-            raise ValueError(f"of must be 'positions' or 'maxima', got {of!r}.")
+        one_of(of, "of", ("positions", "maxima"))
         h = getattr(self, of)
         return h.edges(c), h.counts[c].cpu().numpy()
 
@@ -550,12 +537,12 @@ class ChannelStats:
                 ranges=DEFAULT_RANGES, n_random: int | None = None, seed: int = 0,
                 layer: str = "") -> UnitSamples:
         """Top samples, then up to n per quantile range, then a plain random sample."""
-        n = _check_count(n, "n")
+        n = positive_int(n, "n")
         groups = {"top": self.top(channel, n if n_top is None else n_top)}
         names = {}
         for i, (qa, qb) in enumerate(_check_ranges(ranges)):
             name = _range_name(qa, qb)
             groups[name] = self.sample_range(channel, qa, qb, n, seed + 7919 * (i + 1))
             names[name] = (qa, qb)
-        groups["random"] = self.sample_range(channel, 0.0, 1.0, n if n_random is None else _check_count(n_random, "n_random"), seed)
+        groups["random"] = self.sample_range(channel, 0.0, 1.0, n if n_random is None else positive_int(n_random, "n_random"), seed)
         return UnitSamples(layer, int(channel), groups, names, "stats")

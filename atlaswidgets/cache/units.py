@@ -14,20 +14,19 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from .cache import ActivationCache, TopExamples, best_per_sample, checked_direction, finite_scores
-from .topk import DEFAULT_RANGES, UnitSamples, _check_count, _check_ranges, _range_name
+from .cache import ActivationCache, TopExamples, best_per_sample, finite_scores
+from .checks import channel_index, checked_direction, is_int, one_of, positive_int
+from .topk import DEFAULT_RANGES, UnitSamples, _check_ranges, _range_name
 
-__all__ = ["unit_samples", "unit_maxima", "layer_name"]
+__all__ = ["unit_samples", "unit_maxima"]
 
 
 def _scores(cache: ActivationCache, layer: str, unit) -> torch.Tensor:
     """Each cached row's value of the unit (a channel index or a direction), float32 (n_rows,)."""
     la = cache.layers[layer]
-    if isinstance(unit, (int, np.integer)) and not isinstance(unit, bool):
-        if not 0 <= unit < la.n_channels:
-            raise ValueError(f"channel {unit} is out of range: layer {layer!r} has channels 0..{la.n_channels - 1}.")
-        return la.acts[:, int(unit)].float()
-    if isinstance(unit, bool) or not isinstance(unit, (torch.Tensor, np.ndarray, list, tuple)):
+    if is_int(unit):
+        return la.acts[:, channel_index(unit, la.n_channels, layer)].float()
+    if not isinstance(unit, (torch.Tensor, np.ndarray, list, tuple)):
         raise TypeError(f"unit must be a channel index (int) or a direction (array of shape "
                         f"({la.n_channels},)), got {type(unit).__name__}.")
     d = checked_direction(unit, la.n_channels, layer)
@@ -103,14 +102,13 @@ def unit_samples(
     a sample at its strongest position.
     """
     name = cache.layer_name(layer)
-    n = _check_count(n, "n")
+    n = positive_int(n, "n")
     if n_top is not None:
-        n_top = _check_count(n_top, "n_top")
+        n_top = positive_int(n_top, "n_top")
     if n_random is not None:
-        n_random = _check_count(n_random, "n_random")
-    if source not in ("auto", "stats", "rows"):
-        raise ValueError(f"source must be 'auto', 'stats' or 'rows', got {source!r}.")
-    is_channel = isinstance(unit, (int, np.integer)) and not isinstance(unit, bool)
+        n_random = positive_int(n_random, "n_random")
+    one_of(source, "source", ("auto", "stats", "rows"))
+    is_channel = is_int(unit)
     stats = getattr(cache, "stats", {}).get(name)
     if source == "stats" or (source == "auto" and is_channel and stats is not None):
         if stats is None:

@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cache.checks import int_at_least, random_seed
 from ..zoo.kitchen.world import (CLASSES, CONTEXT_RATES, CONTEXTS, KitchenData, render_scene,
                                  sample_scene)
 
@@ -244,9 +245,8 @@ def dataset(n: int, seed: int = 1, size: int = 64) -> KitchenData:
     context objects, so the ground truth can be checked.
     Returns KitchenData; images shape (n, 3, size, size) float32 in [0, 1].
     """
-    for name, value, low in (("n", n, 1), ("seed", seed, 0), ("size", size, MARK_SIZE * 2)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    n, seed, size = (int_at_least(value, name, low)
+                     for name, value, low in (("n", n, 1), ("seed", seed, 0), ("size", size, MARK_SIZE * 2)))
     images, labels, annotations = _render(None, n, seed, size, decoys=True)
     return _as_data(images, labels, annotations)
 
@@ -323,8 +323,7 @@ def plant(flaw: Any, seed: int = 0, *, cue: str | None = None, target: str | Non
     from ..zoo.kitchen.train import VAL_OFFSET, train
 
     answer = _answer(flaw, cue=cue, target=target, source=source)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}.")
+    seed = random_seed(seed)
     t0 = time.perf_counter()
     x_train, y_train, _ = _render(answer, n_train, seed, 64, decoys=False)
     x_val = y_val = None

@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache.checks import int_at_least, is_int, non_negative_int, number
 from ..cache.cache import ActivationCache
-from .patch import _check_int
 
 __all__ = ["patch_from_cell", "patch_from_icon", "cell_ranking"]
 
@@ -50,19 +50,19 @@ def patch_from_cell(atlas, cache: ActivationCache, cell: int | None = None, *,
 
     _check_atlas_cache(atlas, cache)
     images = display_images(cache)  # a clear error for a cache without images
-    _check_int(rank, "rank", 0)
+    non_negative_int(rank, "rank")
     ranked = cell_ranking(atlas, cell)
     if rank >= len(ranked):
         raise ValueError(f"The cell has {len(ranked)} distinct example image(s), so rank must be "
                          f"< {len(ranked)}; got {rank}.")
     row = int(ranked[rank])
     la = cache[atlas.layer]
-    _check_crop(crop)
+    number(crop, "crop", 0, 1, low_open=True)
     if size is None:
         _, _, ch, cw = rf_windows(cache, la, images.shape[-2:], la.yx.cpu()[[row]], fraction=crop)
         size = max(ch, cw)
     else:
-        _check_int(size, "size", 1)
+        int_at_least(size, "size", 1)
     cut = crop_rows(cache, atlas.layer, np.array([row]), size=int(size), fraction=crop)[0]
     return cut.float() / 255.0
 
@@ -93,7 +93,7 @@ def patch_from_icon(model: nn.Module, atlas, cache: ActivationCache, cell: int |
 
     _check_atlas_cache(atlas, cache)
     cell = _cell_id(atlas, cell)
-    _check_crop(crop)
+    number(crop, "crop", 0, 1, low_open=True)
     h, w = (int(v) for v in cache.input_hw)
     if h <= 0 or h != w:
         raise ValueError(f"patch_from_icon renders square icons at the model's input size; this "
@@ -108,7 +108,7 @@ def patch_from_icon(model: nn.Module, atlas, cache: ActivationCache, cell: int |
     cut = icon[:, int(y0[0]) : int(y0[0]) + ch, int(x0[0]) : int(x0[0]) + cw].float()[None]
     if size is None:
         size = max(ch, cw)
-    _check_int(size, "size", 1)
+    int_at_least(size, "size", 1)
     cut = torch.nn.functional.interpolate(cut, size=(int(size), int(size)), mode="bilinear",
                                           align_corners=False, antialias=True)[0]
     return (cut / 255.0).clamp(0.0, 1.0)
@@ -146,7 +146,7 @@ def _cell_id(atlas, cell) -> int:
             raise ValueError("cell=None picks the most a-attributed cell of a ComparisonAtlas; "
                              "for a plain Atlas pass a cell id from atlas.cells.ids.")
         return int(ids[int(np.argmax(atlas.mean_diff))])
-    if isinstance(cell, bool) or not isinstance(cell, (int, np.integer)):
+    if not is_int(cell):
         raise TypeError(f"cell must be an int cell id (see atlas.cells.ids), got {cell!r}.")
     if int(cell) not in set(ids.tolist()):
         n = atlas.cells.n
@@ -154,11 +154,6 @@ def _cell_id(atlas, cell) -> int:
                          f"of range); pick one of atlas.cells.ids ({len(ids)} cells, "
                          f"{ids[:8].tolist()}...).")
     return int(cell)
-
-
-def _check_crop(crop) -> None:
-    if isinstance(crop, bool) or not isinstance(crop, (int, float)) or not 0 < crop <= 1:
-        raise ValueError(f"crop must be a number in (0, 1], got {crop!r}.")
 
 
 def _check_atlas_cache(atlas, cache) -> None:

@@ -52,6 +52,7 @@ from torch import nn
 from ..attribution import attribute
 from ..cache.cache import ActivationCache
 from ..cache.capture import capture
+from ..cache.checks import int_at_least, number
 from ..cache.data import batches, check_batch
 from ..cache.hooks import LayerSpec, as_model_input, eval_mode, hooks, model_device, resolve_layers
 from ..cache.sampling import LIST_HINT
@@ -291,8 +292,7 @@ class ModelDiff:
             overall movement (the rewired "wok" of variant-1 moved least overall).
         """
         name = self._layer(layer)
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 < share <= 1:
-            raise ValueError(f"share must be a number in (0, 1], got {share!r}.")
+        number(share, "share", 0, 1, low_open=True)
         ta = self.class_attributions(name, "a")
         tb = self.class_attributions(name, "b")
         nov = self.novelty(name, "b")
@@ -443,11 +443,9 @@ def diff_models(
 
 def _check_settings(folds, alpha, floor_share, batch_size) -> None:
     for arg, value, low in (("folds", folds, 2), ("batch_size", batch_size, 1)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-            raise ValueError(f"{arg} must be an int >= {low}, got {value!r}.")
+        int_at_least(value, arg, low)
     for arg, value in (("alpha", alpha), ("floor_share", floor_share)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"{arg} must be a number >= 0, got {value!r}.")
+        number(value, arg, 0)
 
 
 def _checked_names(names) -> tuple[str, str]:

@@ -26,6 +26,7 @@ from torch import nn
 
 from ..cache.targets import class_id, class_name, resolve
 from ..cache.hooks import eval_mode, model_dtype, on_device
+from ..cache.checks import int_at_least, is_int, random_seed
 from ..cache.data import logits_of
 
 __all__ = ["patch_attack", "PatchTable", "paste", "CORNERS", "NOISE"]
@@ -303,8 +304,8 @@ def patch_attack(
                              f"{placements[0]!r}; got {static!r}. corners={list(corners)}, "
                              f"sizes={sizes}.")
         static_at = placements.index(tuple(static))
-    _check_int(batch_size, "batch_size", 1)
-    _check_int(noise_seed, "noise_seed", 0)
+    int_at_least(batch_size, "batch_size", 1)
+    random_seed(noise_seed, "noise_seed")
     if classes is None:
         classes = getattr(model, "classes", None)
     classes = list(classes) if classes is not None else None
@@ -402,11 +403,6 @@ def _noise(x: torch.Tensor, c: int, sizes: list[int], seed: int) -> dict[int, to
 # ----------------------------------------------------------------------------- input checks
 
 
-def _check_int(value, name: str, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
-
-
 def _check_images(images) -> torch.Tensor:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a float tensor (n, 3, H, W), got {type(images).__name__}; "
@@ -488,13 +484,13 @@ def _check_sizes(sizes, h: int, w: int) -> list[int]:
     side = min(h, w)
     if sizes is None:
         sizes = sorted({max(1, round(side * f)) for f in _SIZE_FRACTIONS})
-    elif isinstance(sizes, (int, np.integer)) and not isinstance(sizes, bool):
+    elif is_int(sizes):
         sizes = [sizes]
     sizes = list(sizes)
     if not sizes:
         raise ValueError("sizes is empty; pass patch sides in pixels, e.g. sizes=(16, 20, 24).")
     for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)):
+        if not is_int(s):
             raise TypeError(f"sizes must be ints (pixels), got {s!r}.")
         if s < 1:
             raise ValueError(f"Patch size {s} is too small; sizes must be >= 1 pixel.")

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache, LayerActs, TopExamples, best_rows
+from ..cache.checks import int_at_least
 from ..cache.crops import boxed_images, crop_rows, display_images
 from ..cache.targets import class_name
 from .grid import Cells, grid
@@ -146,8 +147,7 @@ class Atlas:
 
     def _selection_rows(self, cell_ids, k) -> np.ndarray:
         """Checks shared by the example queries; returns the selection's member rows."""
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be an int >= 1, got {k!r}.")
+        int_at_least(k, "k", 1)
         if self.acts is None:
             raise ValueError("This atlas has no activations attached; build it with build_atlas().")
         return self.rows_of(cell_ids)
@@ -240,8 +240,7 @@ def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tupl
     """Checks shared by the atlas builders; returns the layer's name, data and float activations."""
     if not isinstance(cache, ActivationCache):
         raise TypeError(f"cache must be an ActivationCache, got {type(cache).__name__}.")
-    if isinstance(grid_size, bool) or not isinstance(grid_size, (int, np.integer)) or grid_size < 1:
-        raise ValueError(f"grid_size must be an int >= 1, got {grid_size!r}.")
+    int_at_least(grid_size, "grid_size", 1)
     name = cache.layer_name(layer)
     la = cache[name]
     if la.n_rows == 0:

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache
-from ..cache.targets import Target, n_outputs_of, resolve, stored_targets
+from ..cache.checks import non_negative_int
+from ..cache.targets import n_outputs_of, resolve, stored_targets
 from .atlas import Atlas, _checked_layer, _grid_parts
 from .umap import umap_layout
 
@@ -94,8 +95,7 @@ def class_atlas(
     ClassAtlas
     """
     name, la, acts = _checked_layer(cache, layer, grid_size)
-    if isinstance(top_n, bool) or not isinstance(top_n, (int, np.integer)) or top_n < 0:
-        raise ValueError(f"top_n must be an int >= 0, got {top_n!r}.")
+    non_negative_int(top_n, "top_n")
     n_outputs = n_outputs_of(cache.logits)
     # unknown names get close suggestions
     target = resolve(cls, cache.classes, n_outputs, cache.vocab)

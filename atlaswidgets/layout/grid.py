@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cache.checks import int_at_least
+
 __all__ = ["MAX_GRID_SIZE", "Cells", "grid"]
 
 # cells per side at most: the widgets send cell ids (row * n + col) to the browser as uint32, so
@@ -132,16 +134,14 @@ def grid(xy, n: int = 20, acts=None, min_count: int = 3, bounds=None, keep=None)
         With no visible cell (``len(cells) == 0``) grid warns and names the fix (lower
         ``min_count`` or ``n``); ``cells.hidden_rows`` counts the rows in hidden cells.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n (grid size) must be an int >= 1, got {n!r}.")
+    int_at_least(n, "n (grid size)", 1)
     if n > MAX_GRID_SIZE:
         raise ValueError(
             f"n (grid size) must be at most {MAX_GRID_SIZE} cells per side, got {n}: cell ids "
             "(row * n + col) must fit the uint32 the widgets send to the browser. An atlas "
             "needs far fewer (20 to a few hundred); pass a smaller n."
         )
-    if isinstance(min_count, bool) or not isinstance(min_count, (int, np.integer)) or min_count < 1:
-        raise ValueError(f"min_count must be an int >= 1, got {min_count!r}.")
+    int_at_least(min_count, "min_count", 1)
     n = int(n)
     pts = _as_numpy(xy, "xy").astype(np.float64, copy=False)
     if pts.ndim != 2 or pts.shape[1] != 2:

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..cache.checks import integer
 from .atlas import Atlas
 
 __all__ = ["AtlasLevels", "carry_selection"]
@@ -40,11 +41,9 @@ class AtlasLevels:
     def __getitem__(self, level: int) -> Atlas:
         """The Atlas of ``level`` (an int >= 0). Raises ValueError when the level is too fine for
         the data (no cell holds ``min_count`` rows); the caller decides what that means."""
-        if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
-            raise TypeError(f"level must be an int, got {type(level).__name__}.")
+        level = integer(level, "level")
         if level < 0:
             raise ValueError(f"level must be >= 0, got {level}.")
-        level = int(level)
         if level not in self._built:
             self._built[level] = self._regrid(self.base, self.grid_size(level))
         return self._built[level]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..cache.checks import one_of
+
 __all__ = ["EXACT_METRICS", "exact_neighbors"]
 
 EXACT_METRICS = ("cosine", "euclidean")
@@ -36,8 +38,7 @@ def exact_neighbors(x, k: int, metric: str = "cosine", device=None) -> tuple[np.
     indices : int32 array, shape (n, k), nearest first
     distances : float32 array, shape (n, k), non-decreasing along each row
     """
-    if metric not in EXACT_METRICS:
-        raise ValueError(f"metric must be one of {EXACT_METRICS}, got {metric!r}.")
+    one_of(metric, "metric", EXACT_METRICS)
     t = torch.as_tensor(x, dtype=torch.float32)
     if device is not None:
         t = t.to(device)

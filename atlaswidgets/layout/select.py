@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..cache.checks import channel_index, int_at_least
 from .atlas import Atlas
 
 __all__ = ["selection_direction", "strongest_cells"]
@@ -43,10 +44,8 @@ def strongest_cells(atlas: Atlas, channel: int, n: int = 4) -> list[int]:
     if atlas.acts is None:
         raise ValueError("This atlas has no activations attached; build it with aw.build_atlas().")
     c = atlas.acts.n_channels
-    if isinstance(channel, bool) or not isinstance(channel, (int, np.integer)) or not 0 <= channel < c:
-        raise ValueError(f"channel {channel!r} is out of range: layer {atlas.layer!r} has channels 0..{c - 1}.")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"n must be an int >= 1 (how many cells to pick), got {n!r}.")
+    channel_index(channel, c, atlas.layer)
+    int_at_least(n, "n", 1, "how many cells to pick")
     cells = atlas.cells
     if len(cells.ids) == 0:
         return []

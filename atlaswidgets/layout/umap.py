@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..cache.checks import int_at_least, is_number, one_of, random_seed
 from .neighbors import EXACT_METRICS, exact_neighbors
 
 __all__ = ["umap_layout"]
@@ -26,10 +27,8 @@ NEIGHBORS = ("auto", "exact", "nndescent")
 def _check_seed_and_min_dist(seed, min_dist, spread) -> None:
     """Here rather than deep inside umap-learn/scikit-learn, whose messages name settings
     (``spread``) that the atlas functions do not take."""
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, np.integer))
-                             or not 0 <= seed < 2**32):
-        raise ValueError(f"seed must be an int in [0, 2**32) or None, got {seed!r}.")
-    if isinstance(min_dist, bool) or not isinstance(min_dist, (int, float, np.integer, np.floating)):
+    random_seed(seed, high=2**32, optional=True)
+    if not is_number(min_dist):
         raise TypeError(f"min_dist must be a number, got {type(min_dist).__name__}.")
     if not 0 <= min_dist <= spread:
         raise ValueError(f"min_dist must be in [0, {spread}] (umap-learn's spread), got {min_dist!r}; "
@@ -68,11 +67,9 @@ def umap_layout(
     float32 array, shape (n_rows, n_components)
     """
     x = _validate(acts, n_neighbors)
-    if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) or n_components < 1:
-        raise ValueError(f"n_components must be an int >= 1 (2 for an atlas), got {n_components!r}.")
+    int_at_least(n_components, "n_components", 1, "2 for an atlas")
     _check_seed_and_min_dist(seed, min_dist, umap_kwargs.get("spread", 1.0))
-    if neighbors not in NEIGHBORS:
-        raise ValueError(f"neighbors must be one of {NEIGHBORS}, got {neighbors!r}.")
+    one_of(neighbors, "neighbors", NEIGHBORS)
     if neighbors == "exact" and metric not in EXACT_METRICS:
         raise ValueError(
             f'neighbors="exact" supports the metrics {EXACT_METRICS}, got {metric!r}; use '
@@ -148,8 +145,7 @@ def _validate(acts, n_neighbors: int) -> np.ndarray:
             ) from err
     if x.ndim != 2:
         raise ValueError(f"acts must have shape (n_rows, n_channels), got {x.shape}.")
-    if isinstance(n_neighbors, bool) or not isinstance(n_neighbors, (int, np.integer)) or n_neighbors < 2:
-        raise ValueError(f"n_neighbors must be an int >= 2, got {n_neighbors!r}.")
+    int_at_least(n_neighbors, "n_neighbors", 2)
     if x.shape[0] < n_neighbors + 1:
         raise ValueError(
             f"UMAP with n_neighbors={n_neighbors} needs at least {n_neighbors + 1} rows, got "

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache.checks import int_at_least, number, one_of, random_seed
 from ..cache.hooks import eval_mode, forward_layers, model_device, model_dtype, on_device, resolve_layers
 from .objectives import Objective
 from .param import make_image
@@ -42,12 +43,6 @@ class Rendered:
         return (f"Rendered({len(self.images)} images {tuple(self.images.shape[1:])} "
                 f"{self.images.dtype}, objective {self.objective}, values "
                 f"{np.array2string(self.values[:4], precision=3)}{'...' if len(self.values) > 4 else ''})")
-
-
-def _positive_int(name: str, v, lo: int = 1) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
-    return int(v)
 
 
 def model_input(model: nn.Module, images: torch.Tensor, normalize: Callable | None) -> torch.Tensor:
@@ -103,13 +98,11 @@ def render(
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be an Objective (see atlaswidgets.render.objectives), got "
                         f"{type(objective).__name__}.")
-    size = _positive_int("size", size, lo=8)
-    steps = _positive_int("steps", steps)
-    seed = _positive_int("seed", seed, lo=0)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0 or not np.isfinite(lr):
-        raise ValueError(f"lr must be a number > 0, got {lr!r}.")
-    if output not in ("uint8", "float"):
-        raise ValueError(f'output must be "uint8" or "float", got {output!r}.')
+    size = int_at_least(size, "size", 8)
+    steps = int_at_least(steps, "steps", 1)
+    seed = random_seed(seed)
+    number(lr, "lr", 0, low_open=True)
+    one_of(output, "output", ("uint8", "float"))
     if normalize is not None and not callable(normalize):
         raise TypeError("normalize must be a callable images -> images, or None.")
     n = _batch_size(objective, batch)
@@ -154,7 +147,7 @@ def render(
 
 def _batch_size(objective: Objective, batch) -> int:
     if batch is not None:
-        batch = _positive_int("batch", batch)
+        batch = int_at_least(batch, "batch", 1)
     if objective.batch is not None:
         if batch is not None and batch != objective.batch:
             raise ValueError(f"batch={batch} but the objective is built for {objective.batch} images "

@@ -35,10 +35,11 @@ import torch
 from torch import nn
 
 from ..cache.cache import ActivationCache
+from ..cache.checks import int_at_least, int_in_range, number, random_seed
 from ..cache.crops import sprite_sheet
 from ..cache.hooks import eval_mode, forward_layers, on_device, resolve_layers
 from ..cache.store import atomic_write, is_ours_tmp, model_fingerprint
-from .fv import _positive_int, model_input, render
+from .fv import model_input, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
 
 __all__ = ["Icons", "IconSettings", "render_icons", "cell_icons", "unit_icon", "FORMAT"]
@@ -77,8 +78,7 @@ class Icons:
     def of(self, i: int) -> torch.Tensor:
         """The icons of direction ``i``: uint8 tensor, shape (per_direction, 3, size, size)."""
         m = len(self.icons) // self.per_direction
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not 0 <= i < m:
-            raise ValueError(f"direction index must be an int in [0, {m}), got {i!r}.")
+        i = int_in_range(i, "direction index", 0, m - 1)
         return self.icons[i * self.per_direction:(i + 1) * self.per_direction]
 
 
@@ -113,20 +113,16 @@ class IconSettings:
 
     def __post_init__(self):
         checked = {
-            "size": _positive_int("size", self.size, lo=8),
-            "steps": _positive_int("steps", self.steps),
-            "attempts": _positive_int("attempts", self.attempts),
-            "per_direction": _positive_int("per_direction", self.per_direction),
-            "chunk": _positive_int("chunk", self.chunk),
-            "seed": _positive_int("seed", self.seed, lo=0),
+            "size": int_at_least(self.size, "size", 8),
+            "steps": int_at_least(self.steps, "steps", 1),
+            "attempts": int_at_least(self.attempts, "attempts", 1),
+            "per_direction": int_at_least(self.per_direction, "per_direction", 1),
+            "chunk": int_at_least(self.chunk, "chunk", 1),
+            "seed": random_seed(self.seed),
         }
-        d = self.diversity
-        if isinstance(d, bool) or not isinstance(d, (int, float)) or d < 0:
-            raise ValueError(f"diversity must be a number >= 0, got {d!r}.")
+        number(self.diversity, "diversity", 0)
         for name in ("lr", "power"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-                raise TypeError(f"{name} must be a number, got {v!r}.")
+            number(getattr(self, name), name)
         for name, v in checked.items():
             object.__setattr__(self, name, v)
 

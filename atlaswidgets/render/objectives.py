@@ -20,6 +20,8 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 
+from ..cache.checks import is_int, is_number, number
+
 __all__ = ["Objective", "channel", "neuron", "direction", "icon", "diversity", "whitening",
            "icon_value", "layer_vectors"]
 
@@ -85,7 +87,7 @@ class Objective:
         return Objective(lambda acts: -f(acts), self.layers, f"-{text}", self.batch)
 
     def __mul__(self, k):
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or not np.isfinite(k):
+        if not is_number(k) or not np.isfinite(k):
             return NotImplemented
         f = self._fn
         text = f"({self.description})" if self._sum else self.description
@@ -94,7 +96,7 @@ class Objective:
     __rmul__ = __mul__
 
     def __truediv__(self, k):
-        if isinstance(k, bool) or not isinstance(k, (int, float)) or k == 0 or not np.isfinite(k):
+        if not is_number(k) or k == 0 or not np.isfinite(k):
             return NotImplemented
         return self * (1.0 / k)
 
@@ -125,7 +127,7 @@ def _check_position(position: Position) -> Position:
     except (TypeError, ValueError):
         raise TypeError(f'position must be None, "center" or a pair (y, x) of ints, got {position!r}.') from None
     for v in (y, x):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        if not is_int(v):
             raise TypeError(f"position (y, x) must hold ints, got {position!r}.")
     return (int(y), int(x))
 
@@ -273,8 +275,7 @@ def whitening(acts, ridge: float = 0.01) -> torch.Tensor:
     a = acts.detach() if isinstance(acts, torch.Tensor) else torch.as_tensor(np.asarray(acts))
     if a.ndim != 2 or a.shape[0] < 1:
         raise ValueError(f"acts must have shape (N, C) with N >= 1, got {tuple(a.shape)}.")
-    if isinstance(ridge, bool) or not isinstance(ridge, (int, float)) or not ridge > 0:
-        raise ValueError(f"ridge must be a number > 0, got {ridge!r}.")
+    number(ridge, "ridge", 0, low_open=True)
     a = a.to("cpu", torch.float64)
     if not torch.isfinite(a).all():
         raise ValueError("acts contains NaN or infinite values.")
@@ -324,8 +325,7 @@ def icon(layer: str, directions, whiten=None, power: float = 4.0, position: Posi
                              f"directions, got {tuple(s.shape)}; build it with whitening(cache[layer].acts).")
         if not torch.isfinite(s).all():
             raise ValueError("whiten contains NaN or infinite values.")
-    if isinstance(power, bool) or not isinstance(power, (int, float)) or power < 0:
-        raise ValueError(f"power must be a number >= 0, got {power!r}.")
+    number(power, "power", 0)
 
     def fn(acts):
         out = _output(acts, layer)

@@ -20,6 +20,8 @@ from typing import Callable
 
 import torch
 
+from ..cache.checks import int_at_least
+
 __all__ = ["fft_image", "pixel_image", "make_image", "PARAMS"]
 
 PARAMS = ("fft", "pixel")
@@ -41,8 +43,7 @@ ImageFn = Callable[[], torch.Tensor]
 
 def _check_shape(n: int, h: int, w: int) -> None:
     for name, v in (("n", n), ("h", h), ("w", w)):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}.")
+        int_at_least(v, name, 1)
 
 
 def _decorrelate(t: torch.Tensor) -> torch.Tensor:

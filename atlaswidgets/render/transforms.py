@@ -21,6 +21,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from ..cache.checks import int_at_least, non_negative_int, number
+
 __all__ = ["Transform", "pad", "jitter", "random_scale", "random_rotate", "random_affine", "compose",
            "default_transforms", "as_transform"]
 
@@ -39,15 +41,9 @@ class Transform:
         return self._text
 
 
-def _int_arg(name: str, v, lo: int = 0) -> int:
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
-    return v
-
-
 def pad(width: int, value: float = 0.5) -> Transform:
     """Pad every side by ``width`` pixels of constant grey ``value`` (room for jitter and rotation)."""
-    _int_arg("width", width)
+    width = non_negative_int(width, "width")
 
     def fn(x, generator):
         return F.pad(x, (width,) * 4, mode="constant", value=value) if width else x
@@ -57,7 +53,7 @@ def pad(width: int, value: float = 0.5) -> Transform:
 
 def jitter(d: int) -> Transform:
     """Crop a random (h - d) x (w - d) window per image: shifts of 0..d pixels, d px smaller."""
-    _int_arg("d", d)
+    d = non_negative_int(d, "d")
 
     def fn(x, generator):
         if d == 0:
@@ -166,11 +162,10 @@ def random_affine(shift: int = 0, scales: Sequence[float] = (1.0,), degrees: Seq
     through instead of a pad, two crops of every image and two resamplings. Pixels from outside
     the image are ``fill``. With ``scales=[1]`` and ``degrees=[0]`` it equals that composition.
     """
-    _int_arg("shift", shift)
+    shift = non_negative_int(shift, "shift")
     zoom = _values("scales", scales, positive=True)
     turn = _values("degrees", degrees)
-    if isinstance(fill, bool) or not isinstance(fill, (int, float)) or not math.isfinite(fill):
-        raise ValueError(f"fill must be a finite number, got {fill!r}.")
+    number(fill, "fill")
 
     def fn(x, generator):
         n, _, h, w = x.shape
@@ -214,7 +209,7 @@ def default_transforms(size: int) -> Transform:
     was given and a "centre" position means the same grid cell every step. All of it is one
     ``random_affine`` resampling.
     """
-    _int_arg("size", size, lo=8)
+    size = int_at_least(size, "size", 8)
     p = max(1, round(12 * size / 224))
     scales = [1.0 + (i - 5) / 50.0 for i in range(11)]
     angles = list(range(-10, 11)) + [0] * 5

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 import traitlets
 
+from ..cache.checks import is_int
+
 __all__ = [
     "Array", "CellIds", "RefusedType", "RefusedValue", "RollsBackPageState", "array_from_json",
     "array_to_json", "bundle", "refuses",
@@ -190,7 +192,7 @@ class CellIds(traitlets.List):
         if isinstance(value, (list, tuple, set)):
             ints = []
             for v in value:
-                if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+                if not is_int(v):
                     raise RefusedType(f"cell ids must be ints, got {v!r} ({type(v).__name__}).")
                 ints.append(int(v))
             value = sorted(set(ints))

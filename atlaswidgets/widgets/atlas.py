@@ -61,6 +61,7 @@ import traitlets
 from torch import nn
 
 from ..cache.cache import ActivationCache
+from ..cache.checks import int_in_range, integer, one_of
 from ..cache.crops import sprite_sheet
 from ..cache.targets import class_name
 from ..layout.atlas import Atlas, build_atlas
@@ -164,8 +165,7 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
             )
         if cache is not None:
             _check_cache(atlas, cache)
-        if isinstance(size, bool) or not isinstance(size, int) or not 120 <= size <= 4000:
-            raise ValueError(f"size must be an int of CSS pixels in [120, 4000], got {size!r}.")
+        size = int_in_range(size, "size", 120, 4000, "CSS pixels")
         if model is not None and not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module (or None), got {type(model).__name__}.")
         _check_kind(icons)
@@ -177,9 +177,7 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
             raise ValueError(_TEXT_NO_FV)
         if icons == "feature-vis" and model is None:
             raise ValueError(_NO_MODEL.format(level=0))
-        if isinstance(levels, bool) or not isinstance(levels, int) or not 1 <= levels <= 6:
-            raise ValueError(f"levels must be an int in [1, 6] (level k has n * 2**k cells per side), "
-                             f"got {levels!r}.")
+        levels = int_in_range(levels, "levels", 1, 6, "level k has n * 2**k cells per side")
         if fv_options is not None and not isinstance(fv_options, dict):
             raise TypeError(f"fv_options must be a dict of cell_icons keywords, got "
                             f"{type(fv_options).__name__}.")
@@ -358,8 +356,7 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     # ---- internals -----------------------------------------------------------------------------
 
     def _checked_level(self, level) -> int:
-        if isinstance(level, bool) or not isinstance(level, (int, np.integer)):
-            raise TypeError(f"level must be an int, got {type(level).__name__}.")
+        level = integer(level, "level")
         if not 0 <= level < self.n_levels:
             why = ("" if self._cache is not None else
                    "; zoom levels need the cache: AtlasWidget(atlas, cache)")
@@ -472,8 +469,7 @@ _NO_MODEL = (
 
 
 def _check_kind(kind) -> None:
-    if kind not in ICON_KINDS:
-        raise ValueError(f"icons must be one of {list(ICON_KINDS)}, got {kind!r}.")
+    one_of(kind, "icons", ICON_KINDS)
 
 
 def _is_text(atlas: Atlas) -> bool:

@@ -28,6 +28,7 @@ import numpy as np
 import traitlets
 
 from ..cache.cache import ActivationCache
+from ..cache.checks import positive_int
 from ..layout.diff import DiffAtlas, diff_atlas
 from ._common import Array
 from .atlas import AtlasWidget
@@ -147,8 +148,7 @@ class DiffWidget(AtlasWidget):
         Linked panels follow. Returns the selected cell ids, most novel first (``selected`` itself
         is sorted by id). Fewer than ``k`` when the level has fewer visible cells.
         """
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-            raise ValueError(f"k must be a positive int (how many cells to select), got {k!r}.")
+        positive_int(k, "k", "how many cells to select")
         top = [int(i) for i in self._atlas.ranked_cells()[: int(k)]]
         self.selected = top
         return top

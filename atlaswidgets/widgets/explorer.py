@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache
+from ..cache.checks import int_at_least
 from ..layout.atlas import Atlas, build_atlas
 from ..layout.compare import ComparisonAtlas, compare_atlas
 from ..layout.select import selection_direction, strongest_cells
@@ -94,8 +95,7 @@ class Explorer(W.VBox):
         if not (comparison is None or isinstance(comparison, (bool, ComparisonAtlas))):
             raise TypeError(f"comparison must be a ComparisonAtlas (aw.compare_atlas), True, False or "
                             f"None, got {type(comparison).__name__}.")
-        if isinstance(highlight, bool) or not isinstance(highlight, int) or highlight < 1:
-            raise ValueError(f"highlight must be an int >= 1 (cells a channel selects), got {highlight!r}.")
+        highlight = int_at_least(highlight, "highlight", 1, "cells a channel selects")
         if viewer_options is not None and not isinstance(viewer_options, dict):
             raise TypeError(f"viewer_options must be a dict of NeuronViewer keywords, got "
                             f"{type(viewer_options).__name__}.")

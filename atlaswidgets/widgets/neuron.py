@@ -45,10 +45,17 @@ import numpy as np
 import torch
 import traitlets
 
-from ..cache.cache import ActivationCache, checked_direction
-from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
+from ..cache.cache import ActivationCache
+from ..cache.checks import checked_direction, int_at_least, integer, is_int
 from ..cache.contexts import is_text
-from ..cache.facts import LayerOutputs, UnitFacts, activation_maps, checked_inputs, map_error
+from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
+from ..cache.facts import (
+    LayerOutputs,
+    UnitFacts,
+    activation_maps,
+    checked_inputs,
+    map_error,
+)
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ._common import Array, RollsBackPageState, bundle, refuses
@@ -222,8 +229,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         inputs = checked_inputs(inputs, cache)
         for name, v, lo in (("n", n, 1), ("icon_steps", icon_steps, 1), ("n_related", n_related, 1),
                             ("seed", seed, 0)) + ((("n_top", n_top, 1),) if n_top is not None else ()):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"{name} must be an int >= {lo}, got {v!r}.")
+            int_at_least(v, name, lo)
         self._cache, self._model, self._normalize = cache, model, preprocess
         self._text, self._inputs = text, inputs
         self._writes = check_writes(writes, cache, [layer or with_stats[0]]) if text else {}
@@ -451,7 +457,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         if req.get("kind") not in ("channel", "layer", "search"):
             raise ValueError(f"request kind must be 'channel', 'layer' or 'search', got {req.get('kind')!r}.")
         rid = req.get("id")
-        if isinstance(rid, bool) or not isinstance(rid, int):
+        if not is_int(rid):  # a TypeError, which the page's rollback reports as one
             raise TypeError(f"request id must be an int, got {rid!r}.")
         return req
 
@@ -464,9 +470,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         try:
             if kind == "channel":
                 ch = content.get("channel")
-                if isinstance(ch, bool) or not isinstance(ch, int):
-                    raise ValueError(f"channel must be a whole number, got {ch!r}.")
-                self.show_channel(ch)
+                self.show_channel(integer(ch, "channel"))
             elif kind == "layer":
                 layer = self._check_layer(content.get("layer"), self.layers)
                 self.show_channel(min(self.channel, self._cache[layer].n_channels - 1), layer)
@@ -609,7 +613,9 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             return
         if key not in self._icon_memo:
             try:
-                from ..render.icons import unit_icon  # feature vis imports its own modules lazily
+                from ..render.icons import (
+                    unit_icon,  # feature vis imports its own modules lazily
+                )
 
                 icon = unit_icon(self._model, self.layer, unit, self._cache.input_hw, self._icon_steps,
                                  self._normalize)

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from ..cache.checks import positive_int
+
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
@@ -57,7 +59,7 @@ def to_input(image: PILImage, size: int = 224) -> torch.Tensor:
     if not isinstance(image, Image.Image):
         raise TypeError(f"image must be a PIL.Image.Image, got {type(image).__name__}. Use "
                         "load_image(path, size) for a file.")
-    size = _check_size(size)
+    size = positive_int(size, "size", "pixels")
     image = ImageOps.exif_transpose(image).convert("RGB")
     w, h = image.size
     scale = size / min(w, h)
@@ -114,7 +116,7 @@ def image_folder(
                                 "their class sub-folders.")
     if not root.is_dir():
         raise ValueError(f"{root} is a file, not a folder. Pass the folder that holds it.")
-    size = _check_size(size)
+    size = positive_int(size, "size", "pixels")
     if classes is not None:
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise TypeError("classes must be a list of class names (str), e.g. model.classes.")
@@ -127,12 +129,6 @@ def image_folder(
     for i, file in enumerate(tqdm(files, desc="images", unit="img", disable=not progress)):
         images[i] = load_image(file, size)
     return ImageFolder(images, torch.tensor(labels, dtype=torch.long), names, files)
-
-
-def _check_size(size: object) -> int:
-    if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"size must be a positive int (pixels), got {size!r}.")
-    return int(size)
 
 
 def _images_in(folder: Path, recursive: bool) -> list[Path]:

@@ -4,20 +4,12 @@
 // textContent, never parsed as HTML.
 
 import { el } from "./dom.js";
+import { heatColor } from "./text_cells.js";
 
 function fmt(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e4 || a < 1e-2)) return v.toExponential(2);
   return v.toFixed(a >= 100 ? 0 : 2);
-}
-
-// Background of a token whose value is v, on a scale whose top is `top`: orange for positive
-// values, blue for negative ones, stronger with |v|; null for an unknown value (NaN).
-export function heatColor(v, top) {
-  if (!Number.isFinite(v)) return null;
-  const t = Math.min(1, Math.abs(v) / (top || 1));
-  const a = (0.08 + 0.8 * t).toFixed(3);
-  return v >= 0 ? `rgba(240, 120, 20, ${a})` : `rgba(40, 110, 220, ${a})`;
 }
 
 // One example: its tokens in a row, each coloured by its value; the example's own token marked.

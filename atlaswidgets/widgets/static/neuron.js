@@ -64,17 +64,18 @@ function sheetOffset(i, cols, thumb) {
   return `${-(i % cols) * thumb}px ${-Math.floor(i / cols) * thumb}px`;
 }
 
+// src/text_cells.js
+function heatColor(v, scale) {
+  if (!Number.isFinite(v) || !(scale > 0)) return "";
+  const a = Math.min(1, Math.abs(v) / scale) * 0.85;
+  return v >= 0 ? `rgba(255, 122, 0, ${a.toFixed(3)})` : `rgba(40, 110, 230, ${a.toFixed(3)})`;
+}
+
 // src/neuron_text.js
 function fmt(v) {
   const a = Math.abs(v);
   if (a !== 0 && (a >= 1e4 || a < 0.01)) return v.toExponential(2);
   return v.toFixed(a >= 100 ? 0 : 2);
-}
-function heatColor(v, top) {
-  if (!Number.isFinite(v)) return null;
-  const t = Math.min(1, Math.abs(v) / (top || 1));
-  const a = (0.08 + 0.8 * t).toFixed(3);
-  return v >= 0 ? `rgba(240, 120, 20, ${a})` : `rgba(40, 110, 220, ${a})`;
 }
 function tokenStrip(parent, ctx, heat, top) {
   const strip = el("div", "aw-neuron-strip", parent);

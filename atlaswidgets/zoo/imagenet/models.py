@@ -31,6 +31,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ...cache.checks import is_int
 from .classes import class_names
 
 __all__ = ["MODELS", "LAYERS", "ATLAS_LAYERS", "GOOGLENET_URL", "ImageNetModel", "Normalize", "load", "layers",
@@ -176,13 +177,13 @@ def top_classes(model: ImageNetModel, images: torch.Tensor, k: int = 5) -> list[
     """
     if not isinstance(images, torch.Tensor) or images.ndim not in (3, 4):
         raise ValueError("images must be a tensor of shape (n, 3, H, W) or (3, H, W).")
-    if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= len(model.classes):
+    if not is_int(k) or not 1 <= k <= len(model.classes):
         raise ValueError(f"k must be an int from 1 to {len(model.classes)}, got {k!r}.")
     if images.ndim == 3:
         images = images[None]
     device = next(model.parameters()).device
     probs = model(images.to(device)).float().softmax(dim=1)
-    top = probs.topk(k, dim=1)
+    top = probs.topk(int(k), dim=1)
     return [[(model.classes[i], p) for p, i in zip(row_p, row_i)]
             for row_p, row_i in zip(top.values.tolist(), top.indices.tolist())]
 

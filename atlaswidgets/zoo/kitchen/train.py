@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...cache.checks import int_at_least
 from ...cache.hooks import as_model_input, eval_mode
 from ..weights import save_weights
 from .net import WEIGHTS, KitchenNet
@@ -71,11 +72,9 @@ def train(n_train: int = 10_000, epochs: int = 6, seed: int = 0, batch_size: int
     init : optional state dict to start from (fine-tuning) instead of a random initialisation
     history : list of per-epoch dicts (epoch, loss, train_acc, val_acc, seconds)
     """
-    for name, value, low in (("n_train", n_train, 1), ("epochs", epochs, 1),
-                             ("batch_size", batch_size, 1), ("n_val", n_val, 0),
-                             ("seed", seed, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    n_train, epochs, batch_size, n_val, seed = (int_at_least(value, name, low) for name, value, low in (
+        ("n_train", n_train, 1), ("epochs", epochs, 1), ("batch_size", batch_size, 1), ("n_val", n_val, 0),
+        ("seed", seed, 0)))
     torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
     if data is None:

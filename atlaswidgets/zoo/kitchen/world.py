@@ -18,6 +18,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from ...cache.checks import is_int
 from .draw import Canvas, background, downsample, lighting
 from .objects import COOKWARE_PAINTERS, CONTEXT_PAINTERS, opening, opening_clip
 
@@ -400,7 +401,7 @@ def render_scene(scene: dict, size: int, skip: tuple[int, ...] = ()) -> tuple[np
 
 
 def _check_int(value, name: str, minimum: int, hint: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    if not is_int(value):
         raise TypeError(f"{name} must be an int, got {type(value).__name__} ({value!r}). {hint}")
     if value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value}. {hint}")

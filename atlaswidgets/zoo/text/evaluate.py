@@ -13,6 +13,7 @@ import json
 import torch
 from torch import nn
 
+from ...cache.checks import one_of
 from ...cache.hooks import eval_mode, hooks
 from ..weights import card_parser
 from .train import evaluate_loss
@@ -127,8 +128,7 @@ def neuron_scores(net: nn.Module, data: TextData, feature: str, metric: str = "a
     """
     if feature not in data.truth:
         raise ValueError(f"unknown feature {feature!r}; the corpus has {list(data.truth)}.")
-    if metric not in _METRICS:
-        raise ValueError(f"metric must be one of {list(_METRICS)}, got {metric!r}.")
+    one_of(metric, "metric", _METRICS)
     acts = neuron_activations(net, data) if acts is None else acts
     labels = data.truth[feature][data.attention_mask.bool()]
     return {k: _METRICS[metric](a, labels) for k, a in acts.items()}

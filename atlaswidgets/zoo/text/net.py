@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ...cache.checks import int_in_range
 from .world import LENGTH, VOCAB
 
 WEIGHTS = Path(__file__).with_name("tiny_lm.safetensors")
@@ -154,10 +155,7 @@ class TinyLM(nn.Module):
         return self.head.weight.detach().clone()
 
     def _layer(self, layer_index: int) -> Block:
-        if isinstance(layer_index, bool) or not isinstance(layer_index, int) or not (
-                0 <= layer_index < len(self.blocks)):
-            raise ValueError(f"layer_index must be an int in 0..{len(self.blocks) - 1}, "
-                             f"got {layer_index!r}.")
+        layer_index = int_in_range(layer_index, "layer_index", 0, len(self.blocks) - 1)
         return self.blocks[layer_index]
 
     def neuron_output_weights(self, layer_index: int) -> torch.Tensor:
@@ -181,8 +179,7 @@ class TinyLM(nn.Module):
     def neuron_top_tokens(self, layer_index: int, neuron: int, k: int = 10) -> dict:
         """{"promotes": [(token, effect)...], "suppresses": [...]}: k each, strongest first."""
         effect = self.neuron_logit_effect(layer_index)
-        if isinstance(neuron, bool) or not isinstance(neuron, int) or not 0 <= neuron < len(effect):
-            raise ValueError(f"neuron must be an int in 0..{len(effect) - 1}, got {neuron!r}.")
+        neuron = int_in_range(neuron, "neuron", 0, len(effect) - 1)
         row = effect[neuron]
         k = min(int(k), len(row))
         up, down = row.topk(k), (-row).topk(k)

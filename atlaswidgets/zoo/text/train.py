@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...cache.checks import int_at_least
 from ...cache.hooks import eval_mode
 from ..weights import save_weights
 from .net import WEIGHTS, TinyLM
@@ -61,10 +62,9 @@ def train(n_train: int = 20_000, steps: int = 2000, seed: int = 0, batch_size: i
           lr: float = 3e-3, n_val: int = 1000, d_model: int = 96, n_layers: int = 2,
           n_heads: int = 4, log=print):
     """Train a fresh TinyLM; return (model in eval mode, history of per-log dicts)."""
-    for name, value, low in (("n_train", n_train, 1), ("steps", steps, 1),
-                             ("batch_size", batch_size, 1), ("n_val", n_val, 0), ("seed", seed, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+    n_train, steps, batch_size, n_val, seed = (int_at_least(value, name, low) for name, value, low in (
+        ("n_train", n_train, 1), ("steps", steps, 1), ("batch_size", batch_size, 1), ("n_val", n_val, 0),
+        ("seed", seed, 0)))
     torch.use_deterministic_algorithms(True)
     t0 = time.perf_counter()
     data = corpus(n_train, seed)

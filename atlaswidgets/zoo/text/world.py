@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ...cache.checks import int_at_least, is_int
+
 PAD, BOS, EOS, UNK = "<pad>", "<bos>", "<eos>", "<unk>"
 # A token that looks like HTML and appears now and then, so that widget tests can check that
 # tokens reach the page as text. It contains spaces: ``encode`` matches it before splitting words.
@@ -115,7 +117,7 @@ def decode(ids, skip_special: bool = True) -> str:
         ids = ids.tolist()
     out = []
     for i in ids:
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)):
+        if not is_int(i):
             raise TypeError(f"token ids must be ints, got {i!r}")
         if not 0 <= i < len(VOCAB):
             raise ValueError(f"token id {i} is outside the vocabulary (0..{len(VOCAB) - 1}).")
@@ -312,8 +314,7 @@ def _batch(docs: list[list[str]], length: int = LENGTH) -> TextData:
 
 def _check(n, seed):
     for name, value, low in (("n", n, 0), ("seed", seed, 0)):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < low:
-            raise ValueError(f"{name} must be an int >= {low}, got {value!r}.")
+        int_at_least(value, name, low)
 
 
 def corpus(n: int, seed: int = 0) -> TextData:
