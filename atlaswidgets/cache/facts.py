@@ -14,6 +14,7 @@ import torch
 
 from .cache import ActivationCache
 from .hooks import as_model_input, eval_mode, forward_layers
+from .sampling import vit_grid
 from .topk import DEFAULT_RANGES
 from .units import unit_maxima
 from .targets import target_key
@@ -122,6 +123,8 @@ class LayerOutputs:
       ``preprocess``. Exact only where the capture's images were whole multiples of 1/255 in [0, 1];
       otherwise close (``map_error`` tells by how much).
 
+    prefix_tokens : a ViT capture's leading CLS/register tokens (``cache.meta["prefix_tokens"]``):
+        a block's (N, T, D) output becomes its patch grid, as capture kept it
     preprocess : what capture applied to each image batch before the model (``cache.preprocess``),
         or None when the model takes [0, 1] images (a model that normalises inside gets nothing
         more: applying a normalisation twice is what made the maps wrong).
@@ -132,8 +135,9 @@ class LayerOutputs:
     The least recently used outputs go first once they exceed ``budget_mb``.
     """
 
-    def __init__(self, model, input_hw, preprocess, budget_mb: float = 64):
+    def __init__(self, model, input_hw, preprocess, budget_mb: float = 64, prefix_tokens: int | None = None):
         self._model, self._input_hw, self._preprocess = model, tuple(input_hw), preprocess
+        self.prefix_tokens = prefix_tokens  # a ViT capture's CLS/register tokens (cache.meta)
         self._budget = int(budget_mb * 2**20)
         self._kept: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
         self._bytes = 0
@@ -173,6 +177,8 @@ class LayerOutputs:
             out = forward_layers(self._model, (layer,), x)[layer].float()
         if out.ndim == 2:
             out = out[:, :, None, None]
+        elif out.ndim == 3:  # a ViT block: its patch tokens as the grid, as capture kept them
+            out = vit_grid(layer, out, self.prefix_tokens)
         if tuple(out.shape[-2:]) != tuple(hw):
             raise ValueError(f"The model's {layer!r} output has grid {tuple(out.shape[-2:])}, but the cache "
                              f"says {tuple(hw)}; pass the model the cache was captured from.")

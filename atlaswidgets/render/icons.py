@@ -269,18 +269,20 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None,
 
 
 def unit_icon(model: nn.Module, layer: str, unit, input_hw, steps: int,
-              normalize: Callable | None) -> torch.Tensor:
+              normalize: Callable | None, prefix_tokens: int | None = None) -> torch.Tensor:
     """A feature visualisation of one unit (the neuron viewer's icon), seed 0.
 
     unit : a channel index, or a direction of shape (n_channels,)
     input_hw : the model's input size (the cache's ``input_hw``); the icon is that size, or 64 px
         when it is unknown
+    prefix_tokens : a ViT block's leading CLS/register tokens, as given to capture
     Returns the image, shape (3, s, s), values in [0, 1].
     """
     from . import objectives
 
     size = int(min(input_hw)) if min(input_hw) >= 8 else 64
-    obj = objectives.channel(layer, unit) if isinstance(unit, int) else objectives.direction(layer, unit)
+    obj = (objectives.channel(layer, unit, prefix_tokens=prefix_tokens) if isinstance(unit, int)
+           else objectives.direction(layer, unit, prefix_tokens=prefix_tokens))
     return render(model, obj, size=size, steps=steps, normalize=normalize, seed=0).images[0]
 
 

@@ -20,7 +20,8 @@ from typing import Callable, Sequence, Union
 import numpy as np
 import torch
 
-from ..cache.checks import is_int, is_number, number
+from ..cache.checks import is_int, is_number, non_negative_int, number
+from ..cache.sampling import vit_grid
 
 __all__ = ["Objective", "channel", "neuron", "direction", "icon", "diversity", "whitening",
            "icon_value", "layer_vectors"]
@@ -104,17 +105,26 @@ class Objective:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _output(acts: dict, layer: str) -> torch.Tensor:
+def _output(acts: dict, layer: str, prefix_tokens: int | None = None) -> torch.Tensor:
+    """The layer's output as (n, C, H, W) or (n, C); a ViT block's (n, T, D) becomes its patch
+    grid (n, D, h, w), its first ``prefix_tokens`` (CLS, registers) left out, as capture does."""
     out = acts[layer]
     if isinstance(out, (tuple, list)):  # some modules return (tensor, extras)
         out = out[0]
+    if isinstance(out, torch.Tensor) and out.ndim == 3:
+        return vit_grid(layer, out, prefix_tokens)
     if not isinstance(out, torch.Tensor) or out.ndim not in (2, 4):
         shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise ValueError(
-            f"Layer {layer!r} gives {shape}; objectives need an output of shape (n, C, H, W) "
-            "or (n, C). Pick a conv or linear layer."
+            f"Layer {layer!r} gives {shape}; objectives need an output of shape (n, C, H, W), "
+            "(n, C) or a ViT block's (n, T, D). Pick a conv, linear or ViT block layer."
         )
     return out
+
+
+def _check_prefix(prefix_tokens: int | None) -> int | None:
+    return None if prefix_tokens is None else non_negative_int(prefix_tokens, "prefix_tokens",
+                                                                 "leading non-patch tokens")
 
 
 def _check_position(position: Position) -> Position:
@@ -200,12 +210,16 @@ def _short(d: torch.Tensor) -> str:
 # ----------------------------------------------------------------------------- objectives
 
 
-def channel(layer: str, channels: int | Sequence[int], position: Position = None) -> Objective:
+def channel(layer: str, channels: int | Sequence[int], position: Position = None,
+            prefix_tokens: int | None = None) -> Objective:
     """Mean activation of a channel (at ``position``, or averaged over the grid).
 
     channels : one channel for every image, or a list: channel i for image i
+    prefix_tokens : for a ViT block, its leading CLS/register tokens (as given to capture); its
+        patch tokens are the grid
     """
     layer = _name(layer)
+    prefix_tokens = _check_prefix(prefix_tokens)
     position = _check_position(position)
     ch = torch.as_tensor(np.atleast_1d(np.asarray(channels)))
     if ch.ndim != 1 or ch.numel() == 0 or ch.dtype in (torch.bool,) or ch.is_floating_point():
@@ -216,7 +230,7 @@ def channel(layer: str, channels: int | Sequence[int], position: Position = None
     batch = len(ch) if batched else None
 
     def fn(acts):
-        out = _output(acts, layer)
+        out = _output(acts, layer, prefix_tokens)
         c = out.shape[1]
         if int(ch.max()) >= c:
             raise ValueError(f"channel {int(ch.max())} is out of range for layer {layer!r}, which has "
@@ -234,27 +248,31 @@ def channel(layer: str, channels: int | Sequence[int], position: Position = None
     return Objective(fn, [layer], text, batch)
 
 
-def neuron(layer: str, channels: int | Sequence[int], position: Position = "center") -> Objective:
+def neuron(layer: str, channels: int | Sequence[int], position: Position = "center",
+           prefix_tokens: int | None = None) -> Objective:
     """A channel's activation at one position of the grid (default the centre)."""
     if position is None:
         raise ValueError('A neuron sits at one position: pass "center" or (y, x), or use channel() for the mean.')
-    obj = channel(layer, channels, position)
+    obj = channel(layer, channels, position, prefix_tokens)
     obj.description = obj.description.replace("channel(", "neuron(", 1)
     return obj
 
 
-def direction(layer: str, directions, position: Position = None) -> Objective:
+def direction(layer: str, directions, position: Position = None,
+              prefix_tokens: int | None = None) -> Objective:
     """Dot product of the activation vector (at ``position``) with a direction.
 
     directions : array, shape (C,) for every image, or (n, C): direction i for image i
+    prefix_tokens : for a ViT block, as in ``channel``
     """
     layer = _name(layer)
+    prefix_tokens = _check_prefix(prefix_tokens)
     position = _check_position(position)
     d = _as_directions(directions)
     batch = d.shape[0] if d.ndim == 2 else None
 
     def fn(acts):
-        out = _output(acts, layer)
+        out = _output(acts, layer, prefix_tokens)
         _check_width(d, out.shape[1], layer, "direction")
         _check_batch(out.shape[0], batch, f"direction({layer!r}, ...)")
         vec = layer_vectors(out, position, layer)

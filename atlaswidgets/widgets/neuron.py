@@ -242,7 +242,8 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         self._icons, self._icon_steps, self._n_related = bool(icons), int(icon_steps), int(n_related)
         self._icon_memo: dict[tuple, tuple[bytes, str]] = {}
         self._facts = UnitFacts(cache)  # histogram, correlated channels, classes pushed
-        self._outputs = None if model is None else LayerOutputs(model, cache.input_hw, preprocess)
+        self._outputs = None if model is None else LayerOutputs(model, cache.input_hw, preprocess,
+                                                                       prefix_tokens=cache.meta.get("prefix_tokens"))
         self._direction: np.ndarray | None = None
         self._label = ""
         self._samples: UnitSamples | None = None
@@ -618,7 +619,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
                 )
 
                 icon = unit_icon(self._model, self.layer, unit, self._cache.input_hw, self._icon_steps,
-                                 self._normalize)
+                                 self._normalize, self._cache.meta.get("prefix_tokens"))
                 self._icon_memo[key] = (to_png(icon), "feature visualisation")
             except (ValueError, TypeError, RuntimeError) as e:
                 self._icon_memo[key] = (b"", f"no icon: {e}")
