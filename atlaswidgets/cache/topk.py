@@ -263,8 +263,9 @@ class ChannelStats:
 
     Build with ``ChannelStats(n_channels, hw, k=..., bins=..., reservoir=..., seed=...)``;
     ``update(output, first_sample)`` with each batch of the layer's output, shape (B, C, H, W) or
-    (B, C); ``merge`` combines two (exact, order-free). Everything lives on the device of the
-    outputs fed to it.
+    (B, C), or ``update_tokens(output, first_sample, mask)`` with a text layer's (B, T, C) (built
+    with ``hw=TOKENS_HW``); ``merge`` combines two (exact, order-free). Everything lives on the
+    device of the outputs fed to it.
     """
 
     _TENSORS = ("top_value", "top_sample", "top_pos", "r_key", "r_sample", "r_value", "r_pos")
@@ -314,12 +315,9 @@ class ChannelStats:
             self.take(*found)
 
     def update_tokens(self, out: torch.Tensor, first_sample: int, mask: torch.Tensor | None = None) -> None:
-        """Add a batch of a text layer's output, shape (B, T, C), samples ``first_sample ..
-        first_sample + B - 1``, to statistics built with ``hw=TOKENS_HW``: the same as ``update``
-        on each sample's valid tokens packed to the left, without packing them.
-
-        mask : (B, T) bool, the valid tokens (None: all); padding enters no statistic
-        """
+        """``update`` of a text layer's output (B, T, C) (statistics built with ``hw=TOKENS_HW``)
+        with ``mask`` (B, T) bool of the valid tokens (None: all): the same as ``update`` on each
+        sample's valid tokens packed to the left, without packing them."""
         found = self.token_candidates(out, first_sample, mask)
         if found is not None:
             self.take(*found)
@@ -349,17 +347,11 @@ class ChannelStats:
             keep = valid[:, None, :]
             best, pos = flat.masked_fill(~keep, -math.inf).max(dim=2)
             lo = flat.masked_fill(~keep, math.inf).amin(dim=(0, 2)).double()
-        hi = best.amax(dim=0).double()
-        if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-            return
-        sid = torch.arange(first_sample, first_sample + b, device=out.device)
-        # every position into the positions histogram: one bincount over channel-offset bins
-        self.positions.widen(lo, hi)
-        idx = self.positions.bin_of(out, 1, flat=True)
-        if valid is not None:  # only the valid positions' bins are counted
-            idx = idx.reshape(b, c, h * w).transpose(1, 2)[valid]
-        self.positions.counts += torch.bincount(idx.reshape(-1), minlength=c * self.bins).view(c, self.bins)
-        return best.float().T, sid.expand(c, b), pos.T
+        if valid is None:
+            return self._count(lo, best, pos, first_sample, lambda: self.positions.bin_of(out, 1, flat=True))
+        # only the valid positions' bins are counted
+        return self._count(lo, best, pos, first_sample, lambda: self.positions.bin_of(
+            out, 1, flat=True).reshape(b, c, h * w).transpose(1, 2)[valid])
 
     def token_candidates(self, out: torch.Tensor, first_sample: int, mask: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
@@ -379,13 +371,19 @@ class ChannelStats:
             best, at = out.masked_fill(~mask[:, :, None], -math.inf).max(dim=1)
             pos = (mask.long().cumsum(1) - 1).gather(1, at)  # its index among the valid tokens
         lo = values.amin(dim=0).double()
+        return self._count(lo, best, pos, first_sample, lambda: self.positions.bin_of(values, 1, flat=True))
+
+    def _count(self, lo, best, pos, first_sample: int, bins_of):
+        """The candidates' shared tail: None for a non-finite batch; else every position into the
+        positions histogram (``bins_of()``: their flat bins, once the grid covers [lo, max of
+        best]: one bincount) and the candidates (C, B) of ``best``, ``pos`` (B, C)."""
         hi = best.amax(dim=0).double()
         if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-            return
-        sid = torch.arange(first_sample, first_sample + b, device=out.device)
+            return None
+        b, c = best.shape
         self.positions.widen(lo, hi)
-        idx = self.positions.bin_of(values, 1, flat=True)
-        self.positions.counts += torch.bincount(idx.reshape(-1), minlength=c * self.bins).view(c, self.bins)
+        self.positions.counts += torch.bincount(bins_of().reshape(-1), minlength=c * self.bins).view(c, self.bins)
+        sid = torch.arange(first_sample, first_sample + b, device=best.device)
         return best.float().T, sid.expand(c, b), pos.T
 
     def take(self, value, sample, pos) -> None:
