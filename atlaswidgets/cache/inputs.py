@@ -30,7 +30,7 @@ column, and a map (N, C, H, W) is flattened to one row per sample.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -159,6 +159,7 @@ class Batch:
     ids: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     labels: torch.Tensor | None = None
+    compact: torch.Tensor | None = field(default=None, repr=False)  # see compact_tokens()
 
     def head(self, k: int) -> "Batch":
         """The first k samples."""
@@ -190,7 +191,13 @@ class Batch:
 
     def compact_tokens(self) -> torch.Tensor:
         """(N, W) int64 on the CPU: each sample's valid token ids from the left, -1 after; W is the
-        most valid tokens of any sample of the batch. Independent of padding side and width."""
+        most valid tokens of any sample of the batch. Independent of padding side and width.
+        Made once per batch (the digests and the cache's tokens both need it)."""
+        if self.compact is None:
+            self.compact = self._compact_tokens()
+        return self.compact
+
+    def _compact_tokens(self) -> torch.Tensor:
         valid = self.valid_tokens()
         count = valid.sum(1)
         w = int(count.max()) if self.n else 0

@@ -217,7 +217,10 @@ class _Run:
         if self.closed:
             raise self._different_data(f"it has more than the store's {self.resume_at} samples")
         # hashing the inputs runs beside the forward pass (hashlib releases the GIL); the batch is
-        # not touched by anything else until both are done
+        # not touched by anything else until both are done (its compact tokens, which both read,
+        # are made before)
+        if batch.kind == "tokens":
+            batch.compact_tokens()
         hashing = self._hasher.submit(self._digests, batch)
         try:
             piece = self._forward(batch, start)

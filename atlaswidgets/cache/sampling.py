@@ -125,8 +125,9 @@ class Sampler:
         self.mode = "rows"
         self.start = 0
         self.calls: dict[str, int] = {}
-        # (h, w, device) -> positions: layers of a model spread over GPUs each need theirs there
-        self._positions: dict[tuple[int, int, torch.device], torch.Tensor] = {}
+        # (h, w, device) -> positions, or for tokens ("tokens", B, T, device) -> (batch, token, valid
+        # index) of the rows: layers of a model spread over GPUs each need theirs there
+        self._positions: dict[tuple, Any] = {}
         # layer name -> a (B * k, C) view of a preallocated buffer to write the rows into, if any
         self.targets: dict[str, torch.Tensor] = {}
 
@@ -178,24 +179,34 @@ class Sampler:
         """(rows (R, D) in the cache dtype, (batch index (R,), valid-token index (R,)) or None for
         "mean"), rows ordered by sample, then token."""
         b, t, _ = out.shape
-        mask = self.mask if self.mask is not None else torch.ones(b, t, dtype=torch.bool, device=out.device)
         if self.policy == "mean":
+            mask = self.mask if self.mask is not None else torch.ones(b, t, dtype=torch.bool, device=out.device)
             m = mask.to(torch.float32)[..., None]
             return ((out.float() * m).sum(1) / m.sum(1)).to(self.dtype), None
+        # the picked tokens depend only on the batch's mask: every layer of the pass shares them
+        picked = self._positions.get(("tokens", b, t, out.device))
+        if picked is None:
+            picked = self._positions[("tokens", b, t, out.device)] = self._token_positions(b, t, out.device)
+        bi, ti, vi = picked
+        return out[bi, ti].to(self.dtype), (bi, vi)
+
+    def _token_positions(self, b: int, t: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """(batch index, token index, valid-token index) of each row, (R,) int64 each."""
+        mask = self.mask.to(device) if self.mask is not None else torch.ones(b, t, dtype=torch.bool, device=device)
         index = mask.long().cumsum(1) - 1  # each token's index among its sample's valid tokens
         if self.policy == "all":
             bi, ti = mask.nonzero(as_tuple=True)
         else:
-            ids = torch.arange(self.start, self.start + b, device=out.device)
+            ids = torch.arange(self.start, self.start + b, device=device)
             base = _splitmix64(ids + _splitmix64_int(self.seed))
             keys = _splitmix64(base[:, None] + index.clamp_min(0))
             keys.masked_fill_(~mask, torch.iinfo(torch.int64).max)
             pos = keys.topk(min(self.per_image, t), dim=1, largest=False, sorted=False).indices
             pos = pos.masked_fill(~mask.gather(1, pos), t).sort(dim=1).values  # padding last
             keep = pos < t
-            bi = torch.arange(b, device=out.device)[:, None].expand_as(pos)[keep]
+            bi = torch.arange(b, device=device)[:, None].expand_as(pos)[keep]
             ti = pos[keep]
-        return out[bi, ti].to(self.dtype), (bi, index[bi, ti])
+        return bi, ti, index[bi, ti]
 
     def _rows(self, name: str, out: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """(rows (B * k, C) in the cache dtype, positions (B, k) or None); rows None for "all"

@@ -145,15 +145,25 @@ class _Hist:
         self.e, self.a = e, a
         return where
 
-    def bin_of(self, v: torch.Tensor, channel_dim: int) -> torch.Tensor:
-        """Bin index of each value (any shape, channels along ``channel_dim``), int64."""
+    def bin_of(self, v: torch.Tensor, channel_dim: int, flat: bool = False) -> torch.Tensor:
+        """Bin index of each value (any shape, channels along ``channel_dim``), int64; with
+        ``flat``, channel * bins + bin (an index into ``counts.view(-1)``)."""
         shape = [1] * v.ndim
         shape[channel_dim] = -1
+        bins = self.counts.shape[1]
         scale = torch.exp2(-self.e.float()).view(shape)
-        top = self.counts.shape[1] - 1
-        # v * 2**-e is exact; the floor is the global cell g, exact below 2**22 by the choice of e
-        g = torch.floor(v.float() * scale)
-        return (g - self.a.float().view(shape)).clamp_(0, top).long()
+        # v * 2**-e is exact; the floor is the global cell g, exact below 2**22 by the choice of e.
+        # In place after the one new tensor: the values are large (every position of a batch)
+        g = v.float() * scale
+        g.floor_()
+        g.sub_(self.a.float().view(shape)).clamp_(0, bins - 1)
+        if not flat:
+            return g.long()
+        c = self.counts.shape[0]
+        offsets = torch.arange(c, device=v.device).view(shape) * bins
+        if c * bins <= 1 << 24:  # integers this small are exact in float32: one pass fewer, and
+            return g.add_(offsets.float()).int()  # int32 halves the memory bincount reads
+        return g.long() + offsets
 
     def edges(self, channel: int) -> np.ndarray:
         """Bin edges (bins + 1,) float64 of one channel."""
@@ -169,16 +179,20 @@ def _bottom_r(group, key, payload: Sequence[torch.Tensor], n_groups: int, r: int
     order = torch.argsort(key, stable=True)
     order = order[torch.argsort(group[order], stable=True)]
     g = group[order]
-    first = torch.searchsorted(g, g)
-    rank = torch.arange(len(g), device=g.device) - first
+    # each item's rank in its group: its index minus its group's first index (g is sorted)
+    index = torch.arange(len(g), device=g.device)
+    starts = torch.ones_like(g, dtype=torch.bool)
+    starts[1:] = g[1:] != g[:-1]
+    rank = index - torch.where(starts, index, 0).cummax(0).values
     keep = rank < r
     slot = g[keep] * r + rank[keep]
+    kept = order[keep]
     out_key = torch.full((n_groups * r,), _EMPTY, dtype=torch.int64, device=key.device)
-    out_key[slot] = key[order][keep]
+    out_key[slot] = key[kept]
     outs = []
     for p in payload:
         o = torch.full((n_groups * r,), -1, dtype=p.dtype, device=p.device)
-        o[slot] = p[order][keep]
+        o[slot] = p[kept]
         outs.append(o.view(n_groups, r))
     return out_key.view(n_groups, r), outs
 
@@ -241,8 +255,9 @@ class ChannelStats:
 
     Build with ``ChannelStats(n_channels, hw, k=..., bins=..., reservoir=..., seed=...)``;
     ``update(output, first_sample)`` with each batch of the layer's output, shape (B, C, H, W) or
-    (B, C); ``merge`` combines two (exact, order-free). Everything lives on the device of the
-    outputs fed to it.
+    (B, C), or ``update_tokens(output, first_sample, mask)`` with a text layer's (B, T, C) (built
+    with ``hw=TOKENS_HW``); ``merge`` combines two (exact, order-free). Everything lives on the
+    device of the outputs fed to it.
     """
 
     _TENSORS = ("top_value", "top_sample", "top_pos", "r_key", "r_sample", "r_value", "r_pos")
@@ -287,6 +302,27 @@ class ChannelStats:
         valid : (B, H * W) bool, the positions that count (tokens: True for the valid ones, left
             aligned, of a layer built with ``hw=TOKENS_HW``); padding enters no statistic
         """
+        found = self.candidates(out, first_sample, valid)
+        if found is not None:
+            self.take(*found)
+
+    def update_tokens(self, out: torch.Tensor, first_sample: int, mask: torch.Tensor | None = None) -> None:
+        """``update`` of a text layer's output (B, T, C) (statistics built with ``hw=TOKENS_HW``)
+        with ``mask`` (B, T) bool of the valid tokens (None: all): the same as ``update`` on each
+        sample's valid tokens packed to the left, without packing them."""
+        found = self.token_candidates(out, first_sample, mask)
+        if found is not None:
+            self.take(*found)
+
+    # ``update`` in two steps, so that capture can gather the per-sample maxima of several
+    # batches and take them at once: the sketch's sorts cost about the same for a batch as for
+    # many, and since every merge is exact and order-free, the statistics are bit-identical.
+
+    def candidates(self, out: torch.Tensor, first_sample: int, valid: torch.Tensor | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``update``'s first step: every position into the positions histogram; returns each
+        sample's maximum per channel as (value float32 (C, B), sample (C, B), position (C, B)),
+        for ``take``, or None for a skipped batch."""
         out = out.detach()
         if out.ndim == 2:
             out = out[:, :, None, None]
@@ -303,21 +339,48 @@ class ChannelStats:
             keep = valid[:, None, :]
             best, pos = flat.masked_fill(~keep, -math.inf).max(dim=2)
             lo = flat.masked_fill(~keep, math.inf).amin(dim=(0, 2)).double()
+        if valid is None:
+            return self._count(lo, best, pos, first_sample, lambda: self.positions.bin_of(out, 1, flat=True))
+        # only the valid positions' bins are counted
+        return self._count(lo, best, pos, first_sample, lambda: self.positions.bin_of(
+            out, 1, flat=True).reshape(b, c, h * w).transpose(1, 2)[valid])
+
+    def token_candidates(self, out: torch.Tensor, first_sample: int, mask: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """``update_tokens``'s first step (see ``candidates``); positions are indices among each
+        sample's valid tokens."""
+        out = out.detach()
+        if out.ndim != 3 or out.shape[2] != self.n_channels or self.hw != TOKENS_HW:
+            raise ValueError(f"ChannelStats for {self.n_channels} channels on a {self.hw} grid got "
+                             f"a token output of shape {tuple(out.shape)}; token outputs (B, T, C) "
+                             f"need hw={TOKENS_HW}.")
+        b, t, c = out.shape
+        if mask is None:
+            values = out.reshape(b * t, c)
+            best, pos = out.max(dim=1)  # (B, C): each sample's strongest token (the first, on ties)
+        else:
+            values = out[mask]  # (R, C): the valid tokens only, for the positions histogram
+            best, at = out.masked_fill(~mask[:, :, None], -math.inf).max(dim=1)
+            pos = (mask.long().cumsum(1) - 1).gather(1, at)  # its index among the valid tokens
+        lo = values.amin(dim=0).double()
+        return self._count(lo, best, pos, first_sample, lambda: self.positions.bin_of(values, 1, flat=True))
+
+    def _count(self, lo, best, pos, first_sample: int, bins_of):
+        """The candidates' shared tail: None for a non-finite batch; else every position into the
+        positions histogram (``bins_of()``: their flat bins, once the grid covers [lo, max of
+        best]: one bincount) and the candidates (C, B) of ``best``, ``pos`` (B, C)."""
         hi = best.amax(dim=0).double()
         if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
-            return
-        sid = torch.arange(first_sample, first_sample + b, device=out.device)
-        # every position into the positions histogram: one bincount over channel-offset bins
+            return None
+        b, c = best.shape
         self.positions.widen(lo, hi)
-        idx = self.positions.bin_of(out, 1) + (torch.arange(c, device=out.device) * self.bins).view(1, c, 1, 1)
-        if valid is not None:  # only the valid positions' bins are counted
-            idx = idx.reshape(b, c, h * w).transpose(1, 2)[valid]
-        self.positions.counts += torch.bincount(idx.reshape(-1), minlength=c * self.bins).view(c, self.bins)
-        best = best.float()
-        self._take(best.T, sid.expand(c, b), pos.T)
+        self.positions.counts += torch.bincount(bins_of().reshape(-1), minlength=c * self.bins).view(c, self.bins)
+        sid = torch.arange(first_sample, first_sample + b, device=best.device)
+        return best.float().T, sid.expand(c, b), pos.T
 
-    def _take(self, value, sample, pos) -> None:
-        """Merge candidates (C, m) of per-sample maxima into top-k, maxima histogram and sketch."""
+    def take(self, value, sample, pos) -> None:
+        """``update``'s second step: merge candidates (C, m) of per-sample maxima, of distinct
+        samples not taken before, into top-k, maxima histogram and sketch."""
         c, m = value.shape
         self.n_samples += m  # candidates are distinct samples
         self._merge_top(value, sample, pos)
@@ -379,10 +442,9 @@ class ChannelStats:
         if not bool(enter.any()):
             return
         g_new = group[enter]
-        touched = torch.unique(g_new)
+        touched, local = torch.unique(g_new, return_inverse=True)
         rows_key = self.r_key.view(c * nb, r)[touched]
         live = rows_key != _EMPTY
-        local = torch.searchsorted(touched, g_new)
         old_group = torch.arange(len(touched), device=key.device)[:, None].expand(-1, r)[live]
         flat = lambda t: t.view(c * nb, r)[touched][live]  # noqa: E731 (one-line selector)
         k2, (s2, v2, p2) = _bottom_r(

@@ -8,7 +8,8 @@ import torch
 
 from atlaswidgets.cache.capture import capture
 from atlaswidgets.cache.store import load_cache
-from atlaswidgets.cache.topk import ChannelStats, stats_config
+from atlaswidgets.cache.stats_capture import StatsRecorder
+from atlaswidgets.cache.topk import TOKENS_HW, ChannelStats, stats_config
 from atlaswidgets.cache.units import unit_samples
 
 from .conftest import N_SAMPLES, layer_output
@@ -199,6 +200,52 @@ def test_bad_input_is_refused_with_a_clear_message(model, data, cache):
     with pytest.raises(ValueError, match="no streamed statistics"):
         unit_samples(plain, 0, "conv2", source="stats")
     assert unit_samples(plain, 0, "conv2").source == "rows"  # auto falls back to the rows
+
+
+def _token_outputs(seed: int = 0):
+    """Text-layer outputs (B, T, C) with many exact ties (small integers) and masks padded on
+    either side, in three batches."""
+    g = torch.Generator().manual_seed(seed)
+    out = torch.randint(-2, 4, (30, 9, 5), generator=g).float()
+    lengths = torch.randint(1, 10, (30,), generator=g)
+    mask = torch.arange(9)[None] < lengths[:, None]
+    mask[::2] = mask[::2].flip(1)  # every other sample left-padded
+    return [(out[i : i + 10], mask[i : i + 10]) for i in range(0, 30, 10)]
+
+
+def test_token_statistics_equal_the_update_of_packed_valid_tokens():
+    """update_tokens (no packing) gives bit-identical statistics to update() on each sample's
+    valid tokens packed to the left, ties included, and padding changes nothing."""
+    fast, packed = ChannelStats(5, TOKENS_HW, **CFG), ChannelStats(5, TOKENS_HW, **CFG)
+    for i, (out, mask) in enumerate(_token_outputs()):
+        fast.update_tokens(out + torch.where(mask, 0.0, 99.0)[..., None], 10 * i, mask)  # loud padding
+        w = int(mask.sum(1).max())
+        rows = torch.zeros(len(out), w, 5)
+        valid = torch.arange(w)[None] < mask.sum(1, keepdim=True)
+        rows[valid] = out[mask]
+        packed.update(rows.transpose(1, 2)[:, :, None, :], 10 * i, valid)
+    assert_stats_equal(fast, packed)
+    assert int(fast.positions.counts[0].sum()) == sum(int(m.sum()) for _, m in _token_outputs())
+    with pytest.raises(ValueError, match=r"token outputs \(B, T, C\) need hw"):
+        ChannelStats(5, (2, 2), **CFG).update_tokens(out, 0, mask)
+    with pytest.raises(ValueError, match=r"got a token output of shape \(10, 9, 4\)"):
+        fast.update_tokens(out[..., :4], 0, mask)
+
+
+@pytest.mark.parametrize("waiting", [1, 40, 1 << 20])
+def test_capture_statistics_do_not_depend_on_when_candidates_are_taken(waiting, monkeypatch):
+    """The recorder holds per-sample maxima back and takes them later (at most _WAITING at a
+    time): the result equals taking each batch's at once, across shard boundaries too."""
+    def record(limit):
+        monkeypatch.setattr(StatsRecorder, "_WAITING", limit)
+        rec = StatsRecorder(CFG, shard_samples=12)
+        for i, (out, mask) in enumerate(_token_outputs(1)):
+            rec.feed("t", out, 10 * i, mask)
+        for start in (0, 12, 24):
+            rec.close_shard(start)
+        return rec.total["t"]
+
+    assert_stats_equal(record(waiting), record(0))  # 0: every batch taken at once
 
 
 @pytest.mark.cuda
