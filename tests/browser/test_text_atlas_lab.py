@@ -5,6 +5,7 @@ token <img src=x onerror=alert(1)> shows as text everywhere (no <img> element, n
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -17,8 +18,10 @@ HOSTILE = "<img src=x onerror=alert(1)>"
 
 # Every token of 60 documents of the text world, with the world's hostile source line appended to
 # each (tests/layout/_text.py), so the hostile token gathers a cell of its own; a real UMAP layout.
+ROOT = Path(__file__).resolve().parents[2]  # the kernel runs in the lab's folder: find tests/ here
 CELLS = [
-    """import json
+    f"""import json, sys
+sys.path.insert(0, {str(ROOT)!r})
 import atlaswidgets as aw
 from atlaswidgets.zoo import text
 from tests.layout._text import hostile_text_data
