@@ -397,14 +397,7 @@ def _batch_scores(act, kept, name, targets, logits, weights):
         score = (score * weights).sum() if weights is not None else score.sum()
         last = j == len(targets) - 1
         (grad,) = torch.autograd.grad(score, kept["out"], retain_graph=not last, allow_unused=True)
-        if grad is None:
-            raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient "
-                             "flows back to it. Pick a layer before the output.")
-        if not bool(torch.isfinite(grad).all()):
-            raise ValueError(f"The gradient of the target at layer {name!r} has NaN or infinite "
-                             "values; check the model's weights and inputs.")
-        a = act * grad
-        results.append(a.float() if a.dtype in (torch.float16, torch.bfloat16) else a)
+        results.append(_act_times_grad(act, grad, name))
     kept.pop("out", None)  # drop the graph
     return results
 
@@ -467,15 +460,20 @@ def _batch(model, x, kept, name, targets: list[Target], flat_ok):
         # samples are independent in eval mode, so the gradient of the sum is each sample's gradient
         last = j == len(targets) - 1
         grad = _layer_grad(t.score(logits).sum(), kept, x, retain_graph=not last)
-        if grad is None:
-            raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient "
-                             "flows back to it. Pick a layer before the output.")
-        if not bool(torch.isfinite(grad).all()):
-            raise ValueError(f"The gradient of the target at layer {name!r} has NaN or infinite "
-                             "values; check the model's weights and inputs.")
-        out = act * grad
-        yield out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
+        yield _act_times_grad(act, grad, name)
     kept.pop("out", None)  # drop the graph
+
+
+def _act_times_grad(act: torch.Tensor, grad: torch.Tensor | None, name: str) -> torch.Tensor:
+    """act x grad of one target, at least float32; a clear error for no or non-finite gradient."""
+    if grad is None:
+        raise ValueError(f"The target logit does not depend on layer {name!r}; no gradient "
+                         "flows back to it. Pick a layer before the output.")
+    if not bool(torch.isfinite(grad).all()):
+        raise ValueError(f"The gradient of the target at layer {name!r} has NaN or infinite "
+                         "values; check the model's weights and inputs.")
+    out = act * grad
+    return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
 
 def _layer_grad(score: torch.Tensor, kept: dict, x: torch.Tensor, retain_graph: bool = False):

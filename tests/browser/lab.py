@@ -156,3 +156,15 @@ def ready_widget(page, selector: str, ready: str = "[data-ready='1']"):
     page.wait_for_selector(selector + ready, timeout=30_000)
     return root
 
+
+def settle(page, canvas) -> None:
+    """Scroll the canvas into view and wait until it stops moving: after a cell runs, JupyterLab
+    scrolls to the next one a moment later, which would slide the grid under a still pointer."""
+    canvas.scroll_into_view_if_needed()
+    last = None
+    for _ in range(40):
+        box = canvas.bounding_box()
+        if box == last:
+            return
+        last = box
+        page.wait_for_timeout(150)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch
+from .lab import dismiss_news, ready_widget, run_code, run_scratch, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -53,17 +53,6 @@ def _page_to_grid(page, canvas, x: float, y: float) -> tuple[float, float]:
     return (x - box["x"] - ox) / scale, (y - box["y"] - oy) / scale
 
 
-def _settle(page, canvas) -> None:
-    """Scroll the canvas into view and wait until it stops moving: after a cell runs, JupyterLab
-    scrolls to the next one a moment later, which would slide the grid under a still pointer."""
-    canvas.scroll_into_view_if_needed()
-    last = None
-    for _ in range(40):
-        box = canvas.bounding_box()
-        if box == last:
-            return
-        last = box
-        page.wait_for_timeout(150)
 
 
 def _shot(page, root, path) -> None:
@@ -100,7 +89,7 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
         "_k = int(np.argmax(atlas.cells.count)); "
         "print(json.dumps({'ij': atlas.cells.ij[_k].tolist()}))")))
     row, col = info["ij"]
-    _settle(page, canvas)
+    settle(page, canvas)
     x, y = _grid_to_page(page, canvas, col + 0.3, row + 0.3)
     page.mouse.move(x, y)
     before = None
@@ -125,7 +114,7 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
         "'ij': _f.cells.ij[_k].tolist(), 'panel_is_level': panel.atlas is _f, "
         "'samples': _f.examples([_id], k=6).sample_id.tolist()}))")))
     assert fine["level"] == 1 and fine["n"] == 16 and fine["panel_is_level"]
-    _settle(page, canvas)
+    settle(page, canvas)
     fr, fc = fine["ij"]
     x, y = _grid_to_page(page, canvas, fc + 0.5, fr + 0.5)
     page.mouse.move(x, y)

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch
+from .lab import dismiss_news, ready_widget, run_code, run_scratch, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -54,17 +54,6 @@ def _grid_to_page(page, canvas, gx: float, gy: float) -> tuple[float, float]:
     return box["x"] + ox + gx * scale, box["y"] + oy + gy * scale
 
 
-def _settle(page, canvas) -> None:
-    """Scroll the canvas into view and wait until it stops moving: after a cell runs, JupyterLab
-    scrolls to the next one a moment later, which would slide the grid under a still pointer."""
-    canvas.scroll_into_view_if_needed()
-    last = None
-    for _ in range(40):
-        box = canvas.bounding_box()
-        if box == last:
-            return
-        last = box
-        page.wait_for_timeout(150)
 
 
 def test_diff_widget_in_lab(lab, page, artifacts):
@@ -102,7 +91,7 @@ def test_diff_widget_in_lab(lab, page, artifacts):
     # Hover the most novel cell: the tooltip gives its mean novelty, naming a as text.
     target = info["top"]
     row, col = info["ij"][info["ids"].index(target)]
-    _settle(page, canvas)
+    settle(page, canvas)
     x, y = _grid_to_page(page, canvas, col + 0.5, row + 0.5)
     page.mouse.move(x, y)
     page.wait_for_function(f"(id) => {ROOT_JS}.dataset.hover === String(id)", arg=target, timeout=5_000)
@@ -131,7 +120,7 @@ def test_diff_widget_in_lab(lab, page, artifacts):
     page.wait_for_function(f"(s) => {ROOT_JS}.dataset.selected === s",
                            arg=",".join(map(str, top3)), timeout=10_000)
 
-    _settle(page, canvas)
+    settle(page, canvas)
     page.mouse.move(*_grid_to_page(page, canvas, col + 0.5, row + 0.5))  # tooltip in the picture
     dismiss_news(page)
     page.locator(".jp-OutputArea-output", has=root).screenshot(path=str(artifacts / "diff_widget.png"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch
+from .lab import dismiss_news, ready_widget, run_code, run_scratch, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -48,16 +48,6 @@ PANEL_JS = """() => [...document.querySelectorAll('.aw-examples .aw-example')].m
 NO_IMG_JS = """() => document.querySelectorAll('img[src="x"], .aw-examples img, .aw-atlas img').length"""
 
 
-def _settle(page, canvas) -> None:
-    """Scroll the canvas into view and wait until JupyterLab stops scrolling the notebook."""
-    canvas.scroll_into_view_if_needed()
-    last = None
-    for _ in range(40):
-        box = canvas.bounding_box()
-        if box == last:
-            return
-        last = box
-        page.wait_for_timeout(150)
 
 
 def _cell_point(page, root, canvas, row: float, col: float) -> tuple[float, float]:
@@ -82,7 +72,7 @@ def test_text_atlas_and_panel_in_lab(lab, page, artifacts):
         "print(json.dumps({'id': _id, 'ij': atlas.cells.ij[_k].tolist(), "
         "'n': int(atlas.cells.count[_k]), 'samples': _ex.sample_id.tolist()}))")))
     row, col = info["ij"]
-    _settle(page, canvas)
+    settle(page, canvas)
     x, y = _cell_point(page, root, canvas, row + 0.5, col + 0.5)
     page.mouse.move(x, y)
     page.wait_for_function("(id) => document.querySelector('.aw-atlas').dataset.hover === String(id)",
@@ -96,7 +86,7 @@ def test_text_atlas_and_panel_in_lab(lab, page, artifacts):
 
     # A click selects the cell; the linked panel shows its examples as token strips. (The
     # screenshot scrolled the page: find the cell again.)
-    _settle(page, canvas)
+    settle(page, canvas)
     x, y = _cell_point(page, root, canvas, row + 0.5, col + 0.5)
     page.mouse.move(x, y)
     page.wait_for_function("(id) => document.querySelector('.aw-atlas').dataset.hover === String(id)",
@@ -122,7 +112,7 @@ def test_text_atlas_and_panel_in_lab(lab, page, artifacts):
 
     # Zoom in over the cell until the finer level arrives: its cells are text too, and the
     # selection (and the panel) follow to the finer cells.
-    _settle(page, canvas)
+    settle(page, canvas)
     x, y = _cell_point(page, root, canvas, row + 0.5, col + 0.5)
     page.mouse.move(x, y)
     for _ in range(12):
