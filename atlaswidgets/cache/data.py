@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import xxhash
 
-__all__ = ["batches", "check_batch", "check_labels", "sample_digests", "DIGEST_SIZE", "logits_of",
+__all__ = ["check_finite", "batches", "check_batch", "check_labels", "sample_digests", "DIGEST_SIZE", "logits_of",
            "check_display", "display_uint8"]
 
 DIGEST_SIZE = 16  # bytes of one sample's digest (XXH3-128)
@@ -452,3 +452,26 @@ def display_uint8(x: torch.Tensor, to_display: Callable | None, out: torch.Tenso
     if out is None:
         return scaled.to(torch.uint8)
     return out.copy_(scaled)  # whole numbers in [0, 255]: the conversion is exact
+
+
+def check_finite(shard: list[dict], names: list[str]) -> None:
+    """Refuse a shard (pieces of capture's keys) whose activations or logits hold NaN or infinity,
+    naming the first sample that does."""
+    keys = [f"{n}/acts" for n in names] + ["logits"]
+    for key in keys:
+        for piece in shard:
+            t = piece[key]
+            # one reduction without a mask: the sum is finite unless some value is not (or the
+            # sum overflows, which the exact check below then clears)
+            if bool(torch.isfinite(t.sum(dtype=torch.float32))) or bool(torch.isfinite(t).all()):
+                continue
+            row = int((~torch.isfinite(t)).reshape(len(t), -1).any(dim=1).nonzero()[0])
+            if key == "logits":  # a piece's first row of any layer belongs to its first sample
+                sample, what = int(piece[f"{names[0]}/sample_id"][0]) + row, "The model's output (logits)"
+            else:
+                sample, what = int(piece[key.replace("/acts", "/sample_id")][row]), f"Layer {key[:-5]!r}"
+            raise ValueError(
+                f"{what} has NaN or infinite values, first at sample {sample}. Check the model's "
+                "weights and the inputs (normalisation, dtype); a cache with non-finite "
+                "activations would break the atlas, top examples and attribution."
+            )

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import xxhash
 
-__all__ = ["Batch", "make_batch", "select_logits", "read_vocab", "vocab_size_of", "describe"]
+__all__ = ["model_failed", "Batch", "make_batch", "select_logits", "read_vocab", "vocab_size_of", "describe"]
 
 TEXT_KEYS = ("input_ids",)
 MASK_KEY = "attention_mask"
@@ -404,3 +404,18 @@ def vocab_size_of(model: Any, vocab: list[str] | None) -> int | None:
         if isinstance(rows, int):
             return rows if vocab is None else min(rows, len(vocab))
     return len(vocab) if vocab is not None else None
+
+
+def model_failed(images: torch.Tensor, error: Exception) -> ValueError:
+    """The error for a model that fails on the first image: almost always images of the wrong
+    layout, channel count, size or dtype, which torch reports from deep inside a layer."""
+    shape = tuple(images.shape[1:])
+    hint = ""
+    if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
+        hint = (" They look channels-last (N, H, W, C); capture takes (N, C, H, W): pass "
+                "images.permute(0, 3, 1, 2).")
+    return ValueError(
+        f"The model failed on the first image, of shape {shape} and dtype {images.dtype}, with "
+        f"{type(error).__name__}: {str(error).rstrip('. ')}.{hint} Check that the images have the layout (C, H, W), "
+        "channel count, size and normalisation the model was trained on."
+    )

@@ -16,31 +16,31 @@ import torch
 
 from . import store as _store
 from .cache import ActivationCache
-from .data import (DIGEST_SIZE, LABEL_KEYS, _as_tensor, check_batch, check_display, check_labels,
-                   display_uint8, sample_digests)
+from .data import (
+    DIGEST_SIZE,
+    LABEL_KEYS,
+    _as_tensor,
+    check_batch,
+    check_display,
+    check_finite,
+    check_labels,
+    display_uint8,
+    sample_digests,
+)
 from .hooks import model_dtype
-from .inputs import Batch, describe, make_batch, select_logits, vocab_size_of
+from .inputs import (
+    Batch,
+    describe,
+    make_batch,
+    model_failed,
+    select_logits,
+    vocab_size_of,
+)
 from .sampling import LIST_HINT, Sampler, receptive_field
 from .stats_capture import StatsRecorder, stats_from_shards
 from .topk import ChannelStats
 
 __all__ = ["_Run"]
-
-
-def _model_failed(images: torch.Tensor, error: Exception) -> ValueError:
-    """The error for a model that fails on the first image: almost always images of the wrong
-    layout, channel count, size or dtype, which torch reports from deep inside a layer."""
-    shape = tuple(images.shape[1:])
-    hint = ""
-    if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
-        hint = (" They look channels-last (N, H, W, C); capture takes (N, C, H, W): pass "
-                "images.permute(0, 3, 1, 2).")
-    return ValueError(
-        f"The model failed on the first image, of shape {shape} and dtype {images.dtype}, with "
-        f"{type(error).__name__}: {str(error).rstrip('. ')}.{hint} Check that the images have the layout (C, H, W), "
-        "channel count, size and normalisation the model was trained on."
-    )
-
 
 
 class _Run:
@@ -253,7 +253,7 @@ class _Run:
             if self.hook_error is not None or self.layer_info or isinstance(e, torch.cuda.OutOfMemoryError):
                 raise
             if batch.kind == "image" and self.forward is None and isinstance(e, RuntimeError):
-                raise _model_failed(batch.x, e) from e
+                raise model_failed(batch.x, e) from e
             cls = TypeError if isinstance(e, TypeError) else ValueError
             why = f"{type(e).__name__}: {str(e).rstrip('. ')}"
             if self.forward is not None:
@@ -492,7 +492,7 @@ class _Run:
             else:
                 shard.append(self._cut(piece, lo, 0, stop - lo))
                 rest.append((stop, hi, self._cut(piece, lo, stop - lo, hi - lo)))
-        self._check_finite(shard)
+        check_finite(shard, self.names)
         stats = self.recorder.close_shard(self.shard_start) if self.recorder is not None else {}
         if self.writer is not None:
             tensors = {k: _store.join([p[k] for p in shard], k) for k in shard[0]}
@@ -502,26 +502,6 @@ class _Run:
         self.done.extend(shard)
         self.pending = rest
         self.shard_start = stop
-
-    def _check_finite(self, shard: list[dict]) -> None:
-        keys = [f"{n}/acts" for n in self.names] + ["logits"]
-        for key in keys:
-            for piece in shard:
-                t = piece[key]
-                # one reduction without a mask: the sum is finite unless some value is not (or the
-                # sum overflows, which the exact check below then clears)
-                if bool(torch.isfinite(t.sum(dtype=torch.float32))) or bool(torch.isfinite(t).all()):
-                    continue
-                row = int((~torch.isfinite(t)).reshape(len(t), -1).any(dim=1).nonzero()[0])
-                if key == "logits":  # a piece's first row of any layer belongs to its first sample
-                    sample, what = int(piece[f"{self.names[0]}/sample_id"][0]) + row, "The model's output (logits)"
-                else:
-                    sample, what = int(piece[key.replace("/acts", "/sample_id")][row]), f"Layer {key[:-5]!r}"
-                raise ValueError(
-                    f"{what} has NaN or infinite values, first at sample {sample}. Check the model's "
-                    "weights and the inputs (normalisation, dtype); a cache with non-finite "
-                    "activations would break the atlas, top examples and attribution."
-                )
 
     def _header(self) -> dict:
         layers = {n: {k: v for k, v in info.items() if k != "rows_per_sample"} for n, info in self.layer_info.items()}

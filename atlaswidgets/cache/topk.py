@@ -42,13 +42,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from .cache import TopExamples
 from .checks import channel_index, integer, one_of, positive_int
+from .histograms import EMPTY, DyadicHist, bottom_r, regroup
 from .sampling import _splitmix64, _splitmix64_int
 
 __all__ = [
@@ -60,11 +61,9 @@ __all__ = [
 DEFAULT_RANGES: tuple[tuple[float, float], ...] = ((0.99, 0.999), (0.9, 0.99), (0.5, 0.9), (0.0, 0.5))
 STATS_DEFAULTS = {"k": 32, "bins": 64, "reservoir": 8, "seed": 0}
 _MAX_BINS = 4096
-_EMPTY = torch.iinfo(torch.int64).max  # key of an empty sketch slot: above every real key
 _KEY_MASK = (1 << 62) - 1
 # the "grid" of a text layer's statistics: one row of tokens whose length varies by sample
 TOKENS_HW = (1, 0)
-_E_FLOOR = -100  # bin exponent of data that is all zeros; 2**100 still fits float32
 
 
 def stats_config(stats: Any) -> dict | None:
@@ -92,109 +91,6 @@ def stats_config(stats: Any) -> dict | None:
     if cfg["seed"] < 0:
         raise ValueError(f"stats['seed'] must be >= 0, got {cfg['seed']}.")
     return cfg
-
-
-# ----------------------------------------------------------------------------- dyadic histograms
-
-
-def _grid(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(e, a) per channel of the smallest dyadic grid covering [lo, hi]; lo, hi float64 (C,)."""
-    span = (hi - lo).clamp_min(0)
-    mag = torch.maximum(lo.abs(), hi.abs())
-    # log2(0) is -inf: a single value (or all zeros) falls back to the floor below
-    e_span = torch.ceil(torch.log2(span / (bins - 1)))
-    e_mag = torch.ceil(torch.log2(mag)) - 22
-    e = torch.maximum(torch.maximum(e_span, e_mag), torch.full_like(lo, _E_FLOOR))
-    e = torch.where(torch.isfinite(lo), e, torch.full_like(lo, _E_FLOOR)).long()
-    a = torch.floor(torch.where(torch.isfinite(lo), lo, 0) * torch.exp2(-e.double())).long()
-    return e, a
-
-
-def _regroup(e_old, a_old, e_new, a_new, bins: int) -> torch.Tensor:
-    """New bin index (C, bins) of each old bin, for a grid that only got coarser or shifted."""
-    shift = (e_new - e_old).clamp(0, 62)
-    g = a_old[:, None] + torch.arange(bins, device=a_old.device)
-    return ((g >> shift[:, None]) - a_new[:, None]).clamp(0, bins - 1)
-
-
-@dataclass
-class _Hist:
-    """Counts (C, bins) int64 on the dyadic grid (e, a), and the exact min and max seen."""
-
-    e: torch.Tensor
-    a: torch.Tensor
-    counts: torch.Tensor
-    lo: torch.Tensor  # float64 (C,), +inf when empty
-    hi: torch.Tensor
-
-    @classmethod
-    def empty(cls, c: int, bins: int, device) -> "_Hist":
-        z = torch.zeros(c, dtype=torch.int64, device=device)
-        inf = torch.full((c,), math.inf, dtype=torch.float64, device=device)
-        return cls(z + _E_FLOOR, z.clone(), torch.zeros(c, bins, dtype=torch.int64, device=device), inf, -inf)
-
-    def widen(self, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor | None:
-        """Grow the grid to cover [lo, hi] too; returns the old->new bin map, or None if unchanged."""
-        lo, hi = torch.minimum(self.lo, lo), torch.maximum(self.hi, hi)
-        e, a = _grid(lo, hi, self.counts.shape[1])
-        self.lo, self.hi = lo, hi
-        if torch.equal(e, self.e) and torch.equal(a, self.a):
-            return None
-        where = _regroup(self.e, self.a, e, a, self.counts.shape[1])
-        self.counts = torch.zeros_like(self.counts).scatter_add_(1, where, self.counts)
-        self.e, self.a = e, a
-        return where
-
-    def bin_of(self, v: torch.Tensor, channel_dim: int, flat: bool = False) -> torch.Tensor:
-        """Bin index of each value (any shape, channels along ``channel_dim``), int64; with
-        ``flat``, channel * bins + bin (an index into ``counts.view(-1)``)."""
-        shape = [1] * v.ndim
-        shape[channel_dim] = -1
-        bins = self.counts.shape[1]
-        scale = torch.exp2(-self.e.float()).view(shape)
-        # v * 2**-e is exact; the floor is the global cell g, exact below 2**22 by the choice of e.
-        # In place after the one new tensor: the values are large (every position of a batch)
-        g = v.float() * scale
-        g.floor_()
-        g.sub_(self.a.float().view(shape)).clamp_(0, bins - 1)
-        if not flat:
-            return g.long()
-        c = self.counts.shape[0]
-        offsets = torch.arange(c, device=v.device).view(shape) * bins
-        if c * bins <= 1 << 24:  # integers this small are exact in float32: one pass fewer, and
-            return g.add_(offsets.float()).int()  # int32 halves the memory bincount reads
-        return g.long() + offsets
-
-    def edges(self, channel: int) -> np.ndarray:
-        """Bin edges (bins + 1,) float64 of one channel."""
-        w = 2.0 ** int(self.e[channel])
-        return (int(self.a[channel]) + np.arange(self.counts.shape[1] + 1)) * w
-
-
-def _bottom_r(group, key, payload: Sequence[torch.Tensor], n_groups: int, r: int):
-    """Per group the r items with the smallest keys, as dense (n_groups, r) tensors.
-
-    group, key : int64 (M,); payload : tensors (M,). Empty slots get key _EMPTY and payload -1.
-    """
-    order = torch.argsort(key, stable=True)
-    order = order[torch.argsort(group[order], stable=True)]
-    g = group[order]
-    # each item's rank in its group: its index minus its group's first index (g is sorted)
-    index = torch.arange(len(g), device=g.device)
-    starts = torch.ones_like(g, dtype=torch.bool)
-    starts[1:] = g[1:] != g[:-1]
-    rank = index - torch.where(starts, index, 0).cummax(0).values
-    keep = rank < r
-    slot = g[keep] * r + rank[keep]
-    kept = order[keep]
-    out_key = torch.full((n_groups * r,), _EMPTY, dtype=torch.int64, device=key.device)
-    out_key[slot] = key[kept]
-    outs = []
-    for p in payload:
-        o = torch.full((n_groups * r,), -1, dtype=p.dtype, device=p.device)
-        o[slot] = p[kept]
-        outs.append(o.view(n_groups, r))
-    return out_key.view(n_groups, r), outs
 
 
 # ----------------------------------------------------------------------------- examples
@@ -272,10 +168,10 @@ class ChannelStats:
         self.top_value = torch.full((c, self.k), -math.inf, device=dev)
         self.top_sample = torch.full((c, self.k), -1, dtype=torch.int64, device=dev)
         self.top_pos = torch.full((c, self.k), -1, dtype=torch.int64, device=dev)
-        self.positions = _Hist.empty(c, self.bins, dev)  # every position's activation
-        self.maxima = _Hist.empty(c, self.bins, dev)  # each sample's maximum
+        self.positions = DyadicHist.empty(c, self.bins, dev)  # every position's activation
+        self.maxima = DyadicHist.empty(c, self.bins, dev)  # each sample's maximum
         shape = (c, self.bins, self.reservoir)
-        self.r_key = torch.full(shape, _EMPTY, dtype=torch.int64, device=dev)
+        self.r_key = torch.full(shape, EMPTY, dtype=torch.int64, device=dev)
         self.r_sample = torch.full(shape, -1, dtype=torch.int64, device=dev)
         self.r_value = torch.full(shape, -1.0, device=dev)
         self.r_pos = torch.full(shape, -1, dtype=torch.int64, device=dev)
@@ -421,8 +317,8 @@ class ChannelStats:
         m = len(moved)
         group = (where[moved] + torch.arange(m, device=where.device)[:, None] * nb)[:, :, None].expand(m, nb, r)
         keys = self.r_key[moved]
-        full = keys != _EMPTY
-        key, (sample, value, pos) = _bottom_r(
+        full = keys != EMPTY
+        key, (sample, value, pos) = bottom_r(
             group[full], keys[full], (self.r_sample[moved][full], self.r_value[moved][full],
                                       self.r_pos[moved][full]), m * nb, r)
         for name, new in (("r_key", key), ("r_sample", sample), ("r_value", value), ("r_pos", pos)):
@@ -444,10 +340,10 @@ class ChannelStats:
         g_new = group[enter]
         touched, local = torch.unique(g_new, return_inverse=True)
         rows_key = self.r_key.view(c * nb, r)[touched]
-        live = rows_key != _EMPTY
+        live = rows_key != EMPTY
         old_group = torch.arange(len(touched), device=key.device)[:, None].expand(-1, r)[live]
         flat = lambda t: t.view(c * nb, r)[touched][live]  # noqa: E731 (one-line selector)
-        k2, (s2, v2, p2) = _bottom_r(
+        k2, (s2, v2, p2) = bottom_r(
             torch.cat([old_group, local]), torch.cat([rows_key[live], key[enter]]),
             (torch.cat([flat(self.r_sample), sample[enter]]), torch.cat([flat(self.r_value), value[enter]]),
              torch.cat([flat(self.r_pos), pos[enter]])),
@@ -463,22 +359,22 @@ class ChannelStats:
         dev = out.device
         out.positions.widen(other.positions.lo.to(dev), other.positions.hi.to(dev))
         o = other.to(dev)
-        where = _regroup(o.positions.e, o.positions.a, out.positions.e, out.positions.a, out.bins)
+        where = regroup(o.positions.e, o.positions.a, out.positions.e, out.positions.a, out.bins)
         out.positions.counts += torch.zeros_like(o.positions.counts).scatter_add_(1, where, o.positions.counts)
         # the other's maxima: widen to them, then move their counts and sketch onto our grid
         n_before = out.n_samples
         where_self = out.maxima.widen(o.maxima.lo, o.maxima.hi)
         if where_self is not None:
             out._regroup_sketch(where_self)
-        where = _regroup(o.maxima.e, o.maxima.a, out.maxima.e, out.maxima.a, out.bins)
+        where = regroup(o.maxima.e, o.maxima.a, out.maxima.e, out.maxima.a, out.bins)
         out.maxima.counts += torch.zeros_like(o.maxima.counts).scatter_add_(1, where, o.maxima.counts)
         out._merge_top(o.top_value, o.top_sample, o.top_pos)
         c, nb, r = out.r_key.shape
         offsets = torch.arange(c, device=dev)[:, None, None] * nb
         group_o = (where[:, :, None] + offsets).expand(c, nb, r)
         group_s = (torch.arange(nb, device=dev)[None, :, None] + offsets).expand(c, nb, r)
-        fs, fo = out.r_key != _EMPTY, o.r_key != _EMPTY
-        key, (s, v, p) = _bottom_r(
+        fs, fo = out.r_key != EMPTY, o.r_key != EMPTY
+        key, (s, v, p) = bottom_r(
             torch.cat([group_s[fs], group_o[fo]]), torch.cat([out.r_key[fs], o.r_key[fo]]),
             (torch.cat([out.r_sample[fs], o.r_sample[fo]]), torch.cat([out.r_value[fs], o.r_value[fo]]),
              torch.cat([out.r_pos[fs], o.r_pos[fo]])), c * nb, r)
@@ -498,7 +394,7 @@ class ChannelStats:
             setattr(out, name, getattr(self, name).to(device, copy=copy))
         for name in ("positions", "maxima"):
             h = getattr(self, name)
-            setattr(out, name, _Hist(*(t.to(device, copy=copy) for t in (h.e, h.a, h.counts, h.lo, h.hi))))
+            setattr(out, name, DyadicHist(*(t.to(device, copy=copy) for t in (h.e, h.a, h.counts, h.lo, h.hi))))
         return out
 
     def to_tensors(self, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -521,7 +417,7 @@ class ChannelStats:
             for name in cls._TENSORS:
                 setattr(out, name, tensors[prefix + name].to(device))
             for name in ("positions", "maxima"):
-                setattr(out, name, _Hist(*(tensors[f"{prefix}{name}.{f}"].to(device)
+                setattr(out, name, DyadicHist(*(tensors[f"{prefix}{name}.{f}"].to(device)
                                            for f in ("e", "a", "counts", "lo", "hi"))))
             out.n_samples = int(tensors[prefix + "n_samples"][0])
         except KeyError as e:
@@ -586,7 +482,7 @@ class ChannelStats:
         if not bool(involved.any()):
             return TopExamples(np.zeros(0, np.int64), np.zeros((0, 2), np.int64), np.zeros(0, np.float32))
         limit = key[:, -1][involved].min()  # below it, every bin involved kept all its items
-        live = (key != _EMPTY) & (key < limit)
+        live = (key != EMPTY) & (key < limit)
         eligible = live & (_hash01(key, seed) < frac[:, None])
         k_el = key[eligible]
         order = torch.argsort(_hash01(k_el, seed + 1))[:n]  # a seeded choice among the eligible

@@ -48,26 +48,16 @@ import traitlets
 from ..cache.cache import ActivationCache
 from ..cache.checks import checked_direction, int_at_least, integer, is_int
 from ..cache.contexts import is_text
-from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
-from ..cache.facts import (
-    LayerOutputs,
-    UnitFacts,
-    activation_maps,
-    checked_inputs,
-    map_error,
-)
+from ..cache.crops import display_images
+from ..cache.facts import LayerOutputs, UnitFacts, checked_inputs
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ._common import Array, RollsBackPageState, bundle, refuses
 from .display import to_png
+from .neuron_image import inexact, picture_state
 from .neuron_text import check_writes, text_state, token_search
 
 __all__ = ["NeuronViewer"]
-
-
-# what the maps and boxes traits hold when there are none
-_NONE_3D = np.zeros((0, 0, 0), np.float32)
-_NONE_2D = np.zeros((0, 4), np.int32)
 
 
 def _group_title(name: str) -> str:
@@ -505,7 +495,8 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         if self._text:
             shown = self._text_state(layer, unit, ex)
         else:
-            shown = self._picture_state(la, unit, ex)
+            shown = picture_state(self._cache, la, self.layer, unit, ex, self._outputs, self._inputs,
+                                  self.thumb_size)
         err = shown.pop("map_error")
         self._warn_inexact(err, ex)
         edges, counts, quantiles, marks, hist_note = self._facts.distribution(layer, unit, maxima)
@@ -543,52 +534,14 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             return  # no feature visualisation of token inputs
         self._send_icon(unit)
 
-    def _picture_state(self, la, unit, ex) -> dict:
-        """Traits of image examples: sprite sheet, maps (or boxes) and how exact the maps are."""
-        cache, s = self._cache, self.thumb_size
-        images = display_images(cache)
-        pics = resize_images(images[torch.as_tensor(ex.sample_id, dtype=torch.long)], s) if len(ex) else None
-        sprite, cols = sprite_sheet(pics, fmt="jpeg") if pics is not None else (b"", 1)
-        maps, boxes, err = None, None, None
-        if self._outputs is not None and len(ex):
-            source = self._inputs if self._inputs is not None else images
-            maps = activation_maps(self._outputs, source, ex.sample_id, self.layer, unit, la.hw)
-            err = map_error(maps, ex.yx, ex.values)
-        elif len(ex):
-            boxes = thumb_boxes(cache, la, images.shape[-2:], ex.yx, s).numpy()
-        top_value = float(ex.values.max()) if len(ex) else 1.0
-        map_top = float(maps.max()) if maps is not None and maps.size else top_value
-        if maps is None:
-            note = "outline: what the strongest position sees (no model given, so no activation maps)"
-        elif self._inexact(err, ex):
-            where = "the captured inputs" if self._inputs is not None else "the uint8 display images"
-            note = (f"heatmap, APPROXIMATE: re-run on {where}, the maps differ from the captured "
-                    f"activations by up to {err:.3g} at the examples' positions; pass inputs= (the "
-                    "images given to capture) and preprocess= (what capture applied) for exact maps")
-        else:
-            where = "the captured inputs" if self._inputs is not None else "the display images"
-            note = f"heatmap: the unit's activation at each position (model re-run on {where})"
-        return {"sprite": sprite, "sprite_cols": cols, "marking": "heatmap" if maps is not None else "box",
-                "maps": maps if maps is not None else _NONE_3D, "map_hw": [int(la.hw[0]), int(la.hw[1])],
-                "map_max": max(top_value, map_top, 1e-6), "boxes": boxes if boxes is not None else _NONE_2D,
-                "note": note, "map_error": err}
-
     def _text_state(self, layer, unit, ex) -> dict:
         state = text_state(self._cache, layer, unit, ex, self._outputs, self._model, self._writes)
-        if self._inexact(state["map_error"], ex):
+        if inexact(state["map_error"], ex):
             state["note"] += f"; CAUTION: it differs from the captured activations by up to {state['map_error']:.3g}"
         return state
 
-    @staticmethod
-    def _inexact(err, ex, tolerance: float = 1e-5) -> bool:
-        """Whether re-run values differ from the cached ones by more than ``tolerance`` of the
-        examples' largest value: 1e-5 is float noise; 1e-2 is more than any float noise of a
-        re-run (another batch, TF32 on a GPU) and than uint8 display images, so wrong inputs."""
-        scale = float(np.abs(ex.values).max()) if len(ex) else 0.0
-        return err is not None and err > tolerance * max(scale, 1.0)
-
     def _warn_inexact(self, err, ex) -> None:
-        if self._warned or not self._inexact(err, ex, 1e-2):
+        if self._warned or not inexact(err, ex, 1e-2):
             return
         self._warned = True
         hint = ("pass inputs= (the images given to capture) and preprocess= (what capture applied "

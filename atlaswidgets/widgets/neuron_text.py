@@ -17,7 +17,14 @@ import torch
 from ..cache.cache import ActivationCache
 from ..cache.contexts import row_values, token_contexts
 from ..cache.facts import LayerOutputs, activation_maps, map_error
-from ..cache.tokens import model_writes, token_mean_table, token_writes, top_tokens, units_for_token
+from ..cache.tokens import (
+    model_writes,
+    token_mean_table,
+    token_writes,
+    top_tokens,
+    units_for_token,
+)
+from .neuron_image import NO_BOXES, NO_MAPS
 
 __all__ = ["text_examples", "text_summary", "text_state", "token_search", "check_writes"]
 
@@ -120,9 +127,8 @@ def text_state(cache: ActivationCache, layer: str, unit, ex, outputs, model, wri
     top, top_note, up, down, writes_note = text_summary(cache, layer, unit, model, writes)
     finite = heat[np.isfinite(heat)]
     top_value = max(float(ex.values.max()) if len(ex) else 0.0, float(finite.max()) if finite.size else 0.0)
-    empty3, empty2 = np.zeros((0, 0, 0), np.float32), np.zeros((0, 4), np.int32)
     return {"contexts": contexts, "heat": heat, "map_max": max(top_value, 1e-6), "note": note,
-            "marking": "text", "sprite": b"", "sprite_cols": 1, "maps": empty3, "boxes": empty2,
+            "marking": "text", "sprite": b"", "sprite_cols": 1, "maps": NO_MAPS, "boxes": NO_BOXES,
             "map_hw": [1, int(cache[layer].hw[1])], "top_tokens": top, "top_tokens_note": top_note,
             "writes_up": up, "writes_down": down, "writes_note": writes_note, "map_error": err}
 
