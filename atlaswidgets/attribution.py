@@ -257,6 +257,7 @@ def _engine(model, data, name: str, targets: list[Target], la, n_samples: int | 
                 tokens = _token_batch(inputs, labels, i, vocab_size)
                 if tokens is None:
                     images, _ = check_batch(inputs, labels, i)
+                    _check_finite_images(images, seen)
                     x, n, pos = images.to(dev, dtype or images.dtype), len(images), None
                     if targets[0].per_token:
                         raise ValueError("Next-token targets need token inputs (input_ids) and a "
@@ -464,6 +465,14 @@ def _batch(model, x, kept, name, targets: list[Target], flat_ok):
     kept.pop("out", None)  # drop the graph
 
 
+def _check_finite_images(images: torch.Tensor, seen: int) -> None:
+    if images.is_floating_point() and not bool(torch.isfinite(images).all()):
+        first = int((~torch.isfinite(images)).reshape(len(images), -1).any(dim=1).nonzero()[0])
+        raise ValueError(f"Image {seen + first} of data has NaN or infinite pixels; attribution "
+                         "of it would be NaN. Drop or repair those images (capture refuses them "
+                         "too).")
+
+
 def _act_times_grad(act: torch.Tensor, grad: torch.Tensor | None, name: str) -> torch.Tensor:
     """act x grad of one target, at least float32; a clear error for no or non-finite gradient."""
     if grad is None:
@@ -473,6 +482,11 @@ def _act_times_grad(act: torch.Tensor, grad: torch.Tensor | None, name: str) -> 
         raise ValueError(f"The gradient of the target at layer {name!r} has NaN or infinite "
                          "values; check the model's weights and inputs.")
     out = act * grad
+    if not bool(torch.isfinite(out).all()):
+        # finite gradients times non-finite activations: capture refuses such activations, so
+        # attribution does too rather than return NaN scores that would blank the atlas
+        raise ValueError(f"The activations of layer {name!r} have NaN or infinite values, so "
+                         "their attribution would too; check the model's weights and inputs.")
     return out.float() if out.dtype in (torch.float16, torch.bfloat16) else out
 
 

@@ -239,6 +239,18 @@ def test_bad_inputs(model, data):
     assert all(not mod._forward_hooks for mod in model.modules())
 
 
+def test_non_finite_images_are_refused_not_attributed_as_nan(model, data):
+    # issue #17, item 8: a NaN image gave NaN attributions silently (capture refuses it)
+    images = data[0][:6].clone()
+    images[4, 1, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="Image 4 of data has NaN or infinite pixels"):
+        aw.attribute(model, images, "conv1", 1, progress=False)
+    images[4, 1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match="Image 4 of data"):
+        aw.attribute(model, [images[:3], images[3:]], "conv1", 1, batch_size=3, progress=False)
+    assert all(not mod._forward_hooks for mod in model.modules())
+
+
 def test_target_key():
     assert target_key(("wok", "pan"), CLASSES) == "wok-pan"
     assert target_key((1, 0)) == "class:1-class:0"

@@ -65,6 +65,7 @@ from torch import nn
 from .cache import ActivationCache
 from .checks import integer, non_negative_int, one_of, positive_int
 from .data import batches
+from .files import user_path
 from .hooks import LayerSpec, eval_mode, hooks, on_device, resolve_layers
 from .inputs import model_vocab, read_vocab
 from .run import _Run
@@ -170,6 +171,8 @@ def capture(
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise TypeError("classes must be a list of class names (str), indexed by label.")
         classes = list(classes)
+    if store is not None:  # checked before any work, like every other argument
+        store = user_path(store, "capture(..., store=path)")
     names = resolve_layers(model, layers)
     stats_cfg = stats_config(stats)
     run = _Run(model, names, sample, int(per_image), int(seed), dtype, keep_images, to_display,

@@ -406,10 +406,22 @@ def vocab_size_of(model: Any, vocab: list[str] | None) -> int | None:
     return len(vocab) if vocab is not None else None
 
 
-def model_failed(images: torch.Tensor, error: Exception) -> ValueError:
-    """The error for a model that fails on the first image: almost always images of the wrong
-    layout, channel count, size or dtype, which torch reports from deep inside a layer."""
+# torch's words for an input that does not fit a layer (shape, channels, dtype, device); a
+# RuntimeError without them is the model's own, and passes through as it was raised
+_INPUT_MISMATCH = ("shape", "size", "channels", "dimension", "expected", "mat1", "dtype",
+                   "input type", "must match", "same device", "stride")
+
+
+def model_failed(images: torch.Tensor, error: Exception) -> Exception:
+    """The error for a model that fails on the first image. torch's input mismatches (wrong
+    layout, channel count, size or dtype, reported from deep inside a layer) become a ValueError
+    that says what the images looked like; any other error is the model's own and comes back
+    unchanged, with a note on where it happened."""
     shape = tuple(images.shape[1:])
+    if not any(word in str(error).lower() for word in _INPUT_MISMATCH):
+        error.add_note(f"(raised by the model itself on capture's first batch, images of shape "
+                       f"{shape} and dtype {images.dtype})")
+        return error
     hint = ""
     if images.shape[-1] in (1, 3, 4) and images.shape[1] not in (1, 3, 4):
         hint = (" They look channels-last (N, H, W, C); capture takes (N, C, H, W): pass "

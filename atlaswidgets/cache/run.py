@@ -253,7 +253,10 @@ class _Run:
             if self.hook_error is not None or self.layer_info or isinstance(e, torch.cuda.OutOfMemoryError):
                 raise
             if batch.kind == "image" and self.forward is None and isinstance(e, RuntimeError):
-                raise model_failed(batch.x, e) from e
+                failure = model_failed(batch.x, e)
+                if failure is e:
+                    raise
+                raise failure from e
             cls = TypeError if isinstance(e, TypeError) else ValueError
             why = f"{type(e).__name__}: {str(e).rstrip('. ')}"
             if self.forward is not None:

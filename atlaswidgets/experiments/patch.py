@@ -167,7 +167,9 @@ class PatchTable:
         import plotly.graph_objects as go
 
         ref = _reference(reference)
-        names = self.names
+        # plotly reads a subset of HTML in every label (<b>, <a href>, <br>); names come from the
+        # user and class names from data, so they are escaped to show as the text they are
+        names = [_plain(n) for n in self.names]
         fig = go.Figure()
         colors = {"dynamic": "#1f77b4", "static": "#ff7f0e"}
         for mode in ("dynamic", "static"):
@@ -181,16 +183,21 @@ class PatchTable:
         if ref:
             for k, mode in enumerate(("dynamic", "static")):
                 fig.add_bar(
-                    name=f"{mode} (reference)", x=list(ref), y=[v[k] for v in ref.values()],
+                    name=f"{mode} (reference)", x=[_plain(n) for n in ref], y=[v[k] for v in ref.values()],
                     offsetgroup=mode, marker_color=colors[mode], opacity=0.45,
                     marker_pattern_shape="/",
                     hovertemplate=f"%{{x}}: %{{y:.1f}}%<extra>{mode}, reference</extra>",
                 )
         fig.update_layout(
-            barmode="group", title=self._title(), yaxis_title=f"flipped to {self.target} (%)",
+            barmode="group", title=_plain(self._title()), yaxis_title=_plain(f"flipped to {self.target} (%)"),
             yaxis_range=[0, 100], legend_title_text="placement",
         )
         return fig
+
+
+def _plain(text: str) -> str:
+    """``text`` for a plotly label: its markup characters as entities, shown as typed."""
+    return html.escape(str(text), quote=False)
 
 
 def _reference(reference) -> dict[str, tuple[float, float]]:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache.checks import int_at_least, number, one_of, random_seed
+from ..cache.checks import int_at_least, int_in_range, number, one_of, random_seed
 from ..cache.hooks import eval_mode, forward_layers, model_device, model_dtype, on_device, resolve_layers
 from .objectives import Objective
 from .param import make_image
@@ -55,6 +55,9 @@ def model_input(model: nn.Module, images: torch.Tensor, normalize: Callable | No
     return x.to(dtype) if dtype is not None else x
 
 
+MAX_SIZE = 2048
+
+
 def render(
     model: nn.Module,
     objective: Objective,
@@ -77,7 +80,7 @@ def render(
     model : torch.nn.Module taking images (n, 3, size, size) (after ``normalize``)
     objective : an Objective (``atlaswidgets.render.objectives``); one built for n entries (n
         channels or directions) renders n images, image i for entry i
-    size : side of the images in pixels (>= 8)
+    size : side of the images in pixels, 8 to 2048
     param : "fft" (decorrelated 1/f Fourier image), "pixel", or a builder (see ``param.make_image``)
     steps, lr : Adam steps and learning rate
     transforms : "default" (``default_transforms(size)``), None, a callable (images, generator)
@@ -98,7 +101,9 @@ def render(
     if not isinstance(objective, Objective):
         raise TypeError(f"objective must be an Objective (see atlaswidgets.render.objectives), got "
                         f"{type(objective).__name__}.")
-    size = int_at_least(size, "size", 8)
+    # memory grows with size**2 through every layer up to the objective's: 2048 px already takes
+    # gigabytes per image on a ResNet, and an unbounded size would try to allocate terabytes
+    size = int_in_range(size, "size", 8, MAX_SIZE, "pixels; feature vis is usually 64-512 px")
     steps = int_at_least(steps, "steps", 1)
     seed = random_seed(seed)
     number(lr, "lr", 0, low_open=True)

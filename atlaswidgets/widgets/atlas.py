@@ -305,6 +305,12 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         self._atlas.cells.index(value)  # raises ValueError naming ids that are not visible cells
         return value
 
+    @traitlets.validate("size")
+    @refuses
+    def _valid_size(self, proposal):
+        # the constructor's bounds hold for a size set later from Python or the page too
+        return int_in_range(proposal["value"], "size", 120, 4000, "CSS pixels")
+
     @traitlets.validate("grid_size")
     @refuses
     def _valid_grid_size(self, proposal):

@@ -271,6 +271,27 @@ def test_bad_data(model, data):
         cap(model, [images[:4], "images/0001.png"])
 
 
+def test_the_models_own_error_is_not_blamed_on_the_images(data):
+    # issue #17, item 8: a model's own RuntimeError was re-raised as a ValueError about image layout
+    class Exploding(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3)
+
+        def forward(self, x):
+            self.conv(x)
+            raise RuntimeError("the lookup table is not loaded")
+
+    with pytest.raises(RuntimeError, match="the lookup table is not loaded") as info:
+        capture(Exploding(), data[0][:8], layers="conv", progress=False)
+    assert "capture's first batch" in " ".join(getattr(info.value, "__notes__", []))
+
+
+def test_store_must_be_a_path(model, data):
+    with pytest.raises(TypeError, match=r"capture\(..., store=path\) needs a path \(str or pathlib.Path\), got int"):
+        capture(model, data[0][:8], layers="conv1", store=123, progress=False)
+
+
 def test_bad_arguments(model, data):
     images = data[0]
     with pytest.raises(ValueError, match="sample must be one of"):

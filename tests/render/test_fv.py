@@ -126,8 +126,11 @@ def test_bad_input(world):
         render(net, ob.channel(LAYER, 200), size=64, steps=1)
     with pytest.raises(ValueError, match="direction has length 64 but layer 'block4' has 128"):
         render(net, ob.direction(LAYER, np.ones(64)), size=64, steps=1)
-    with pytest.raises(ValueError, match="size must be an int >= 8"):
+    with pytest.raises(ValueError, match=r"size must be an int in \[8, 2048\]"):
         render(net, ob.channel(LAYER, 0), size=4, steps=1)
+    # issue #17, item 8: size=100000 tried to allocate ~120 GB before failing
+    with pytest.raises(ValueError, match=r"size must be an int in \[8, 2048\].*got 100000"):
+        render(net, ob.channel(LAYER, 0), size=100000, steps=1)
     with pytest.raises(ValueError, match="batch=3 but the objective is built for 2 images"):
         render(net, ob.channel(LAYER, [0, 1]), size=64, steps=1, batch=3)
     with pytest.raises(ValueError, match="does not depend differentiably on the image"):

@@ -62,6 +62,20 @@ def test_bad_selection_from_the_page_is_rolled_back_on_linked_widgets(small, mon
     assert p.selected == [ids[1]]
 
 
+def test_size_set_after_construction_is_checked_like_the_constructors(small):
+    # issue #17, item 8: AtlasWidget.size = -100 was accepted from Python
+    cache, atlas = small
+    w = AtlasWidget(atlas, cache, size=300)
+    for bad in (-100, 119, 4001):
+        with pytest.raises(ValueError, match=r"size must be an int in \[120, 4000\] \(CSS pixels\)"):
+            w.size = bad
+    with pytest.raises(traitlets.TraitError, match="'size' trait .* expected an int"):
+        w.size = "big"
+    assert w.size == 300
+    w.size = 640
+    assert w.size == 640
+
+
 def test_a_refused_message_leaves_all_its_traits(small, monkeypatch):
     cache, atlas = small
     w = AtlasWidget(atlas, cache)
