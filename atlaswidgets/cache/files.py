@@ -18,7 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
-from .lock import LOCK
+from .lock import LOCK, clear_stale
 
 __all__ = ["MANIFEST", "atomic_write", "fsync_dir", "sha256_bytes", "shard_name", "is_shard",
            "is_ours_tmp", "user_path", "check_parents", "siblings", "recover", "replace_dir",
@@ -152,6 +152,7 @@ def recover(path: Path) -> None:
             if not os.path.lexists(path):
                 os.rename(aside, path)  # died between the renames: the old store is the complete one
                 fsync_dir(path.parent)
+                clear_stale(path)  # the dead writer's lock came back with it
             elif (path / MANIFEST).is_file():  # died after them: the new store stands
                 move_extras(aside, path)
                 shutil.rmtree(aside)

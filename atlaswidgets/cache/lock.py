@@ -28,7 +28,7 @@ try:
 except ImportError:  # Windows
     fcntl = None
 
-__all__ = ["LOCK", "StoreLock", "lock_store"]
+__all__ = ["LOCK", "StoreLock", "clear_stale", "lock_store"]
 
 LOCK = ".atlaswidgets.lock"
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -120,10 +120,30 @@ def lock_store(path: Path, action: str) -> StoreLock:
         lock.created = True
     try:
         lock.take(path)
+    except OSError as e:
+        lock.release()
+        if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS) and not lock.created:
+            # a store this process may not write to (a shared, read-only copy): reusing it whole
+            # writes nothing, and a write that is needed fails on its own, as before
+            return StoreLock(path, action)
+        raise
     except BaseException:
         lock.release()
         raise
     return lock
+
+
+def clear_stale(directory: Path) -> None:
+    """Remove a lock file no live process holds (a dead writer's), e.g. in a store put back by
+    ``files.recover``; a held one stays."""
+    if not os.path.lexists(directory / LOCK):
+        return
+    lock = StoreLock(directory, "")
+    try:
+        lock.take(directory)
+    except (OSError, ValueError):
+        return
+    lock.release()
 
 
 # ----------------------------------------------------------------------------- helpers

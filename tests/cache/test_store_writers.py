@@ -7,6 +7,7 @@ written). Only the concurrent-reader test runs two processes freely, for a few s
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import socket
@@ -217,3 +218,42 @@ def test_two_identical_captures_write_byte_identical_stores(model, data, referen
     saved = reference.save(tmp_path / "c", shard_samples=8)
     reference.save(saved, shard_samples=8)
     assert tree(saved) == tree(reference.save(tmp_path / "d", shard_samples=8))
+
+
+def test_a_store_this_process_cannot_write_is_reused_without_a_lock(model, data, reference, tmp_path,
+                                                                  monkeypatch):
+    # a shared, read-only copy of a complete store: reusing it whole writes nothing, so the lock
+    # it cannot take is not needed (as root the permission itself cannot be taken away here)
+    path = reference.save(tmp_path / "s", shard_samples=16)
+    before = tree(path)
+
+    def read_only(file, exclusive):
+        raise OSError(errno.EROFS, "Read-only file system", str(file))
+
+    monkeypatch.setattr(lock_mod, "_open", read_only)
+    assert_caches_equal(reference, cap(model, data, store=path))
+    assert tree(path) == before
+
+
+def test_a_store_put_back_after_a_killed_re_save_has_no_stale_lock(reference, tmp_path, monkeypatch):
+    from atlaswidgets.cache import files as files_mod
+
+    path = reference.save(tmp_path / "s", shard_samples=16)
+    real_rename = os.rename
+    calls = []
+
+    def killed_between_renames(src, dst):  # the old store goes aside, then the process "dies"
+        calls.append(src)
+        if len(calls) >= 2:
+            raise OSError("killed")
+        real_rename(src, dst)
+
+    monkeypatch.setattr(files_mod.os, "rename", killed_between_renames)
+    with pytest.raises(OSError, match="killed"):
+        reference.save(path, shard_samples=8)
+    monkeypatch.undo()
+    aside = [n for n in os.listdir(tmp_path) if n.startswith(".s.old.tmp-")]
+    assert not path.exists() and LOCK in os.listdir(tmp_path / aside[0])  # its writer's lock, aside
+    monkeypatch.setattr(files_mod, "writer_gone", lambda sibling: True)  # the writer has died
+    assert_caches_equal(reference, load_cache(path, device="cpu"))
+    assert LOCK not in os.listdir(path)
