@@ -6,16 +6,18 @@
 On the kitchen world (``block4``, sample="random", 4 rows per image, shards of 32 samples), each
 trial starts a child process that either captures into a fresh store or re-saves a complete store
 over itself with another shard size, and sends it SIGKILL after a random delay drawn from the
-length of that operation (measured once, uninterrupted, in this process). Then:
+length of that operation (measured once, uninterrupted, in this process), until that many kills
+have landed before the child finished its work. Then:
 
 - capture: ``capture(..., store=path)`` again in this process resumes the killed store;
 - save: the store is loaded right after the kill (it must hold the old store or the new one),
   then the save is run again to its end.
 
 Each result is compared with the uninterrupted run: the loaded cache tensor by tensor, the store
-file by file (bit-identical: the same names and bytes). Printed: killed (the child was still
-running when killed), resumed, bit-identical, loadable, per kind and in total; the exit status is
-1 when any trial failed. Not part of ``make test`` (minutes: each child imports torch).
+file by file (bit-identical: the same names and bytes). Printed: killed (the child had not
+finished its work when killed), resumed, bit-identical, loadable (for a save: right after the
+kill, and whether that was the old store or the new one), per kind and in total; the exit status
+is 1 when any trial failed. Not part of ``make test`` (minutes: each child imports torch).
 """
 
 from __future__ import annotations
@@ -110,7 +112,7 @@ def main() -> int:
 
     from safetensors.torch import save_file
 
-    from atlaswidgets.cache.store import load_cache
+    from atlaswidgets.cache.store import load_cache, read_manifest
     from atlaswidgets.zoo import kitchen
 
     rng = random.Random(args.seed)
@@ -133,11 +135,16 @@ def main() -> int:
           f"{SHARD}), seed {args.seed}; uninterrupted: capture {t_capture:.2f} s, save {t_save:.2f} s",
           flush=True)
 
-    counts = {k: dict(trials=0, killed=0, resumed=0, identical=0, loadable=0) for k in ("capture", "save")}
+    counts = {k: dict(trials=0, killed=0, resumed=0, identical=0, loadable=0, old=0, new=0)
+              for k in ("capture", "save")}
     failures = []
-    for trial in range(args.kills):
+    trial = 0
+    # trials go on until that many kills landed in the work (a child that finished first is
+    # checked as well, but is no kill); the delays are drawn from the uninterrupted run's length
+    while sum(c["killed"] for c in counts.values()) < args.kills and trial < 3 * args.kills:
+        trial += 1
         kind = rng.choice(["capture", "save"])
-        delay = rng.uniform(0, 1.2 * (t_capture if kind == "capture" else t_save))
+        delay = rng.uniform(0, t_capture if kind == "capture" else t_save)
         path = work / f"trial-{trial:02d}"
         if kind == "save":
             shutil.copytree(work / "reference", path)
@@ -147,10 +154,10 @@ def main() -> int:
             failures.append(f"trial {trial}: the child failed before its work (exit {proc.returncode})")
             continue
         time.sleep(delay)
-        killed = proc.poll() is None
-        if killed:
+        if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        killed = "done" not in proc.stdout.read()  # else the work was over, only the exit was killed
         c = counts[kind]
         c["trials"] += 1
         c["killed"] += killed
@@ -162,6 +169,8 @@ def main() -> int:
                 if not same_cache(after, reference):
                     raise AssertionError("the store loaded after the kill holds other data")
                 c["loadable"] += 1
+                step = read_manifest(path)["shards"][0]["stop"]
+                c["new" if step == RESAVE_SHARD else "old"] += 1
                 reference.save(path, shard_samples=RESAVE_SHARD)
                 want = ref_save
             else:
@@ -185,8 +194,9 @@ def main() -> int:
 
     total = {k: sum(c[k] for c in counts.values()) for k in counts["capture"]}
     for name, c in [*counts.items(), ("total", total)]:
+        after = f"  (right after the kill: old store {c['old']}, new store {c['new']})" if name == "save" else ""
         print(f"{name:8s} trials {c['trials']:2d}  killed {c['killed']:2d}  resumed {c['resumed']:2d}  "
-              f"bit-identical {c['identical']:2d}  loadable {c['loadable']:2d}")
+              f"bit-identical {c['identical']:2d}  loadable {c['loadable']:2d}{after}")
     for f in failures:
         print("FAILED", f)
     if not args.workdir:

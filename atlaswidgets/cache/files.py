@@ -170,11 +170,16 @@ def wait_for_swap(path: Path, limit_s: float = 5.0) -> None:
     real = Path(os.path.realpath(path))
     deadline = time.monotonic() + limit_s
     while not os.path.lexists(real) and time.monotonic() < deadline:
-        swapping = [a for a in siblings(real, "old")
-                    if not writer_gone(a) and a.name.rsplit(_TMP, 1)[1].split("-")[1:2] != [str(os.getpid())]]
+        # this process's own aside is a swap that failed here (it raised), not one in progress
+        swapping = [a for a in siblings(real, "old") if not writer_gone(a) and not _made_here(a)]
         if not swapping:
             return
         time.sleep(0.005)
+
+
+def _made_here(sibling: Path) -> bool:
+    parts = sibling.name.rsplit(_TMP, 1)[1].split("-")
+    return len(parts) > 1 and parts[0] == owner().split("-")[0] and parts[1] == str(os.getpid())
 
 
 def move_extras(old: Path, new: Path) -> None:

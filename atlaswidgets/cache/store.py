@@ -22,21 +22,12 @@ input sample, see ``data.sample_digests``); the manifest's record of a shard has
 the sha256 of its samples' digests. Every file is written to a temporary file in the same
 directory, fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
 The manifest is rewritten the same way after each shard. A shard counts only when the manifest
-lists it with a sha256 that matches the file's bytes: "the file exists" proves nothing. Its
-safetensors metadata is one key, ``{"samples": "start:stop"}`` (one key: safetensors writes a
-map's keys in random order, and two identical captures write byte-identical stores).
-
-Reading trusts nothing it has not checked (``shards.py``): every file must be a regular file in
-the store (no symlinks, FIFOs or devices), of the size its safetensors header gives; a shard must
-hold the samples its record lists, with rows that pair up. Anything else is a "damaged" error
-naming the file. A reader holds the store directory open while it reads, and reads again when a
-re-save swapped another store in meanwhile: it gets the old store or the new one.
-
-One writer at a time: ``capture(..., store=)`` and ``save`` hold ``.atlaswidgets.lock`` in the
-store while they write (``lock.py``); a second writer is refused with the holder's pid, host and
-start time, and a dead writer's lock is taken over. A capture into a store whose last shard is
-short but which was never marked complete (the process died before its final manifest) writes
-that manifest.
+lists it with a sha256 that matches the file's bytes: "the file exists" proves nothing. A shard's
+safetensors metadata is one key, ``{"samples": "start:stop"}`` (safetensors writes a map's keys
+in random order; two identical captures must write byte-identical stores). Reading checks every
+file (``shards.py``: regular files in the store, sized as their header says, holding the samples
+and rows their record lists) and reads again when a re-save swapped the store meanwhile. One
+writer at a time holds ``.atlaswidgets.lock`` in the store (``lock.py``).
 
 Saving over an existing store writes the new store into a sibling directory
 ``.<name>.new.tmp-<host>-<pid>-<random>`` and swaps it in with two renames (the old store goes

@@ -198,6 +198,24 @@ def test_a_reader_during_re_saves_sees_the_old_or_the_new_store(reference, tmp_p
     assert_caches_equal(reference, load_cache(path, device="cpu"))
 
 
+def test_a_store_swapped_between_the_manifest_and_the_shards_is_read_again(reference, tmp_path,
+                                                                           monkeypatch):
+    # the deterministic form of the test above: a re-save lands just after the reader has read
+    # the manifest (3 shards of 16) and before its first shard (the new store has 5 shards of 8)
+    path = reference.save(tmp_path / "s", shard_samples=16)
+    read = store_mod.read_shard
+    swapped = []
+
+    def re_saved_meanwhile(*args, **kw):
+        if not swapped:
+            swapped.append(reference.save(path, shard_samples=8))
+        return read(*args, **kw)
+
+    monkeypatch.setattr(store_mod, "read_shard", re_saved_meanwhile)
+    assert_caches_equal(reference, load_cache(path, device="cpu"))
+    assert swapped and len(read_manifest(path)["shards"]) == 5
+
+
 # ----------------------------------------------------------------------------- item 5
 
 
