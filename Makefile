@@ -10,7 +10,7 @@ PORT ?= 8888
 # jupyter refuses to run as root without this flag (containers, CI, Binder-like machines)
 ROOT_FLAG := $(shell [ "$$(id -u)" = 0 ] && echo --allow-root)
 
-.PHONY: demo test bench gpu-check clean
+.PHONY: demo test bench reliability gpu-check clean
 
 $(BIN)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: $(BIN)/.installed
 
 bench: $(BIN)/.installed
 	$(BIN)/python bench/capture.py
+
+# 20 kill -9s at random moments of captures and re-saves into a store, resumed and compared with an
+# uninterrupted run (minutes; not part of `make test`)
+reliability: $(BIN)/.installed
+	$(BIN)/python bench/reliability.py
 
 # on a machine with a CUDA GPU (PyPI's torch==2.13.0 is a CUDA build there): the tests marked
 # cuda, which skip everywhere else, and both benchmarks on the GPU

@@ -13,12 +13,16 @@ import os
 import secrets
 import shutil
 import socket
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from .lock import LOCK, clear_stale
+
 __all__ = ["MANIFEST", "atomic_write", "fsync_dir", "sha256_bytes", "shard_name", "is_shard",
-           "is_ours_tmp", "user_path", "check_parents", "siblings", "recover", "replace_dir"]
+           "is_ours_tmp", "user_path", "check_parents", "siblings", "recover", "replace_dir",
+           "wait_for_swap"]
 
 MANIFEST = "manifest.json"
 _TMP = ".tmp-"  # marks our temporary files and directories
@@ -148,6 +152,7 @@ def recover(path: Path) -> None:
             if not os.path.lexists(path):
                 os.rename(aside, path)  # died between the renames: the old store is the complete one
                 fsync_dir(path.parent)
+                clear_stale(path)  # the dead writer's lock came back with it
             elif (path / MANIFEST).is_file():  # died after them: the new store stands
                 move_extras(aside, path)
                 shutil.rmtree(aside)
@@ -158,6 +163,25 @@ def recover(path: Path) -> None:
             shutil.rmtree(new, ignore_errors=True)
 
 
+def wait_for_swap(path: Path, limit_s: float = 5.0) -> None:
+    """Wait while another live process is between the two renames of a re-save of ``path`` (the
+    name is absent for that moment), so that a reader or a writer never takes the gap for "no
+    store". Returns at once when the name exists or no other process is swapping."""
+    real = Path(os.path.realpath(path))
+    deadline = time.monotonic() + limit_s
+    while not os.path.lexists(real) and time.monotonic() < deadline:
+        # this process's own aside is a swap that failed here (it raised), not one in progress
+        swapping = [a for a in siblings(real, "old") if not writer_gone(a) and not _made_here(a)]
+        if not swapping:
+            return
+        time.sleep(0.005)
+
+
+def _made_here(sibling: Path) -> bool:
+    parts = sibling.name.rsplit(_TMP, 1)[1].split("-")
+    return len(parts) > 1 and parts[0] == owner().split("-")[0] and parts[1] == str(os.getpid())
+
+
 def move_extras(old: Path, new: Path) -> None:
     """Move what else lives in a store directory (icons rendered beside it, see render/icons.py)
     from the old store into the new one that replaces it."""
@@ -166,7 +190,7 @@ def move_extras(old: Path, new: Path) -> None:
     except OSError:
         return
     for name in names:
-        if name == MANIFEST or is_shard(name) or is_ours_tmp(name) or os.path.lexists(new / name):
+        if name in (MANIFEST, LOCK) or is_shard(name) or is_ours_tmp(name) or os.path.lexists(new / name):
             continue
         try:
             os.rename(old / name, new / name)

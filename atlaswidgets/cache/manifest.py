@@ -73,8 +73,13 @@ def check_structure(manifest: dict, file: Path) -> None:
     shards = manifest.get("shards")
     if not isinstance(shards, list):
         raise _damaged(file, "'shards'", f"must be a list of shard records, got {shards!r}")
+    first: dict[str, int] = {}
     for i, record in enumerate(shards):
         _check_record(record, f"shards[{i}]", file)
+        if record["file"] in first:  # one file would stand for two ranges of samples
+            raise _damaged(file, f"shards[{i}]['file']", f"lists {record['file']!r} a second time "
+                                                         f"(also shards[{first[record['file']]}])")
+        first[record["file"]] = i
 
 
 _SHARD_FILE = re.compile(r"shard-\d+\.safetensors")  # a bare name: never a path out of the store

@@ -75,6 +75,8 @@ class _Run:
         self.dev = torch.device("cpu")
         self.path: Path | None = None
         self.writer: _store.StoreWriter | None = None
+        self.lock = None  # the store's write lock, held from open_store() to close()
+        self.reuse_whole = False  # a complete store, every shard verified: nothing to write
         self.prior: list[tuple[dict, dict]] = []  # (record, tensors) reused from the store
         self.closed = False  # the reused shards end the data: nothing may follow them
         self.checked = 0  # reused shards whose data hash has been compared
@@ -128,6 +130,8 @@ class _Run:
 
     def close(self) -> None:
         self._hasher.shutdown(wait=True)
+        if self.lock is not None:
+            self.lock.release()
 
     # -- store ------------------------------------------------------------------------------
 
@@ -135,6 +139,14 @@ class _Run:
         if store is None:
             return
         self.path = Path(store).expanduser()
+        self.lock = _store.lock_for_writing(self.path, "capture(..., store=path)")
+        try:
+            self._open_store()
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _open_store(self) -> None:
         manifest = _store.check_target(self.path, self.fingerprint, "capture(..., store=path)")
         if manifest is None:
             return
@@ -150,6 +162,8 @@ class _Run:
                 last["stop"] - last["start"] < self.shard_samples
             )
             self.shard_start = last["stop"]
+        # an incomplete store whose last shard is short lacks only its final manifest: written again
+        self.reuse_whole = bool(manifest.get("complete")) and len(self.prior) == len(manifest["shards"])
         if self.recorder is not None:
             self.recorder.resume_at, self.recorder.shard_samples = self.resume_at, self.shard_samples
 
@@ -363,7 +377,7 @@ class _Run:
                 "them as they are.")
         if self.kind != "image":
             self.input_hw = (1, max(info["hw"][1] for info in self.layer_info.values()))
-        if self.path is not None and not self.closed:
+        if self.path is not None and not self.reuse_whole:
             self.writer = _store.StoreWriter(self.path, self._header(), [r for r, _ in self.prior])
 
     def hook(self, name: str, out: Any) -> Any:

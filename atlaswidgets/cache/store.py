@@ -22,7 +22,12 @@ input sample, see ``data.sample_digests``); the manifest's record of a shard has
 the sha256 of its samples' digests. Every file is written to a temporary file in the same
 directory, fsynced, then renamed over its final name, so a crash leaves either the old file or the new one.
 The manifest is rewritten the same way after each shard. A shard counts only when the manifest
-lists it with a sha256 that matches the file's bytes: "the file exists" proves nothing.
+lists it with a sha256 that matches the file's bytes: "the file exists" proves nothing. A shard's
+safetensors metadata is one key, ``{"samples": "start:stop"}`` (safetensors writes a map's keys
+in random order; two identical captures must write byte-identical stores). Reading checks every
+file (``shards.py``: regular files in the store, sized as their header says, holding the samples
+and rows their record lists) and reads again when a re-save swapped the store meanwhile. One
+writer at a time holds ``.atlaswidgets.lock`` in the store (``lock.py``).
 
 Saving over an existing store writes the new store into a sibling directory
 ``.<name>.new.tmp-<host>-<pid>-<random>`` and swaps it in with two renames (the old store goes
@@ -36,22 +41,23 @@ No pickle anywhere: tensors go through safetensors, everything else through JSON
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
-from safetensors.torch import load as _st_load
 from safetensors.torch import save as _st_save
 
 from .cache import ActivationCache, LayerActs
 from .checks import positive_int
 from .files import (MANIFEST, atomic_write, check_parents, is_ours_tmp, is_shard, recover, replace_dir,
-                    sha256_bytes, shard_name, siblings, user_path)
+                    sha256_bytes, shard_name, siblings, user_path, wait_for_swap)
+from .fingerprint import config_differences, data_sha256, describe_differences, model_fingerprint
 from .hooks import check_device, env_device
+from .lock import LOCK, StoreLock, lock_store
 from .manifest import check_coverage, check_structure
+from .shards import StoreDir, check_shard, read_shard
 from .targets import Target
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
@@ -64,46 +70,6 @@ __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifes
 # ``inputs.Batch``. Older stores are refused (their layers would be read as grids of unknown kind).
 SCHEMA_VERSION = 3
 FORMAT = "atlaswidgets.store"
-# the parts of a fingerprint that say how a store was captured; "data" is checked shard by shard
-CONFIG_KEYS = ("model", "model_class", "layers", "policy")
-
-
-# ----------------------------------------------------------------------------- fingerprints
-
-
-def model_fingerprint(model: torch.nn.Module) -> str:
-    """sha256 of the model's class name and its state_dict (names, shapes, dtypes, bytes, sorted)."""
-    h = hashlib.sha256(f"{type(model).__module__}.{type(model).__qualname__}".encode())
-    for name, t in sorted(model.state_dict().items()):
-        if not isinstance(t, torch.Tensor):  # extra state some modules keep
-            h.update(f"|{name}|{t!r}".encode())
-            continue
-        h.update(f"|{name}|{tuple(t.shape)}|{t.dtype}|".encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
-
-
-def _tensor_bytes(t: torch.Tensor) -> memoryview:
-    # through uint8 so that dtypes numpy lacks (bfloat16) hash too
-    flat = t.detach().reshape(-1).contiguous().cpu()
-    if flat.numel() == 0:
-        return memoryview(b"")
-    return memoryview(flat.view(torch.uint8).numpy())
-
-
-def data_sha256(sample_digest: torch.Tensor, start: int, stop: int) -> str:
-    """sha256 of a range of samples: the hash of their per-sample digests, concatenated."""
-    return hashlib.sha256(sample_digest[start:stop].numpy().tobytes()).hexdigest()
-
-
-_OTHER = {"model": "another model", "model_class": "another model class", "layers": "other layers",
-          "policy": "another sampling policy"}
-
-
-def config_differences(old: dict, new: dict) -> list[str]:
-    """Which of model / layers / policy differ between two fingerprints."""
-    return [k for k in CONFIG_KEYS if old.get(k) != new.get(k)]
-
 
 # ----------------------------------------------------------------------------- reading
 
@@ -112,20 +78,42 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     """The manifest of a store, checked for format, schema version and structure (not for
     completeness)."""
     path = user_path(path, "read_manifest(path)")
+    held, manifest, _ = open_store(path)
+    held.close()
+    return manifest
+
+
+def open_store(path: Path) -> tuple[StoreDir, dict[str, Any], bytes]:
+    """The store directory held open, its checked manifest and the manifest's bytes."""
     recover(path)
-    file = path / MANIFEST
+    wait_for_swap(path)  # a re-save between its two renames: the name is back in a moment
     if not path.is_dir():
         raise ValueError(f"No store at {str(path)!r}: it is not a directory. Pass the directory "
                          "that cache.save(...) or capture(..., store=...) wrote." + _aside_hint(path))
-    if not file.is_file():
+    held = StoreDir(path)
+    try:
+        raw = _manifest_bytes(held, path)
+        return held, parse_manifest(raw, path), raw
+    except BaseException:
+        held.close()
+        raise
+
+
+def _manifest_bytes(held: StoreDir, path: Path) -> bytes:
+    if not os.path.lexists(path / MANIFEST):
         raise ValueError(
             f"{str(path)!r} has no {MANIFEST}, so it is not an atlaswidgets store (or a capture "
             "into it stopped before its first shard). Pass a store directory, or capture again "
             "with capture(..., store=path)."
         )
+    return held.read_manifest_bytes()  # a regular file only, like the shards
+
+
+def parse_manifest(raw: bytes, path: Path) -> dict[str, Any]:
+    file = path / MANIFEST
     try:
-        manifest = json.loads(file.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise ValueError(f"{str(file)!r} is not valid JSON ({e}); the store is damaged. "
                          "Delete the directory and capture again.") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
@@ -162,21 +150,12 @@ def join(parts: list[torch.Tensor], key: str, device: torch.device | None = None
     return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
-def read_shard(path: Path, record: dict) -> dict[str, torch.Tensor]:
-    """Tensors of one shard, after checking its bytes against the manifest's sha256."""
-    file = path / record["file"]
-    try:
-        data = file.read_bytes()
-    except OSError as e:
-        raise ValueError(f"Shard {record['file']!r} of the store {str(path)!r} cannot be read "
-                         f"({e.strerror}). Capture again into a new directory.") from None
-    if sha256_bytes(data) != record.get("sha256"):
-        raise ValueError(
-            f"Shard {record['file']!r} of the store {str(path)!r} does not match its checksum in "
-            f"{MANIFEST}: the file was changed or damaged. Capture again with "
-            "capture(..., store=path) to rewrite it, or delete the directory."
-        )
-    return _st_load(data)
+def checked_shard(store: StoreDir | Path, record: dict, manifest: dict) -> dict[str, torch.Tensor]:
+    """One shard's tensors, its file, checksum and structure checked (see ``shards``)."""
+    tensors = read_shard(store, record)
+    path = store.path if isinstance(store, StoreDir) else Path(store)
+    check_shard(path, record, tensors, manifest["layers"], manifest.get("meta", {}).get("rows_per_sample"))
+    return tensors
 
 
 def verified_prefix(path: Path, manifest: dict) -> list[tuple[dict, dict[str, torch.Tensor]]]:
@@ -188,16 +167,24 @@ def verified_prefix(path: Path, manifest: dict) -> list[tuple[dict, dict[str, to
     path = user_path(path, "verified_prefix(path)")
     done = []
     expected_start = 0
-    for record in manifest.get("shards", []):
-        if record.get("start") != expected_start:
-            break
-        try:
-            tensors = read_shard(path, record)
-        except ValueError:
-            break
-        done.append((record, tensors))
-        expected_start = record["stop"]
+    seen = set()
+    with StoreDir(path) as held:
+        for record in manifest.get("shards", []):
+            if record.get("start") != expected_start or record["file"] in seen:
+                break
+            try:
+                tensors = checked_shard(held, record, manifest)
+            except ValueError:
+                break
+            done.append((record, tensors))
+            seen.add(record["file"])
+            expected_start = record["stop"]
     return done
+
+
+# how often a load starts again when the store was replaced under it (each re-save is a swap of
+# whole directories, so one retry normally suffices; several cover a loop of re-saves)
+_LOAD_TRIES = 8
 
 
 def load_cache(
@@ -210,13 +197,46 @@ def load_cache(
     model : when given, refuse a store that was captured from a model with other weights
     device : where the activations go; default the ATLASWIDGETS_DEVICE environment variable when
         set, else CUDA when available, else CPU (images stay on CPU)
+    A store re-saved by another process while it is read is read again: the result is the old
+    store or the new one, never a mix (nor a "damaged" error).
     """
     if model is not None and not isinstance(model, torch.nn.Module):
         raise TypeError(f"model must be the torch.nn.Module the store was captured from (its "
                         f"weights are checked against the store), got {type(model).__name__}. "
                         "Pass the model, or leave model out to load without the check.")
     path = user_path(path, "ActivationCache.load(path)")
-    manifest = read_manifest(path)
+    for attempt in range(_LOAD_TRIES):
+        held, manifest, raw = open_store(path)
+        with held:
+            try:
+                pieces = _read_complete(held, manifest, model)
+            except ValueError:
+                if attempt + 1 < _LOAD_TRIES and _changed(held, raw):
+                    continue  # replaced while read: read the store that is there now
+                raise
+        break
+    dev = _default_device(device)
+    cache = assemble(pieces, manifest, dev)
+    if any("stats" in info for info in manifest["layers"].values()):
+        from .stats_capture import stats_from_shards
+
+        cache.stats = stats_from_shards(pieces, manifest["layers"], dev)
+    cache.path = path
+    return cache
+
+
+def _changed(held: StoreDir, raw: bytes) -> bool:
+    """Whether the store was replaced (renamed away) or rewritten since its manifest was read."""
+    if held.moved():
+        return True
+    try:
+        return held.read_manifest_bytes() != raw
+    except ValueError:
+        return True
+
+
+def _read_complete(held: StoreDir, manifest: dict, model: torch.nn.Module | None) -> list[dict]:
+    path = held.path
     if not manifest["complete"]:
         raise ValueError(
             f"The store at {str(path)!r} is incomplete: its capture was interrupted; call "
@@ -235,15 +255,7 @@ def load_cache(
                 f"({manifest['fingerprint'].get('model_class')}, other weights) than the one "
                 "passed. Capture this model's activations into a new directory."
             )
-    pieces = [read_shard(path, r) for r in manifest["shards"]]
-    dev = _default_device(device)
-    cache = assemble(pieces, manifest, dev)
-    if any("stats" in info for info in manifest["layers"].values()):
-        from .stats_capture import stats_from_shards
-
-        cache.stats = stats_from_shards(pieces, manifest["layers"], dev)
-    cache.path = path
-    return cache
+    return [checked_shard(held, r, manifest) for r in manifest["shards"]]
 
 
 def _default_device(device: torch.device | str | None) -> torch.device:
@@ -321,7 +333,7 @@ def _holds_store(path: Path, action: str) -> bool:
                          "Pass another path.")
     if not path.exists():
         return False
-    entries = [e for e in os.listdir(path) if not is_ours_tmp(e)]
+    entries = [e for e in os.listdir(path) if not is_ours_tmp(e) and e != LOCK]
     if not entries:
         return False
     if MANIFEST not in entries:
@@ -348,11 +360,27 @@ def check_target(path: str | Path, fingerprint: dict, action: str, overwrite_hin
     diff = config_differences(manifest.get("fingerprint", {}), fingerprint)
     if diff:
         raise ValueError(
-            f"The store at {str(path)!r} was captured with {' and '.join(_OTHER[k] for k in diff)} "
+            f"The store at {str(path)!r} was captured with {describe_differences(diff)} "
             f"than this {action}. Use another path, {overwrite_hint}or delete the directory "
             f"{str(path)!r} to replace it."
         )
     return manifest
+
+
+def lock_for_writing(path: str | Path, action: str) -> StoreLock:
+    """Take the write lock of the store at ``path`` (see ``lock.py``); release it when done.
+
+    Refuses a path that is a file or below one, and a store another live process writes.
+    """
+    path = user_path(path, action)
+    check_parents(path, action)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{str(path)!r} is a file, not a directory; {action} needs a directory. "
+                         "Pass another path.")
+    recover(path)
+    wait_for_swap(path)
+    _holds_store(path, action)  # a directory of other files is refused before a lock is put in it
+    return lock_store(path, action)
 
 
 class StoreWriter:
@@ -387,7 +415,9 @@ class StoreWriter:
         """Write the shard of samples [start, stop) and list it in the manifest."""
         index = len(self.manifest["shards"])
         cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-        data = _st_save(cpu, metadata={"start": str(start), "stop": str(stop)})
+        # one metadata key: safetensors writes a map's keys in a random order, and two identical
+        # captures must give byte-identical files
+        data = _st_save(cpu, metadata={"samples": f"{start}:{stop}"})
         name = shard_name(index)
         atomic_write(self.path / name, data)
         self.manifest["shards"].append(
@@ -450,7 +480,17 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
         raise ValueError("This cache holds no samples; there is nothing to save.")
     action = "cache.save(path)"
     path = user_path(path, action)
-    recover(path)
+    lock = lock_for_writing(path, action)
+    try:
+        _save_locked(cache, path, step, overwrite, lock, action)
+    finally:
+        lock.release()
+    cache.path = path  # its icons can be kept beside it from now on
+    return path
+
+
+def _save_locked(cache: ActivationCache, path: Path, step: int, overwrite: bool, lock: StoreLock,
+                 action: str) -> None:
     fingerprint = dict(cache.meta.get("fingerprint", {}))
     replacing = _holds_store(path, action)
     if replacing and not overwrite:
@@ -470,14 +510,15 @@ def save_cache(cache: ActivationCache, path: str | Path, shard_samples: int = 10
     }
 
     def write(directory: Path) -> None:
+        if replacing:  # the new store carries the lock through the swap
+            directory.mkdir()
+            lock.take(directory)
         _write_store(cache, directory, header, step if ordered else n)
 
     if replacing:
         replace_dir(path, write)
     else:
         write(path)  # nothing there to lose: straight into place
-    cache.path = path  # its icons can be kept beside it from now on
-    return path
 
 
 def _check_replaceable(path: Path, fingerprint: dict, cache: ActivationCache, action: str) -> None:
