@@ -94,6 +94,7 @@ _LAZY = {
     "TokenExplainer": "atlaswidgets.explain.offline",
     "TokenSimulator": "atlaswidgets.explain.offline",
     "ExplanationFailed": "atlaswidgets.explain.offline",
+    "compare_sampling": "atlaswidgets.explain.sampling",
 }
 
 # public name -> module exported whole: aw.objectives.channel(...)

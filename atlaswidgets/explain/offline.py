@@ -21,14 +21,14 @@ never given a score. Plain functions fit too (``RecordExplainer``, ``RecordSimul
 records of ``describe``, as ``explain_unit`` takes them).
 
 The offline pair for images, after network dissection (Bau et al. 2017): a **concept** is an
-annotated object (a position's receptive field overlaps one of its boxes, ``rf_overlap``) or a
-class label (every position of an image of that class). ``ConceptExplainer`` thresholds the unit
+annotated object (a position's receptive field overlaps one of its boxes, ``rf_overlap``) or,
+with ``labels=True``, a class label (every position of an image of that class). ``ConceptExplainer`` thresholds the unit
 at a top quantile of its cached rows and names the concept with the largest intersection over
 union with the rows above it; ``ConceptSimulator`` predicts 1 where the named concept is and 0
-elsewhere. For text, ``TokenExplainer`` takes the tokens and bigrams at the unit's top examples as
-candidates and names the one with the largest IoU over the cached rows (a row is a token, the
-concept "the row's token is X" or "the row's token is Y after X"); ``TokenSimulator`` predicts 1
-on the tokens that match. Explanations are plain text that name the concept, JSON-quoted:
+elsewhere. For text, ``TokenExplainer`` takes the tokens and bigrams at the unit's top examples as candidates and names the one whose indicator over the cached rows (a row is a token,
+the concept "the row's token is X" or "the row's token is Y after X") correlates best with the
+unit there (or, ``measure="iou"``, overlaps its top rows best); ``TokenSimulator`` predicts 1 on
+the tokens that match. Explanations are plain text that name the concept, JSON-quoted:
 ``object "noodles"``, ``class "wok"``, ``token "salt"``, ``tokens "the" "salt"``.
 """
 
@@ -260,7 +260,9 @@ class _Tokens:
 
 
 class TokenExplainer:
-    """Names the token, or the bigram, at the unit's top examples that best fits its cached rows.
+    """Names the token, or the bigram, at the unit's top examples that best fits its cached rows
+    (candidates from the top examples only: taking the tokens of every example as candidates was
+    tried, and picks tokens such as "<bos>" that many rows share over the cue word).
 
     measure : "corr" (default): the candidate whose indicator over the cached rows correlates best
         with the unit's values there, the measure the score uses; "iou": network dissection's IoU
