@@ -10,13 +10,13 @@
   importance sampling (MG-IS), compared against the all-data score
 """
 
+from .layer import explain_layer
 from .offline import (ConceptExplainer, ConceptSimulator, Explainer, ExplanationFailed,
                       RecordExplainer, RecordSimulator, Simulator, TokenExplainer, TokenSimulator,
                       unit_values)
-from .layer import explain_layer
+from .sampling import SamplingComparison, compare_sampling, mgis_sample, weighted_corr
 from .score import (ExplanationScore, describe, explain_unit, find_units, rf_overlap,
                     score_explanation, token_strings, token_strings_of)
-from .sampling import SamplingComparison, compare_sampling, mgis_sample, weighted_corr
 from .table import ExplanationTable
 
 __all__ = ["ExplanationScore", "score_explanation", "find_units", "rf_overlap", "explain_unit",

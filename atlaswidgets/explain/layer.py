@@ -30,14 +30,15 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache
-from ..cache.checks import channel_index, checked_direction, is_int, one_of, positive_int, random_seed
+from ..cache.checks import (channel_index, checked_direction, is_int, one_of, positive_int,
+                             random_seed)
 from ..cache.files import atomic_write, user_path
 from ..cache.topk import DEFAULT_RANGES
 from ..cache.units import unit_samples
 from .offline import (ConceptExplainer, ConceptSimulator, ExplanationFailed, RecordExplainer,
                       RecordSimulator, TokenExplainer, TokenSimulator)
 from .score import _check_annotations, _Predictions, _score, token_strings
-from .table import ExplanationTable
+from .table import COLUMNS, ExplanationTable
 
 __all__ = ["explain_layer", "results_key"]
 
@@ -145,8 +146,10 @@ class _Store:
                 continue  # unreadable (damaged from outside): its units are explained again
             if not isinstance(blob, dict) or blob.get("key") != self.key:
                 continue
-            for row in blob.get("rows", []):
-                done[(row["kind"], int(row["unit"]))] = row
+            rows = blob.get("rows")
+            for row in rows if isinstance(rows, list) else []:
+                if isinstance(row, dict) and set(COLUMNS) <= set(row) and isinstance(row["unit"], int):
+                    done[(row["kind"], row["unit"])] = row
         return done
 
     def start(self) -> None:

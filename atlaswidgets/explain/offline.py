@@ -21,13 +21,14 @@ never given a score. Plain functions fit too (``RecordExplainer``, ``RecordSimul
 records of ``describe``, as ``explain_unit`` takes them).
 
 The offline pair for images, after network dissection (Bau et al. 2017): a **concept** is an
-annotated object (a position's receptive field overlaps one of its boxes, ``rf_overlap``) or,
-with ``labels=True``, a class label (every position of an image of that class). ``ConceptExplainer`` thresholds the unit
-at a top quantile of its cached rows and names the concept with the largest intersection over
-union with the rows above it; ``ConceptSimulator`` predicts 1 where the named concept is and 0
-elsewhere. For text, ``TokenExplainer`` takes the tokens and bigrams at the unit's top examples as candidates and names the one whose indicator over the cached rows (a row is a token,
-the concept "the row's token is X" or "the row's token is Y after X") correlates best with the
-unit there (or, ``measure="iou"``, overlaps its top rows best); ``TokenSimulator`` predicts 1 on
+annotated object (a position's receptive field overlaps one of its boxes, ``rf_overlap``) or, with
+``labels=True``, a class label (every position of an image of that class). ``ConceptExplainer``
+thresholds the unit at a top quantile of its cached rows and names the concept with the largest
+intersection over union with the rows above it; ``ConceptSimulator`` predicts 1 where the named
+concept is and 0 elsewhere. For text, ``TokenExplainer`` takes the tokens and bigrams at the
+unit's top examples as candidates and names the one whose indicator ("the token is X", "the token
+is Y after X") at each sample's strongest token correlates best with the unit's value there, over
+every sample (or, ``measure="iou"``, overlaps its top rows best); ``TokenSimulator`` predicts 1 on
 the tokens that match. Explanations are plain text that name the concept, JSON-quoted:
 ``object "noodles"``, ``class "wok"``, ``token "salt"``, ``tokens "the" "salt"``.
 """
@@ -45,6 +46,7 @@ from ..cache.cache import ActivationCache
 from ..cache.checks import is_int
 from ..cache.targets import class_name
 from ..cache.topk import UnitSamples
+from ..cache.units import unit_maxima
 from .score import describe, rf_overlap
 
 __all__ = ["Explainer", "Simulator", "ExplanationFailed", "ConceptExplainer", "ConceptSimulator",
@@ -264,18 +266,20 @@ class TokenExplainer:
     (candidates from the top examples only: taking the tokens of every example as candidates was
     tried, and picks tokens such as "<bos>" that many rows share over the cue word).
 
-    measure : "corr" (default): the candidate whose indicator over the cached rows correlates best
-        with the unit's values there, the measure the score uses; "iou": network dissection's IoU
-        with the unit's top rows, which favours bigrams that cover exactly the top rows (", salt")
-        over the token a unit fires on everywhere ("salt")
+    measure : "maxima" (default): the candidate whose indicator at each sample's strongest row
+        correlates best with the unit's value there, over every sample: the score's own measure
+        on all the data, not only the samples it scores; "corr": the same over every cached row,
+        which favours tokens frequent at moderate values ("and" over "chopsticks"); "iou": network
+        dissection's IoU with the unit's top rows, which favours bigrams that cover exactly the
+        top rows (", salt") over the token a unit fires on everywhere ("salt")
     quantile, min_rows : the unit's active rows for "iou", as in ``ConceptExplainer``
     bigrams : also consider "Y after X" for the tokens at the top examples and the ones before
     """
 
-    def __init__(self, measure: str = "corr", quantile: float = 0.99, min_rows: int = 20,
+    def __init__(self, measure: str = "maxima", quantile: float = 0.99, min_rows: int = 20,
                  bigrams: bool = True):
-        if measure not in ("corr", "iou"):
-            raise ValueError(f"measure must be 'corr' or 'iou', got {measure!r}.")
+        if measure not in ("maxima", "corr", "iou"):
+            raise ValueError(f"measure must be 'maxima', 'corr' or 'iou', got {measure!r}.")
         self.quantile, self.min_rows = _check_quantile(quantile, min_rows)
         self.measure, self.bigrams = measure, bool(bigrams)
         self.name = (f"tokens(measure={measure}, quantile={self.quantile:g}, min_rows={self.min_rows}, "
@@ -308,7 +312,11 @@ class TokenExplainer:
         if not cands:
             raise ExplanationFailed("The unit's top examples hold no token to explain it with.")
         hits = np.stack([h for _, h in cands], 1)
-        fit = _iou(top, hits) if top is not None else _row_corr(values, hits)
+        if self.measure == "maxima":  # each sample at its strongest row, as the score reads it
+            m = unit_maxima(self._cache, unit, self._layer)
+            fit = _row_corr(m.values.astype(np.float64), hits[m.rows])
+        else:
+            fit = _iou(top, hits) if top is not None else _row_corr(values, hits)
         return cands[int(np.argmax(fit))][0]  # ties: the first, a token before a bigram
 
 
@@ -323,7 +331,7 @@ class TokenSimulator:
         self._ids = self._tokens.lookup()
 
     def simulate(self, explanation: str, sample_id: int) -> np.ndarray:
-        kind, words = unquoted(explanation, ("token", "tokens"))
+        _, words = unquoted(explanation, ("token", "tokens"))
         row = self._tokens.ids[sample_id]
         want = [self._ids.get(w, -2) for w in words]  # -2: a word this corpus never has
         hit = row == want[-1]

@@ -73,7 +73,7 @@ def systematic_sample(pi: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     sampling over a random order)."""
     order = rng.permutation(len(pi))
     cum = np.cumsum(pi[order])
-    points = rng.random() + np.arange(int(round(float(pi.sum()))))
+    points = rng.random() + np.arange(round(float(pi.sum())))
     return order[np.minimum(np.searchsorted(cum, points), len(pi) - 1)]
 
 
@@ -146,7 +146,8 @@ def compare_sampling(
     for row in rows:
         m = unit_maxima(cache, row["unit"], layer)
         text = row["explanation"]
-        predict = _Predictions(cache, layer, lambda i, image, ann: simulator.simulate(text, i), annotations)
+        predict = _Predictions(cache, layer, lambda i, image, ann, text=text: simulator.simulate(text, i),
+                               annotations)
         a = m.values.astype(np.float64)
         p = np.array([predict(int(s), yx) for s, yx in zip(m.sample_id, m.yx)])
         score = weighted_corr(a, p)

@@ -136,3 +136,18 @@ def test_bad_arguments_are_refused_before_any_write(kitchen_block4, text_setup, 
     with pytest.raises(ValueError, match="quantile must be a number in"):
         aw.ConceptExplainer(quantile=1.5)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_text_world_salt_and_cue_neurons():
+    """TinyLM's block-0 MLP on a small fresh corpus: the salt neuron and the chopsticks neuron
+    (the ones bench/explain.py finds with find_units on 300 documents) are named by their token."""
+    from atlaswidgets.zoo import text
+
+    data = text.corpus(120, seed=2024)
+    cache = aw.capture(text.model(), data.columns, ["blocks.0.mlp.act"], sample="all", progress=False)
+    table = aw.explain_layer(cache, units=[236, 73], store=None, progress=False)
+    print(table)
+    assert [r["explanation"] for r in table] == ['token "salt"', f'token "{text.CUE}"']
+    assert all(r["score"] >= 0.7 for r in table)
+    with pytest.raises(ValueError, match="measure must be"):
+        aw.TokenExplainer(measure="f1")

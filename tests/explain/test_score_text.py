@@ -3,7 +3,6 @@ per-token truth arrays; the image API unchanged (tests/explain/test_score.py) (i
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
