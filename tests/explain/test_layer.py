@@ -151,3 +151,20 @@ def test_the_text_world_salt_and_cue_neurons():
     assert all(r["score"] >= 0.7 for r in table)
     with pytest.raises(ValueError, match="measure must be"):
         aw.TokenExplainer(measure="f1")
+
+
+def test_the_results_store_sits_beside_the_activation_store(kitchen_block4, tmp_path):
+    import copy
+
+    cache, annotations = kitchen_block4
+    stored = copy.copy(cache)  # the session's cache keeps its own (absent) path
+    stored.save(tmp_path / "acts")
+    table = aw.explain_layer(stored, "block4", units=[3, 4], annotations=annotations, progress=False)
+    assert table.path is not None and table.path.parent == tmp_path / "acts"
+    assert json.loads((table.path / "manifest.json").read_text())["settings"]["layer"] == "block4"
+    loaded = aw.ActivationCache.load(tmp_path / "acts")  # a later session reads the results
+    again = Counting()
+    assert aw.explain_layer(loaded, "block4", again, units=[3, 4], annotations=annotations,
+                            progress=False) == table
+    assert again.calls == 0
+    assert aw.explain_layer(cache, "block4", units=[3], annotations=annotations, progress=False).path is None
