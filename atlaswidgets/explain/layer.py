@@ -94,6 +94,12 @@ def _as_simulator(simulator, kind: str):
                     f"or be a function (explanation, record) -> prediction; got {type(simulator).__name__}.")
 
 
+def _name(part: Any) -> str:
+    """The name an explainer or simulator goes by in the store's key (its class without one)."""
+    name = getattr(part, "name", None)
+    return name if isinstance(name, str) and name else f"{type(part).__module__}.{type(part).__qualname__}"
+
+
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -226,10 +232,14 @@ def explain_layer(
     if source == "stats" and any(k == "direction" for k, _, _ in todo):
         raise ValueError("source='stats' holds channels only; directions are scored from the cached "
                          "rows: pass source='auto' (or 'rows').")
-    ranges = [tuple(float(q) for q in r) for r in ranges]
+    try:
+        ranges = [(float(qa), float(qb)) for qa, qb in ranges]
+    except (TypeError, ValueError):
+        raise ValueError(f"ranges must be pairs of quantiles (qa, qb), such as {list(DEFAULT_RANGES)}; "
+                         f"got {ranges!r:.80}.") from None
     explainer, simulator = _as_explainer(explainer, kind), _as_simulator(simulator, kind)
     settings = {"n": n, "ranges": ranges, "seed": seed, "source": source}
-    key, facts = results_key(cache, name, todo, explainer.name, simulator.name, annotations, settings)
+    key, facts = results_key(cache, name, todo, _name(explainer), _name(simulator), annotations, settings)
     results = _Store(_store_root(cache, store), key, facts)
     done = results.read()
     remaining = [u for u in todo if (u[0], u[1]) not in done]

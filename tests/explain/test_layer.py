@@ -125,6 +125,7 @@ def test_bad_arguments_are_refused_before_any_write(kitchen_block4, text_setup, 
         (dict(annotations=annotations, units=torch.ones(1, 128), source="stats"), ValueError, "directions"),
         (dict(annotations=annotations, chunk=0), ValueError, "chunk must be a positive int"),
         (dict(annotations=annotations, explainer=3), TypeError, "explainer must have prepare"),
+        (dict(annotations=annotations, ranges="top"), ValueError, "ranges must be pairs"),
         (dict(annotations=annotations[:5]), ValueError, "annotations has 5 entries"),
         (dict(), ValueError, "need annotations="),
     ]
