@@ -133,7 +133,10 @@ _QUOTED = re.compile(r'"(?:[^"\\]|\\.)*"')
 def unquoted(explanation: str, kinds: Sequence[str]) -> tuple[str, list[str]]:
     """(kind, words) of an explanation written by ``quoted``; ExplanationFailed otherwise."""
     head, _, rest = explanation.partition(" ")
-    words = [json.loads(m) for m in _QUOTED.findall(rest)]
+    try:
+        words = [json.loads(m) for m in _QUOTED.findall(rest)]
+    except ValueError:  # a quoted word with a broken escape ("\x")
+        words = []
     if head not in kinds or not words or _QUOTED.sub("", rest).strip():
         forms = " or ".join(f'{k} "..."' for k in kinds)
         raise ExplanationFailed(f"Cannot read the explanation {explanation!r}: this simulator reads {forms}.")

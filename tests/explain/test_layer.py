@@ -111,8 +111,9 @@ def test_tokens_on_a_text_layer(text_setup):  # noqa: F811
     pred = sim.simulate('tokens "w5" "w3"', 0)
     prev = np.concatenate([[-1], ids[:-1]])
     assert np.array_equal(pred, ((ids == 3) & (prev == 5)).astype(float))
-    with pytest.raises(ExplanationFailed, match="Cannot read the explanation"):
-        sim.simulate("the token w3", 0)
+    for unreadable in ("the token w3", 'token "w3" and more', 'token "\\x"', 'object "w3"'):
+        with pytest.raises(ExplanationFailed, match="Cannot read the explanation"):
+            sim.simulate(unreadable, 0)
 
 
 def test_bad_arguments_are_refused_before_any_write(kitchen_block4, text_setup, tmp_path):  # noqa: F811
