@@ -86,6 +86,15 @@ _LAZY = {
     "rf_overlap": "atlaswidgets.explain",
     "explain_unit": "atlaswidgets.explain",
     "ExplanationScore": "atlaswidgets.explain",
+    # every unit of a layer explained, scored and kept (issue #19)
+    "explain_layer": "atlaswidgets.explain.layer",
+    "ExplanationTable": "atlaswidgets.explain.table",
+    "ConceptExplainer": "atlaswidgets.explain.offline",
+    "ConceptSimulator": "atlaswidgets.explain.offline",
+    "TokenExplainer": "atlaswidgets.explain.offline",
+    "TokenSimulator": "atlaswidgets.explain.offline",
+    "ExplanationFailed": "atlaswidgets.explain.offline",
+    "compare_sampling": "atlaswidgets.explain.sampling",
 }
 
 # public name -> module exported whole: aw.objectives.channel(...)

@@ -1,9 +1,8 @@
 """Explanation scores on a text cache: per-token predictions, token strings as annotations,
-per-token truth arrays; the image API unchanged (tests/test_explain.py) (issue #15)."""
+per-token truth arrays; the image API unchanged (tests/explain/test_score.py) (issue #15)."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn

@@ -33,10 +33,10 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 
-from .cache.cache import ActivationCache
-from .cache.checks import channel_index, positive_int
-from .cache.topk import DEFAULT_RANGES, UnitSamples
-from .cache.units import unit_samples
+from ..cache.cache import ActivationCache
+from ..cache.checks import channel_index, positive_int
+from ..cache.topk import DEFAULT_RANGES, UnitSamples
+from ..cache.units import unit_samples
 
 __all__ = ["ExplanationScore", "score_explanation", "find_units", "rf_overlap", "explain_unit",
            "describe", "token_strings"]

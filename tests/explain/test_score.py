@@ -11,7 +11,7 @@ import torch
 from atlaswidgets.cache.capture import capture
 from atlaswidgets.explain import explain_unit, find_units, rf_overlap, score_explanation
 
-from .cache.conftest import TinyCNN, layer_output
+from ..cache.conftest import TinyCNN, layer_output
 
 
 @pytest.fixture(scope="module")
@@ -64,12 +64,8 @@ def test_bad_simulations_and_arguments_are_refused(tiny):
 
 
 @pytest.fixture(scope="module")
-def kitchen_cache():
-    from atlaswidgets.zoo import kitchen
-
-    data = kitchen.dataset(360, seed=7)
-    cache = capture(kitchen.model(), (data.images, data.labels), ["block4"], progress=False, stats=True)
-    return cache, data.annotations
+def kitchen_cache(kitchen_block4):
+    return kitchen_block4
 
 
 def has_noodles(ann) -> bool:
