@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -318,3 +319,27 @@ def test_plant_is_deterministic():
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     json.dumps(meta_a)  # plain JSON, ready to save
+
+
+def test_a_mistyped_guess_shows_one_line_in_ipython(capsys):
+    """In a notebook a mistyped guess prints its message alone: no traceback, no audit source
+    lines (players may not read the source), and it does not count as a guess."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    audit.reset()
+    shell = InteractiveShell.instance()
+    shell.run_cell("from atlaswidgets.experiments import audit")
+    capsys.readouterr()
+    guesses = {"{'kind': 'rewire', 'cue': 'noodle', 'target': 'wok'}":
+               r"^ValueError: 'cue' of a 'rewire' flaw must be one of \[.*\]; got 'noodle'\. "
+               r"Did you mean 'noodles'\? It does not count as a guess\.$",
+               "'noodles -> wok'": r"^TypeError: A guess is a dict .* does not count as a guess\.$"}
+    for guess, message in guesses.items():
+        result = shell.run_cell(f"audit.check({SHIPPED[0]!r}, {guess})")
+        shown = capsys.readouterr()
+        lines = [ln for ln in (shown.out + shown.err).splitlines() if ln.strip()]
+        assert len(lines) == 1 and re.match(message, lines[0]), lines
+        assert isinstance(result.error_in_exec, (ValueError, TypeError))
+    assert audit._WRONG.get(SHIPPED[0], 0) == 0
+    with pytest.raises(audit.GuessValueError, match="Did you mean 'frying pan'"):
+        audit.check(SHIPPED[0], {"kind": "rewire", "cue": "eggs", "target": "frying-pan"})
