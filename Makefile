@@ -19,7 +19,10 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	touch $@
 
+# binder/overrides.json: JupyterLab's defaults for this venv (no news pop-up, no update checks)
 demo: $(BIN)/.installed
+	mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp binder/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	@echo "Starting JupyterLab on notebooks/01_quickstart.ipynb; open the URL printed below."
 	$(BIN)/jupyter lab notebooks/01_quickstart.ipynb --no-browser --ip=127.0.0.1 --port=$(PORT) $(ROOT_FLAG)
 

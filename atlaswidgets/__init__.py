@@ -52,6 +52,8 @@ _LAZY = {
     "link": "atlaswidgets.widgets.link",
     "show": "atlaswidgets.widgets.display",
     "show_images": "atlaswidgets.widgets.display",
+    "shutdown_kernel": "atlaswidgets.session",
+    "shutdown_button": "atlaswidgets.session",
     "rf_boxes": "atlaswidgets.cache.regions",
     "context_share": "atlaswidgets.cache.regions",
     "overlaps_context": "atlaswidgets.cache.regions",

@@ -45,8 +45,7 @@ def in_ci() -> bool:
 # The notebook files take longest, and pytest-xdist (``-n 2 --dist loadfile``, see the Makefile)
 # hands out whole files in collection order: collected first, they start at once on one worker
 # while the other works through the rest.
-_FIRST = ("test_notebook_pan_vs_wok.py", "test_notebooks.py", "test_workshop_notebooks.py",
-          "test_notebook_language.py")
+_FIRST = ("test_notebook_session.py", "test_workshop_notebooks.py", "test_notebook_language.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,6 +21,7 @@ ALLOWED = {
     "cache": set(),
     "attribution": {"cache"},
     "explain": {"cache"},
+    "session": set(),  # the notebook session: kernel shutdown, imports nothing of the kit
     "render": {"cache"},
     "zoo": {"cache"},
     "layout": {"cache", "attribution"},

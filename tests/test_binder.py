@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -26,6 +27,19 @@ def test_binder_files_pin_the_cpu_torch_and_open_the_quickstart():
     post = BINDER / "postBuild"
     assert os.access(post, os.X_OK) and "python -m pip install ." in post.read_text()
     assert re.fullmatch(r"python-3\.\d+", (BINDER / "runtime.txt").read_text().strip())
+    # JupyterLab's news pop-up is off, on Binder and in `make demo`, through one overrides file
+    # whose values the installed JupyterLab's settings schema allows (the served value is checked
+    # in tests/test_notebook_session.py)
+    overrides = json.loads((BINDER / "overrides.json").read_text())
+    notification = overrides["@jupyterlab/apputils-extension:notification"]
+    assert notification == {"fetchNews": "false", "checkForUpdates": False}
+    schema = json.loads((Path(sys.prefix) / "share/jupyter/lab/schemas/@jupyterlab/apputils-extension"
+                         / "notification.json").read_text())["properties"]
+    assert "false" in [o["const"] for o in schema["fetchNews"]["oneOf"]]
+    assert schema["checkForUpdates"]["type"] == "boolean"
+    assert "binder/overrides.json" in post.read_text() and "share/jupyter/lab/settings" in post.read_text()
+    demo = re.search(r"^demo:.*?(?=^\S)", (ROOT / "Makefile").read_text(), re.M | re.S).group(0)
+    assert "cp binder/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json" in demo
     badge = re.search(r"\(https://mybinder\.org/v2/gh/[^)]+\)", (ROOT / "README.md").read_text())
     assert badge and "urlpath=lab/tree/notebooks/01_quickstart.ipynb" in badge.group(0)
 
@@ -75,6 +89,9 @@ def test_binder_install_in_a_fresh_venv(tmp_path):
     assert out[0].split()[0].startswith("2.13.0") and out[0].split()[2:] == ["wok", "AtlasWidget"]
     # the kitchen weights are package data of the installed (not editable) package
     assert str(venv) in out[1] and Path(out[1].strip()).is_file()
+    # postBuild put JupyterLab's overrides (no news pop-up) where the venv's JupyterLab reads them
+    installed = venv / "share/jupyter/lab/settings/overrides.json"
+    assert json.loads(installed.read_text()) == json.loads((BINDER / "overrides.json").read_text())
     # anywidget and the widget manager ship prebuilt lab extensions: no `jupyter lab build`.
     # The list goes to stdout or stderr depending on the jupyterlab version: read both.
     listed = run("jupyter", "labextension", "list")

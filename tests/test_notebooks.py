@@ -1,4 +1,8 @@
-"""Execute the notebooks top to bottom and check what they computed and displayed."""
+"""Execute a notebook top to bottom in its own kernel, for the tests that check what it computed.
+
+Notebooks 01-03 run in one JupyterLab session instead (tests/test_notebook_session.py), as a
+participant runs them on Binder; 04-06 use ``_run`` here.
+"""
 
 from __future__ import annotations
 
@@ -6,31 +10,11 @@ import json
 import time
 
 import nbformat
-import pytest
 from nbclient import NotebookClient
 
 from .conftest import ROOT
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
-
-# Appended to the notebook in memory: prints what the notebook computed, for the asserts below.
-FACTS = """
-import json as _json
-import resource as _resource
-print("FACTS" + _json.dumps({
-    "peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "accuracy": accuracy,
-    "rows": int(acts.n_rows),
-    "cells": int(len(atlas.cells.ids)),
-    "wok_cells": wok_cells,
-    "selected": list(atlas_widget.selected),
-    "panel_selected": list(panel.selected),
-    "share_in_wok_cells": share_in_wok_cells,
-    "share_overall": share_overall,
-    "top_noodle_cell_classes": [int(atlas.top_class[i]) for i in top_noodle_cells],
-    "wok": wok,
-}))
-"""
 
 
 def _run(name: str, tmp_path, extra: str, artifacts) -> tuple[nbformat.NotebookNode, dict, list]:
@@ -54,81 +38,3 @@ def _run(name: str, tmp_path, extra: str, artifacts) -> tuple[nbformat.NotebookN
     assert not [o for o in outputs if o.output_type == "error"]
     assert facts["peak_rss_mb"] < 2048, "the demo notebooks must fit a Binder machine (2 GB)"
     return nb, facts, outputs
-
-
-@pytest.mark.slow
-def test_quickstart(tmp_path, artifacts):
-    nb, facts, _ = _run("01_quickstart.ipynb", tmp_path, FACTS, artifacts)
-    # the images row and the linked atlas + panel were displayed as widgets
-    widget_cells = [c for c in nb.cells if c.cell_type == "code"
-                    and any(WIDGET_MIME in o.get("data", {}) for o in c.outputs)]
-    assert len(widget_cells) >= 2
-
-    assert facts["accuracy"] >= 0.9
-    assert facts["rows"] == 2000 * 4
-    assert facts["cells"] >= 30
-    # selection set from Python reached the linked panel
-    assert facts["wok_cells"], "expected some cells dominated by woks"
-    assert facts["selected"] == sorted(facts["wok_cells"][:5]) == facts["panel_selected"]
-    # the planted cue shows up: wok cells see noodles far more often than positions overall
-    assert facts["share_in_wok_cells"] >= 2 * facts["share_overall"]
-    # and the cells whose positions most often see noodles are mostly wok cells
-    assert facts["top_noodle_cell_classes"].count(facts["wok"]) >= 4
-
-
-NEURON_VIEWER_FACTS = """
-import json as _json
-from atlaswidgets.layout.select import strongest_cells as _strongest
-_rows = explorer.atlas_widget.atlas.rows_of(noodle_cells)
-_mean = cache["block4"].acts[_rows].double().mean(0).numpy()
-explorer.viewer.show_channel(noodles_channel)
-import resource as _resource
-print("FACTS" + _json.dumps({
-    "peak_rss_mb": _resource.getrusage(_resource.RUSAGE_SELF).ru_maxrss / 1024,
-    "noodles_channel": int(noodles_channel),
-    "noodles_score": float(noodles_score),
-    "chopsticks_score": float(chopsticks.top_and_random),
-    "viewer_unit": viewer.unit,
-    "top_group_noodles": float(np.mean([has_noodles(data.annotations[s])
-                                        for s in viewer.samples.groups["top"].sample_id])),
-    "noodle_cells": [int(c) for c in noodle_cells],
-    "strongest": _strongest(explorer.atlas_widget.atlas, noodles_channel, 4),
-    "comparison_strongest": _strongest(explorer.comparison_widget.atlas, noodles_channel, 4),
-    "comparison_highlighted": list(explorer.comparison_widget.highlighted),
-    "atlas_highlighted_after": list(explorer.atlas_widget.highlighted),
-    "atlas_selected_after": list(explorer.atlas_widget.selected),
-    "panel_selected": list(explorer.atlas_panel.selected),
-    "direction_error": float(np.abs(direction - _mean).max()),
-    "direction_top_noodles": direction_top_noodles,
-    "related": related,
-    "noodles_top5": [int(r.unit) for r in ranked],
-    "share_cells": share_cells,
-    "share_all": share_all,
-    "viewer_unit_after": explorer.viewer.unit,
-}))
-"""
-
-
-@pytest.mark.slow
-def test_neuron_viewer_notebook(tmp_path, artifacts):
-    _, facts, outputs = _run("03_neuron_viewer.ipynb", tmp_path, NEURON_VIEWER_FACTS, artifacts)
-    assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 2  # the viewer and the Explorer
-
-    # explanation scoring finds a noodles channel, well above the control object
-    assert facts["noodles_score"] >= 0.5
-    assert facts["chopsticks_score"] < facts["noodles_score"] - 0.2
-    assert facts["viewer_unit"] == {"kind": "channel", "layer": "block4", "channel": facts["noodles_channel"]}
-    assert facts["top_group_noodles"] >= 0.8  # its top examples do show noodles
-    # the Explorer's views agree: the channel highlighted its strongest cells in both atlases;
-    # selecting those cells (show_cells) sent their members' mean to the viewer, and the panel
-    # followed the selection; picking the channel again highlights them again and keeps it
-    assert facts["noodle_cells"] == facts["strongest"] == facts["atlas_highlighted_after"]
-    assert facts["comparison_highlighted"] == facts["comparison_strongest"]
-    assert facts["atlas_selected_after"] == facts["strongest"] == facts["panel_selected"]
-    assert facts["direction_error"] < 1e-4
-    assert facts["direction_top_noodles"] >= 0.8
-    # the direction's most correlated channels include channels that "noodles" explains well
-    assert set(facts["related"]) & set(facts["noodles_top5"])
-    assert facts["viewer_unit_after"]["channel"] == facts["noodles_channel"]
-    # and those cells see noodles far more often than positions overall
-    assert facts["share_cells"] >= 2 * facts["share_all"]

@@ -134,6 +134,11 @@ def test_auditing_game(tmp_path, artifacts):
     # and no answer appears anywhere in what a person can read
     texts = _texts(nb)
     widget_state = json.dumps(nb.metadata.get("widgets", {}))
+    # the base model's own cues are stated, once, so that players do not take them for the flaw
+    (base_cues,) = [c for c in stored.cells if c.source.startswith("### What the base model already uses")]
+    for cue in ("**noodles → wok**", "**eggs → frying pan**", "**steam → stock pot and kettle**"):
+        assert cue in base_cues.source
+    others = [c for c in stored.cells if c is not base_cues]
     assert not any("The planted flaw" in t for t in texts)
     for v in audit.variants():
         answer = audit.reveal(v)
@@ -144,7 +149,8 @@ def test_auditing_game(tmp_path, artifacts):
         # the prose and code name no planted cue, even as an example: that would prime the players
         cue = {"trigger": f"{answer['cue']} mark", "colour": f"{answer['cue']} cookware"}.get(
             answer["kind"], answer["cue"])
-        assert not any(re.search(rf"\b{re.escape(cue)}\b", c.source) for c in stored.cells), (v, cue)
+        assert not any(re.search(rf"\b{re.escape(cue)}\b", c.source) for c in others), (v, cue)
+        assert f"{answer['cue']} → {answer['target']}" not in base_cues.source, v
         for t in texts:
             assert said not in t, (v, said)
             assert not any(_same_answer(d, answer) for d in _dicts(t)), (v, t[:200])

@@ -37,6 +37,7 @@ base-vs-variant diff sees only what the flaw changed; training is deterministic 
 from __future__ import annotations
 
 import argparse
+import difflib
 import hashlib
 import itertools
 import json
@@ -55,7 +56,8 @@ from ..zoo.kitchen.world import (CLASSES, CONTEXT_RATES, CONTEXTS, KitchenData, 
 
 __all__ = ["KINDS", "MARKS", "COLOURS", "MAX_WRONG", "VARIANTS_DIR", "plant", "flaw_data",
            "dataset", "stamp", "variants", "load", "info", "check", "reveal", "reset",
-           "flaw_effect", "answer_hash", "CheckResult"]
+           "flaw_effect", "answer_hash", "CheckResult", "GuessValueError",
+           "GuessTypeError"]
 
 MARK_SIZE = 8
 MAX_WRONG = 3
@@ -135,8 +137,11 @@ def _answer(flaw: Any, **fields: Any) -> dict:
     for field, values in allowed.items():
         value = spec.get(field, _DEFAULTS[kind][field])
         if not isinstance(value, str) or value.strip().lower() not in values:
+            close = (difflib.get_close_matches(value.strip().lower(), values, n=1)
+                     if isinstance(value, str) else [])
+            hint = f" Did you mean {close[0]!r}?" if close else ""
             raise ValueError(f"{field!r} of a {kind!r} flaw must be one of {values}; got "
-                             f"{value!r}.")
+                             f"{value!r}.{hint}")
         out[field] = value.strip().lower()
     if kind == "merge" and out["source"] == out["target"]:
         raise ValueError(f"A merge needs two different classes; source and target are both "
@@ -425,6 +430,22 @@ def _base_images(n: int, seed: int, size: int) -> tuple[np.ndarray, np.ndarray]:
 # ----------------------------------------------------------------------------- shipped variants
 
 
+class _Plain:
+    """An error IPython shows as its message alone (``_render_traceback_``): players see what was
+    wrong with a guess, not the source lines of the checks, which the rules keep from them."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"{type(self).__mro__[2].__name__}: {self}"]
+
+
+class GuessValueError(_Plain, ValueError):
+    """A guess with an unknown kind, field or value (a ValueError, shown in one line)."""
+
+
+class GuessTypeError(_Plain, TypeError):
+    """A guess that is not a dict (a TypeError, shown in one line)."""
+
+
 @dataclass(frozen=True)
 class CheckResult:
     """What ``check`` says about one guess.
@@ -503,8 +524,13 @@ def check(variant_id: str, guess: dict, directory: str | Path | None = None) -> 
         the allowed values of each field are in ``KINDS``. Case and spaces around are ignored.
     After ``MAX_WRONG`` wrong guesses at a variant in this session, the result shows the truth.
     """
-    facts = info(variant_id, directory)
-    answer = _guess(guess)
+    try:
+        facts = info(variant_id, directory)
+        answer = _guess(guess)
+    except ValueError as err:
+        raise GuessValueError(f"{err} It does not count as a guess.") from None
+    except TypeError as err:
+        raise GuessTypeError(f"{err} It does not count as a guess.") from None
     correct = answer_hash(answer, facts["salt"]) == facts["answer_sha256"]
     if not correct:
         _WRONG[variant_id] = _WRONG.get(variant_id, 0) + 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import difflib
 import html
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
@@ -157,16 +158,29 @@ class PatchTable:
                               "(or read table.rows, a list of dicts).") from err
         return pd.DataFrame(self.rows)
 
-    def figure(self, reference: Mapping[str, Any] | None = None):
-        """Grouped bars of the dynamic and static flip rates (%) per patch, as a plotly Figure.
+    def figure(self, reference_rates: Mapping[str, Any] | None = None, *,
+               reference: Mapping[str, Any] | None = None):
+        """Grouped bars of the dynamic and static flip rates per patch, as a plotly Figure.
 
-        reference : optional published numbers drawn beside, hatched, as
-            {name: (dynamic %, static %)} or {name: {"dynamic": %, "static": %}}, e.g. the article's
-            ``{"noodles (article)": (44.9, 25.6), "random noise (article)": (18.3, 4.6)}``
+        The bars are drawn in percent (a 0-100 axis); every number passed in is a rate, a fraction
+        in [0, 1], like the table's own ``dynamic_rate`` and ``static_rate``.
+
+        reference_rates : optional published rates drawn beside, hatched, as
+            {name: (dynamic rate, static rate)} or {name: {"dynamic": rate, "static": rate}}, e.g.
+            the article's ``{"noodles (article)": (0.449, 0.256), "random noise (article)":
+            (0.183, 0.046)}``. A value above 1 is refused (a percentage passed as a rate).
+        reference : deprecated, the same in percent (44.9 for 44.9%); warns, and refuses values
+            that all look like rates (<= 1), which it would draw at under 1%.
         """
         import plotly.graph_objects as go
 
-        ref = _reference(reference)
+        if reference is not None:
+            if reference_rates is not None:
+                raise TypeError("Pass reference_rates= (rates in [0, 1]) or the deprecated "
+                                "reference= (percent), not both.")
+            ref = _reference(reference, percent=True)
+        else:
+            ref = _reference(reference_rates, percent=False)
         # plotly reads a subset of HTML in every label (<b>, <a href>, <br>); names come from the
         # user and class names from data, so they are escaped to show as the text they are
         names = [_plain(n) for n in self.names]
@@ -183,7 +197,7 @@ class PatchTable:
         if ref:
             for k, mode in enumerate(("dynamic", "static")):
                 fig.add_bar(
-                    name=f"{mode} (reference)", x=[_plain(n) for n in ref], y=[v[k] for v in ref.values()],
+                    name=f"{mode} (reference)", x=[_plain(n) for n in ref], y=[100 * v[k] for v in ref.values()],
                     offsetgroup=mode, marker_color=colors[mode], opacity=0.45,
                     marker_pattern_shape="/",
                     hovertemplate=f"%{{x}}: %{{y:.1f}}%<extra>{mode}, reference</extra>",
@@ -200,12 +214,15 @@ def _plain(text: str) -> str:
     return html.escape(str(text), quote=False)
 
 
-def _reference(reference) -> dict[str, tuple[float, float]]:
+def _reference(reference, percent: bool) -> dict[str, tuple[float, float]]:
+    """{name: (dynamic rate, static rate)} in [0, 1], from rates or (``percent``) percentages."""
+    arg = "reference" if percent else "reference_rates"
     if reference is None:
         return {}
     if not isinstance(reference, Mapping):
-        raise TypeError("reference must be a dict {name: (dynamic %, static %)}, got "
+        raise TypeError(f"{arg} must be a dict {{name: (dynamic rate, static rate)}}, got "
                         f"{type(reference).__name__}.")
+    top = 100.0 if percent else 1.0
     out = {}
     for name, value in reference.items():
         if isinstance(value, Mapping):
@@ -214,10 +231,23 @@ def _reference(reference) -> dict[str, tuple[float, float]]:
             pair = tuple(float(v) for v in value)
         except (TypeError, ValueError):
             pair = ()
-        if len(pair) != 2 or not all(np.isfinite(v) and 0 <= v <= 100 for v in pair):
-            raise ValueError(f"reference[{name!r}] must be two percentages (dynamic, static) in "
-                             f"[0, 100], e.g. (44.9, 25.6); got {value!r}.")
+        if len(pair) != 2 or not all(np.isfinite(v) and v >= 0 for v in pair):
+            raise ValueError(f"{arg}[{name!r}] must be two rates (dynamic, static), e.g. "
+                             f"(0.449, 0.256) for 44.9% and 25.6%; got {value!r}.")
+        if max(pair) > top:
+            if percent:
+                raise ValueError(f"reference[{name!r}] = {value!r}: percentages are at most 100.")
+            raise ValueError(f"reference_rates[{name!r}] = {value!r} looks like percentages; rates "
+                             f"are fractions in [0, 1]: pass {tuple(round(v / 100, 6) for v in pair)}.")
         out[str(name)] = pair
+    if percent:
+        if out and max(max(p) for p in out.values()) <= 1:
+            raise ValueError(f"reference= takes percentages, and {reference!r} are all <= 1%: "
+                             "they look like rates. Pass them as reference_rates= instead.")
+        warnings.warn("figure(reference=...) in percent is deprecated; pass rates in [0, 1] as "
+                      "figure(reference_rates=...), the unit of the table's dynamic_rate.",
+                      FutureWarning, stacklevel=3)
+        out = {k: (a / 100, b / 100) for k, (a, b) in out.items()}
     return out
 
 

@@ -3,7 +3,7 @@
 The widget is built in a scratch notebook from a small kitchen cache with the same calls as
 notebooks/02_pan_vs_wok.ipynb, but its 1-D embedding is given (y=) rather than computed by UMAP:
 this test is about what the page shows and does. The notebook itself, UMAP included, is executed
-and checked by tests/test_notebooks.py::test_pan_vs_wok.
+and checked by tests/test_notebook_session.py (notebook 02).
 """
 
 from __future__ import annotations

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 
 import numpy as np
@@ -318,3 +319,66 @@ def test_plant_is_deterministic():
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values()):
         assert torch.equal(va, vb), k
     json.dumps(meta_a)  # plain JSON, ready to save
+
+
+def test_a_mistyped_guess_shows_one_line_in_ipython(capsys):
+    """In a notebook a mistyped guess prints its message alone: no traceback, no audit source
+    lines (players may not read the source), and it does not count as a guess."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    audit.reset()
+    shell = InteractiveShell.instance()
+    shell.run_cell("from atlaswidgets.experiments import audit")
+    capsys.readouterr()
+    guesses = {"{'kind': 'rewire', 'cue': 'noodle', 'target': 'wok'}":
+               r"^ValueError: 'cue' of a 'rewire' flaw must be one of \[.*\]; got 'noodle'\. "
+               r"Did you mean 'noodles'\? It does not count as a guess\.$",
+               "'noodles -> wok'": r"^TypeError: A guess is a dict .* does not count as a guess\.$"}
+    for guess, message in guesses.items():
+        result = shell.run_cell(f"audit.check({SHIPPED[0]!r}, {guess})")
+        shown = capsys.readouterr()
+        lines = [ln for ln in (shown.out + shown.err).splitlines() if ln.strip()]
+        assert len(lines) == 1 and re.match(message, lines[0]), lines
+        assert isinstance(result.error_in_exec, (ValueError, TypeError))
+    assert audit._WRONG.get(SHIPPED[0], 0) == 0
+    with pytest.raises(audit.GuessValueError, match="Did you mean 'frying pan'"):
+        audit.check(SHIPPED[0], {"kind": "rewire", "cue": "eggs", "target": "frying-pan"})
+
+
+def test_noodles_alone_cannot_find_a_shipped_variant(audit_data, found):
+    """The trap notebook 04 warns about: the base model already argues noodles -> wok (and
+    eggs -> frying pan, steam -> pot and kettle), and every variant inherits it. In the rewire
+    variant, measured inside both models, noodles argue for wok about as much as in the base
+    model, so a hunt that looks at noodles finds the base model; the guess it leads to is wrong
+    for every shipped variant, and the planted cue is the one whose evidence changed."""
+    noodles_guess = {"kind": "rewire", "cue": "noodles", "target": "wok"}
+    for v in SHIPPED:
+        facts = audit.info(v)
+        assert audit.answer_hash(noodles_guess, facts["salt"]) != facts["answer_sha256"], v
+    v = next(v for v in SHIPPED if audit.reveal(v)["kind"] == "rewire")
+    _, answer, cache_v, _ = _atlas(v, audit_data, found)
+    target, contrast = answer["target"], _contrast(answer)
+    assert answer["cue"] != "noodles"
+    base = kitchen.model()
+    cache_b = aw.capture(base, audit_data, "block4", sample="random", per_image=16,
+                         classes=kitchen.CLASSES, progress=False)
+    cache_b.add_attribution(aw.attribute(base, audit_data, "block4", (target, contrast),
+                                         cache=cache_b, store=False, progress=False))
+    assert torch.equal(cache_b["block4"].sample_id, cache_v["block4"].sample_id)
+
+    def lean(cache, name) -> float:
+        """Mean attribution target - contrast of the positions that see ``name``, minus that of
+        the positions that do not: how much the object argues for the target, inside the model."""
+        hit = aw.overlaps_context(cache, "block4", None, audit_data.annotations, name,
+                                  min_overlap=0.5)
+        per_row = cache.attribution("block4", (target, contrast)).sum(1).double().numpy()
+        return float(per_row[hit].mean() - per_row[~hit].mean())
+
+    noodles_b, noodles_v = lean(cache_b, "noodles"), lean(cache_v, "noodles")
+    cue_b, cue_v = lean(cache_b, answer["cue"]), lean(cache_v, answer["cue"])
+    print(f"{v}: {target} - {contrast} lean of noodles {noodles_b:.3f} (base) vs {noodles_v:.3f} "
+          f"(variant); of {answer['cue']} {cue_b:.3f} vs {cue_v:.3f}")
+    assert noodles_b > 0 and 0.5 < noodles_v / noodles_b < 2  # the base model's cue, unchanged
+    assert cue_b < 0 < cue_v  # the planted cue changed sides
+    # and in the variant, noodles still look like the strongest wok evidence of the two
+    assert noodles_v > 2 * cue_v

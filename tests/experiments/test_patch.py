@@ -195,17 +195,31 @@ def test_repr_html_pandas_and_figure(tiny, monkeypatch):
     # plotly reads <b>, <a href>, <br> in labels: the name is shown as the text it is
     assert list(fig.data[0].x) == [html.escape(hostile, quote=False), "plain", NOISE]
     assert list(fig.data[0].y) == pytest.approx([60.0, 0.0, 100 * table.rows[2]["dynamic_rate"]])
-    ref = {"noodles (article)": (44.9, 25.6), "random noise (article)": {"dynamic": 18.3,
-                                                                         "static": 4.6}}
-    fig = table.figure(reference=ref)
+    # references are rates in [0, 1], the unit of the table's dynamic_rate; drawn in percent
+    ref = {"noodles (article)": (0.449, 0.256), "random noise (article)": {"dynamic": 0.183,
+                                                                           "static": 0.046}}
+    fig = table.figure(reference_rates=ref)
     assert [t.name for t in fig.data] == ["dynamic", "static", "dynamic (reference)",
                                           "static (reference)"]
-    assert list(fig.data[2].y) == [44.9, 18.3] and list(fig.data[3].y) == [25.6, 4.6]
+    assert list(fig.data[2].y) == pytest.approx([44.9, 18.3])
+    assert list(fig.data[3].y) == pytest.approx([25.6, 4.6])
     assert fig.data[2].offsetgroup == fig.data[0].offsetgroup  # drawn in the dynamic slot
-    with pytest.raises(ValueError, match=r"two percentages .* \[0, 100\]"):
-        table.figure(reference={"x": (0.449, 120)})
-    with pytest.raises(TypeError, match="reference must be a dict"):
-        table.figure(reference=[44.9, 25.6])
+    # percentages passed as rates are refused, with the rates to pass instead
+    with pytest.raises(ValueError, match=r"looks like percentages.*pass \(0\.449, 0\.256\)"):
+        table.figure(reference_rates={"noodles (article)": (44.9, 25.6)})
+    with pytest.raises(ValueError, match=r"two rates \(dynamic, static\)"):
+        table.figure(reference_rates={"x": (0.449, -1)})
+    with pytest.raises(TypeError, match="reference_rates must be a dict"):
+        table.figure(reference_rates=[0.449, 0.256])
+    # the old percent keyword still works, with a warning, and refuses rates (the notebook's bug:
+    # (0.449, 0.256) drawn as 0.4% and 0.3%)
+    with pytest.warns(FutureWarning, match="reference_rates"):
+        fig = table.figure(reference={"noodles (article)": (44.9, 25.6)})
+    assert list(fig.data[2].y) == pytest.approx([44.9]) and list(fig.data[3].y) == pytest.approx([25.6])
+    with pytest.raises(ValueError, match=r"look like rates\. Pass them as reference_rates="):
+        table.figure(reference={"noodles (article)": (0.449, 0.256)})
+    with pytest.raises(TypeError, match="not both"):
+        table.figure({"a": (0.1, 0.1)}, reference={"b": (10, 10)})
     with pytest.raises(ValueError, match=r"No patch called 'plian'.*Did you mean \['plain'\]"):
         table.flipped("plian")
 
