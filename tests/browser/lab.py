@@ -211,3 +211,23 @@ def set_sidebar(page, open_: bool) -> None:
         page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab").first.click()
         page.wait_for_function("(want) => !!document.querySelector('#jp-left-stack')?.offsetWidth === want",
                                arg=open_, timeout=5_000)
+
+
+LAPTOPS = ((1400, 900), (1024, 768))
+
+
+def clipped_at_laptop_sizes(page, locator) -> dict[str, list[str]]:
+    """The labels cut short inside ``locator`` at each laptop viewport of LAPTOPS, by size
+    ("1400x900"); sizes where every label is whole are left out. The viewport is put back after."""
+    before = page.viewport_size
+    found = {}
+    try:
+        for width, height in LAPTOPS:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(300)  # JupyterLab lays the notebook out again
+            clipped = clipped_labels(locator)
+            if clipped:
+                found[f"{width}x{height}"] = clipped
+    finally:
+        page.set_viewport_size(before)
+    return found
