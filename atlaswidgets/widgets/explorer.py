@@ -6,12 +6,18 @@ NeuronViewer, both ways:
 
 - selecting cells in an atlas (or the comparison atlas) shows, in the viewer, the direction of the
   mean activation of their member rows: its top, quantile-range and random examples, and the
-  channels most correlated with it;
+  channels most correlated with it. The viewer's unit box then reads "cell 149" (or "cells 3, 5"),
+  and its arrows step to the next or previous cell of that atlas (ids row by row), selected as a
+  click would select it;
 - choosing a channel in the viewer (its number box, search, related-channel buttons, next/previous)
   highlights, in each atlas, the few cells whose members' mean activation of that channel is
   highest: a dashed outline (the widgets' ``highlighted`` trait), not a selection, so the example
   panels keep showing what the user selected and no update cycle can start. Showing a direction
   again (a new selection) clears the highlight, which always belongs to the viewer's channel.
+
+Layout: the atlases and their panels in a column on the left, the viewer on the right, so that a
+click and what it changes are on screen together on a 1400 x 900 laptop (the atlases are 380 px by
+default); where the two columns do not fit side by side, the viewer wraps under the atlases.
 
 A zoom carries an atlas's selection and highlight to the finer (or coarser) cells: that is the
 same selection at another scale, so the viewer keeps what it shows.
