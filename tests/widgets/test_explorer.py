@@ -3,6 +3,7 @@ and neither loops back."""
 
 from __future__ import annotations
 
+import ipywidgets as W
 import numpy as np
 import pytest
 import torch
@@ -106,6 +107,16 @@ def test_the_viewer_box_names_the_cells_and_its_arrows_step_through_them(world):
     ex.viewer.show_channel(5)
     arrow(1)
     assert ex.viewer.unit == {"kind": "channel", "layer": "block4", "channel": 6}
+
+
+def test_layout_puts_the_atlases_left_and_the_viewer_right(world):
+    ex = _explorer(world)
+    atlases, viewer = ex.children
+    assert ex.layout.flex_flow == "row wrap"  # side by side where they fit, stacked where not
+    assert [w for w in atlases.children if not isinstance(w, W.Label)] == [
+        ex.atlas_widget, ex.atlas_panel, ex.comparison_widget, ex.comparison_panel]
+    assert viewer.children[-1] is ex.viewer and viewer.layout.min_width == "360px"
+    assert Explorer.__init__.__kwdefaults__["size"] == 380  # atlas and viewer fit 1400 px side by side
 
 
 def test_comparison_selection_drives_its_panel_and_the_viewer(world):
