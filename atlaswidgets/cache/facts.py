@@ -78,10 +78,20 @@ class UnitFacts:
             return related, [], [], (f"no single-class attributions for {layer!r}: compute them "
                                      f"with aw.attribute(model, data, {layer!r}, 'class', cache=cache)")
         col = means[:, unit]
-        up = [{"name": names[i], "value": float(col[i])} for i in torch.argsort(col, descending=True)
-              if col[i] > 0][:n]
-        down = [{"name": names[i], "value": float(col[i])} for i in torch.argsort(col) if col[i] < 0][:n]
-        return related, up, down, "mean attribution of this channel toward each class"
+        # a raw mean attribution (logit per position, ~1e-4) says little alone: each class's value
+        # also goes as a share of the strongest channel for that class, and the channel's rank
+        top = means.abs().amax(1).clamp_min(1e-30)
+        rank_up = (means > col[:, None]).sum(1) + 1  # 1 = pushes this class most of all channels
+        rank_down = (means < col[:, None]).sum(1) + 1
+
+        def item(i, rank):
+            return {"name": names[i], "value": float(col[i]), "share": float(col[i] / top[i]),
+                    "rank": int(rank[i]), "of": int(means.shape[1])}
+
+        up = [item(i, rank_up) for i in torch.argsort(col, descending=True) if col[i] > 0][:n]
+        down = [item(i, rank_down) for i in torch.argsort(col) if col[i] < 0][:n]
+        return related, up, down, ("% of the strongest channel's push on that class (mean "
+                                   "attribution: activation × gradient of the class logit)")
 
     def _moment(self, layer: str) -> tuple[torch.Tensor, torch.Tensor]:
         """The layer's channel means (C,) and second moments E[x x^T] (C, C), float64."""

@@ -146,6 +146,10 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     # Python-only: bumped whenever the widget starts showing another atlas (a zoom level, a
     # comparison widget's new pair), so link() can hand the new atlas to linked panels
     atlas_version = traitlets.Int(0)
+    # Python-only: True while a zoom level replaces the cells (the selection is cleared, then
+    # carried over); link() has linked panels keep what they show until it is False again, so a
+    # panel never goes blank between the old examples and the carried selection's
+    switching = traitlets.Bool(False)
 
     def __init__(
         self,
@@ -417,14 +421,18 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         icons = self._icons_of(atlas, level, self.icons)  # may render: before anything changes
         carried = carry_selection(self._atlas, atlas, self.selected)
         lit = carry_selection(self._atlas, atlas, self.highlighted)
-        with self.hold_sync():
-            self.selected = []  # checked against the old cells, so it must go before them
-            self.highlighted = []
-            self._atlas = atlas
-            self._set_traits(atlas, level, self.icons, icons)
-            self.highlighted = lit
-        self.atlas_version += 1  # linked panels switch to this level's atlas (see link())
-        self.selected = carried
+        self.switching = True
+        try:
+            with self.hold_sync():
+                self.selected = []  # checked against the old cells, so it must go before them
+                self.highlighted = []
+                self._atlas = atlas
+                self._set_traits(atlas, level, self.icons, icons)
+                self.highlighted = lit
+            self.atlas_version += 1  # linked panels switch to this level's atlas (see link())
+            self.selected = carried
+        finally:
+            self.switching = False
 
     def _send_icons(self, atlas: Atlas, level: int, kind: str) -> None:
         """Send ``kind`` icons of the level shown (a toggle: the cells stay)."""

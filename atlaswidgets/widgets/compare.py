@@ -2,9 +2,11 @@
 
 It is an ``AtlasWidget`` (same canvas, zoom, pan, hover, click, shift-click, shift-drag lasso, and a
 ``selected`` trait of visible cell ids, so ``link()`` and ``ExamplePanel`` work with it unchanged)
-whose page runs in comparison mode: every cell gets a frame coloured on a diverging blue-grey-orange
-scale by its mean attribution difference a - b over the atlas's scale (blue: toward b, orange:
-toward a, grey: neither), and a legend under the canvas names the two classes at the two ends.
+whose page runs in comparison mode: every cell gets a frame coloured on a diverging scale by its
+mean attribution difference a - b over the atlas's scale, from b's colour through grey (neither) to
+a's colour, and a legend under the canvas names the two classes at the two ends. A class's colour
+is its own (``class_color``: by its index in the cache's classes), not its side's, so wok has one
+colour in every comparison and notebook; frying pan blue and wok orange in the kitchen.
 
 Picking another pair is one call, ``widget.show_pair(a, b)``, or the page's pair menu when the
 cache's layer holds attributions for more than one pair; either recomputes the comparison on the
@@ -27,6 +29,8 @@ name), ``.aw-legend-bar`` and ``.aw-legend-right`` (a's name); ``select.aw-atlas
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from typing import Any
 
@@ -67,6 +71,8 @@ class ComparisonWidget(AtlasWidget):
     diff_scale = traitlets.Float(1.0).tag(sync=True)  # the 99th percentile that x was divided by
     left_label = traitlets.Unicode("").tag(sync=True)  # b's name, shown as text
     right_label = traitlets.Unicode("").tag(sync=True)  # a's name, shown as text
+    # [b's colour, a's colour] as [r, g, b]: each class's own (``class_color``), whichever side
+    side_colors = traitlets.List(traitlets.List(traitlets.Int())).tag(sync=True)
 
     # Pair: [a, b] shown now (the page sets it to switch), and every pair the cache can show
     pair = traitlets.List(traitlets.Unicode()).tag(sync=True)
@@ -226,9 +232,36 @@ def _comparison_traits(comp: ComparisonAtlas, cache: ActivationCache | None) -> 
         diff_scale=float(comp.scale),
         left_label=str(comp.b),
         right_label=str(comp.a),
+        side_colors=pair_colors(comp.a, comp.b, None if cache is None else cache.classes),
         pair=[str(comp.a), str(comp.b)],
         pairs=[] if cache is None else available_pairs(cache, comp.layer, (comp.a, comp.b)),
     )
+
+
+# Colours of the classes in comparisons, by class index: dark enough to stand apart from the grey
+# middle of the scale, none near the magenta selection outline; blue and orange first (the kitchen's
+# frying pan and wok), which stay apart for the common colour-vision deficiencies
+PALETTE = [(33, 102, 172), (230, 97, 1), (27, 120, 55), (118, 42, 131), (140, 81, 10),
+           (1, 133, 113), (178, 24, 43), (102, 102, 0)]
+
+
+def class_color(name: str, classes=None) -> tuple[int, int, int]:
+    """The colour of class ``name`` in every comparison (its index in ``classes``, else a stable
+    hash of the name), so one class keeps one colour across widgets and notebooks."""
+    names = [str(c) for c in classes] if classes is not None else []
+    if str(name) in names:
+        k = names.index(str(name))
+    else:
+        k = int.from_bytes(hashlib.sha256(str(name).encode()).digest()[:4], "little")
+    return PALETTE[k % len(PALETTE)]
+
+
+def pair_colors(a: str, b: str, classes=None) -> list[list[int]]:
+    """[b's colour, a's colour] (left, right); when the two share one, b takes the next."""
+    ca, cb = class_color(a, classes), class_color(b, classes)
+    if cb == ca:
+        cb = PALETTE[(PALETTE.index(ca) + 1) % len(PALETTE)]
+    return [list(cb), list(ca)]
 
 
 def available_pairs(cache: ActivationCache, layer: str, current=None) -> list[list[str]]:

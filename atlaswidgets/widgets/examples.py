@@ -96,6 +96,7 @@ class ExamplePanel(RollsBackPageState, anywidget.AnyWidget):
             raise ValueError(f"context must be (before, after): two ints in [0, 64], the tokens shown "
                              f"left and right of each example's token; got {context!r}.")
         self._context = (int(context[0]), int(context[1]))
+        self._held, self._stale = 0, False  # see hold_page
         text = isinstance(atlas, Atlas) and is_text(cache) and atlas.layer in cache.layers and \
             cache[atlas.layer].kind == "tokens"
         if cache.images is None and not text:
@@ -145,6 +146,16 @@ class ExamplePanel(RollsBackPageState, anywidget.AnyWidget):
                  np.asarray(self.context_values[off[i]:off[i + 1]]))
                 for i in range(max(len(off) - 1, 0))]
 
+    def hold_page(self, hold: bool) -> None:
+        """Keep the examples on the page as they are (``hold=True``) until ``hold_page(False)``,
+        which shows the selection of that moment, once. ``link()`` holds a panel while its atlas
+        switches zoom level, so the old examples stay until the carried selection's arrive
+        instead of the panel going blank in between."""
+        self._held += 1 if hold else -1 if self._held else 0
+        if not self._held and self._stale:
+            self._stale = False
+            self._refresh()
+
     @traitlets.validate("selected")
     @refuses
     def _valid_selection(self, proposal):
@@ -170,6 +181,9 @@ class ExamplePanel(RollsBackPageState, anywidget.AnyWidget):
         self._refresh()
 
     def _refresh(self) -> None:
+        if self._held:
+            self._stale = True  # shown when the hold ends
+            return
         cells = list(self.selected)
         ex = self._atlas.examples(cells, k=self.k, by=self._by)
         n_positions = len(self._atlas.rows_of(cells)) if cells else 0

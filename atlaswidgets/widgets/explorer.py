@@ -6,12 +6,18 @@ NeuronViewer, both ways:
 
 - selecting cells in an atlas (or the comparison atlas) shows, in the viewer, the direction of the
   mean activation of their member rows: its top, quantile-range and random examples, and the
-  channels most correlated with it;
+  channels most correlated with it. The viewer's unit box then reads "cell 149" (or "cells 3, 5"),
+  and its arrows step to the next or previous cell of that atlas (ids row by row), selected as a
+  click would select it;
 - choosing a channel in the viewer (its number box, search, related-channel buttons, next/previous)
   highlights, in each atlas, the few cells whose members' mean activation of that channel is
   highest: a dashed outline (the widgets' ``highlighted`` trait), not a selection, so the example
   panels keep showing what the user selected and no update cycle can start. Showing a direction
   again (a new selection) clears the highlight, which always belongs to the viewer's channel.
+
+Layout: the atlases and their panels in a column on the left, the viewer on the right, so that a
+click and what it changes are on screen together on a 1400 x 900 laptop (the atlases are 380 px by
+default); where the two columns do not fit side by side, the viewer wraps under the atlases.
 
 A zoom carries an atlas's selection and highlight to the finer (or coarser) cells: that is the
 same selection at another scale, so the viewer keeps what it shows.
@@ -42,7 +48,7 @@ from .neuron import NeuronViewer
 __all__ = ["Explorer"]
 
 
-class Explorer(W.VBox):
+class Explorer(W.HBox):
     """An atlas, a comparison atlas (when there is one), their example panels and a NeuronViewer,
     all linked (see the module docstring).
 
@@ -60,7 +66,8 @@ class Explorer(W.VBox):
     xy : float array (n_rows, 2), a precomputed atlas layout (skips UMAP)
     y : float array (n_rows,), a precomputed 1-D embedding for the comparison (skips UMAP)
     k : examples per panel; highlight : how many cells a channel highlights in each atlas
-    size : side of each atlas canvas in CSS pixels
+    size : side of each atlas canvas in CSS pixels (380: the atlas and the viewer fit side by side
+        at 1400 x 900)
     viewer_options : keyword arguments for the NeuronViewer (``n``, ``icons``, ``thumb_size``, ...)
 
     Attributes: ``atlas_widget``, ``atlas_panel``, ``comparison_widget`` and ``comparison_panel``
@@ -83,7 +90,7 @@ class Explorer(W.VBox):
         y=None,
         k: int = 8,
         highlight: int = 4,
-        size: int = 420,
+        size: int = 380,
         seed: int = 0,
         viewer_options: dict[str, Any] | None = None,
     ):
@@ -128,12 +135,19 @@ class Explorer(W.VBox):
             w.observe(self._zoom_done_handler(w), names="level")
         self.viewer.observe(self._on_unit, names="unit")
 
-        columns = [W.VBox([W.Label("Activation atlas"), self.atlas_widget, self.atlas_panel])]
+        # Two columns, so that a click in the atlas and the viewer it changes are on screen together
+        # (a 1400 x 900 laptop): the atlases and their panels on the left, the viewer on the right.
+        # Where the two do not fit side by side the viewer wraps under them. The comparison's
+        # legend names its two sides, so its column title needs no class names (a long one would
+        # be cut short in a widget label).
+        left = [W.Label("Activation atlas"), self.atlas_widget, self.atlas_panel]
         if self.comparison_widget is not None:
-            title = f"Comparison: {comparison.b} (left) vs {comparison.a} (right)"
-            columns.append(W.VBox([W.Label(title), self.comparison_widget, self.comparison_panel]))
-        row = W.HBox(columns, layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
-        super().__init__([row, W.Label("Neuron viewer"), self.viewer])
+            left += [W.Label("Comparison atlas"), self.comparison_widget, self.comparison_panel]
+        atlases = W.VBox(left, layout=W.Layout(flex="0 0 auto", margin="0 16px 0 0"))
+        viewer = W.VBox([W.Label("Neuron viewer"), self.viewer],
+                        layout=W.Layout(flex="1 1 420px", min_width="360px"))
+        super().__init__([atlases, viewer],
+                         layout=W.Layout(flex_flow="row wrap", align_items="flex-start"))
 
     def __repr__(self) -> str:
         comp = "" if self.comparison_widget is None else (
@@ -218,7 +232,8 @@ class Explorer(W.VBox):
         which = "comparison" if w is self.comparison_widget else "atlas"
         try:
             direction = selection_direction(w.atlas, cells)
-            self.viewer.show_direction(direction, label=_label(which, w, cells), layer=self._layer)
+            self.viewer.show_direction(direction, label=_label(which, w, cells), layer=self._layer,
+                                       short=_short(cells), step=self._stepper(which, cells))
         except (ValueError, TypeError) as e:
             # a page click must not break the comm: the viewer shows the message instead
             self.viewer.error = str(e.args[0]) if e.args else str(e)
@@ -227,6 +242,23 @@ class Explorer(W.VBox):
         self.direction, self.source = direction, which
         for other in self._atlas_widgets():
             other.highlighted = []  # the highlight was the channel's; the viewer now shows cells
+
+    def _stepper(self, which: str, cells: list[int]):
+        """The viewer's arrows while it shows these cells: the next (or previous) cell of the
+        same atlas, in the order of its ids (row by row), selected as a click would."""
+        def step(delta: int) -> None:
+            w = self._widget(which)
+            ids = [int(i) for i in w.atlas.cells.ids]
+            if not set(cells) <= set(ids):
+                raise ValueError("The atlas shows other cells now (another zoom level or pair); "
+                                 "click a cell to show it.")
+            at = ids.index(max(cells)) + 1 if delta > 0 else ids.index(min(cells)) - 1
+            if not 0 <= at < len(ids):
+                end = "last" if delta > 0 else "first"
+                raise ValueError(f"cell {ids[at - delta]} is the {end} cell of the {which}.")
+            self.show_cells([ids[at]], which)
+
+        return step
 
     def _on_unit(self, change: dict[str, Any]) -> None:
         unit = change["new"]
@@ -242,6 +274,13 @@ def _label(which: str, w: AtlasWidget, cells: list[int]) -> str:
     if which == "comparison":
         return f"{w.atlas.a} vs {w.atlas.b}: {noun} {shown} mean"
     return f"{noun} {shown} mean"
+
+
+def _short(cells: list[int]) -> str:
+    """What the viewer's unit box shows for a selection: "cell 149", "cells 3, 5" or "4 cells"."""
+    if len(cells) == 1:
+        return f"cell {cells[0]}"
+    return f"cells {cells[0]}, {cells[1]}" if len(cells) == 2 else f"{len(cells)} cells"
 
 
 def _pick_layer(cache: ActivationCache, layer: str | None, atlas: Atlas | None) -> str:

@@ -35,6 +35,12 @@ class Link:
                 handler = self._atlas_handler_for(w)
                 w.observe(handler, names="atlas_version")
                 self._handlers.append((w, handler, "atlas_version"))
+            # while a widget switches zoom level (its selection cleared, then carried over), the
+            # linked widgets that can hold their page (ExamplePanel) keep showing the old one
+            if w.has_trait("switching"):
+                handler = self._switching_handler_for(w)
+                w.observe(handler, names="switching")
+                self._handlers.append((w, handler, "switching"))
 
     def __repr__(self) -> str:
         names = ", ".join(type(w).__name__ for w in self.widgets)
@@ -63,6 +69,14 @@ class Link:
             for other in self.widgets:
                 if other is not source and _takes_atlas(other) and other.atlas is not source.atlas:
                     other.atlas = source.atlas
+
+        return handler
+
+    def _switching_handler_for(self, source):
+        def handler(change: dict[str, Any]) -> None:
+            for other in self.widgets:
+                if other is not source and hasattr(other, "hold_page"):
+                    other.hold_page(bool(change["new"]))
 
         return handler
 

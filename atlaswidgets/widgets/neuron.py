@@ -53,8 +53,8 @@ from ..cache.facts import LayerOutputs, UnitFacts, checked_inputs
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ._common import Array, RollsBackPageState, bundle, refuses
-from .display import to_png
-from .neuron_image import inexact, picture_state
+from .neuron_image import icon_png, inexact, picture_state
+from .neuron_search import check_annotations, class_search, concept_search, what_it_takes
 from .neuron_text import check_writes, text_state, token_search
 
 __all__ = ["NeuronViewer"]
@@ -98,6 +98,9 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         (n_neurons, d_model) and the unembedding (vocab, d_model), or a dict {layer: (W_out, W_U)};
         default from the model when it has ``neuron_output_weights(i)`` and ``unembed`` (TinyLM).
         Hugging Face models are not wired yet: pass them here
+    annotations : per sample of the cache, the list of its objects as ``{"name", "box"}`` dicts
+        (``kitchen.dataset(n).annotations``); with them the search box takes concept words
+        ("noodles"): channels whose per-sample maximum tracks images holding that object
 
     A text cache (captured from token ids) needs no images and no statistics: each example is its
     token context with a heat strip, beside the unit's top tokens by mean activation and, for an
@@ -190,6 +193,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         preprocess: Callable[[torch.Tensor], torch.Tensor] | None = None,
         inputs: torch.Tensor | np.ndarray | None = None,
         writes: Any = None,
+        annotations: Any = None,
         **kwargs: Any,
     ):
         if not isinstance(cache, ActivationCache):
@@ -226,6 +230,8 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         if writes is not None and not text:
             raise ValueError("writes= is for text layers (MLP neurons through the unembedding); "
                              "this cache holds images.")
+        self._annotations = check_annotations(annotations, cache)
+        self._maxima: dict[str, np.ndarray] = {}  # per layer: per-sample maxima, for concept search
         self._token_tables: dict[str, tuple] = {}
         self._warned = False
         self._n, self._n_top, self._seed = int(n), None if n_top is None else int(n_top), int(seed)
@@ -235,7 +241,8 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         self._outputs = None if model is None else LayerOutputs(model, cache.input_hw, preprocess,
                                                                        prefix_tokens=cache.meta.get("prefix_tokens"))
         self._direction: np.ndarray | None = None
-        self._label = ""
+        self._label = self._short = ""
+        self._step: Callable[[int], None] | None = None  # the shown direction's neighbours
         self._samples: UnitSamples | None = None
         self._busy = False  # set while a layer switch moves both traits, so one redraw follows
         layer = with_stats[0] if layer is None else self._check_layer(layer, with_stats)
@@ -269,26 +276,34 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
                 self.channel = channel
             finally:
                 self._busy = False
-            self._direction = None
+            self._direction, self._step = None, None
             self._show()
 
     def next(self) -> None:
         """The next channel (stays at the last)."""
-        self.show_channel(min(self.channel + 1, self.n_channels - 1))
+        self._step_channel(1)
 
     def previous(self) -> None:
         """The previous channel (stays at 0)."""
-        self.show_channel(max(self.channel - 1, 0))
+        self._step_channel(-1)
 
-    def show_direction(self, vector, label: str = "direction", layer: str | None = None) -> None:
+    def show_direction(self, vector, label: str = "direction", layer: str | None = None, *,
+                       short: str | None = None, step: Callable[[int], None] | None = None) -> None:
         """Show a direction of the layer's activation space, e.g. an atlas cell's mean activation.
 
         vector : array or tensor, shape (n_channels,), finite and not all zero; its value at a
             position is the dot product with the activation vector there
         label : what to call it on the page (shown as text)
+        short : what the toolbar's unit box shows (default ``label``), e.g. "cell 149"
+        step : ``step(delta)`` shows the direction ``delta`` (+1 or -1) away in its own kind (the
+            Explorer's: the next or previous atlas cell); the page's arrows and keys call it. Without
+            it they are disabled while the direction is shown (they step channels)
         """
-        if not isinstance(label, str):
-            raise TypeError(f"label must be a str, got {type(label).__name__}.")
+        for name, v in (("label", label), ("short", "" if short is None else short)):
+            if not isinstance(v, str):
+                raise TypeError(f"{name} must be a str, got {type(v).__name__}.")
+        if step is not None and not callable(step):
+            raise TypeError(f"step must be a callable step(delta) or None, got {type(step).__name__}.")
         name = self.layer if layer is None else self._check_layer(layer, self.layers)
         c = self._cache[name].n_channels
         d = checked_direction(vector, c, name).cpu().numpy()
@@ -302,13 +317,15 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
                 finally:
                     self._busy = False
             self._direction = d
-            self._label = label
+            self._label, self._short, self._step = label, label if short is None else short, step
             self._show()
 
     def search(self, query: str) -> list[dict]:
         """Find a unit: a channel number shows that channel; a class name ranks the channels by
         their mean attribution toward the class (needs that class's attribution on the layer,
-        ``cache.add_attribution(aw.attribute(..., cache=cache, store=False))``) and shows the best. Returns the ranked ``{"channel", "score"}``."""
+        ``cache.add_attribution(aw.attribute(..., cache=cache, store=False))``); a concept word
+        ("noodles") ranks them by how their per-sample maximum tracks images holding that object
+        (needs ``annotations=``); on a text cache, a token. Shows the best; returns the ranking."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a str, got {type(query).__name__}.")
         text = query.strip()
@@ -322,25 +339,20 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             self.show_channel(ch)
             return []
         if not text:
-            raise ValueError("Type a channel number or a " + ("token." if self._text else "class name."))
+            raise ValueError("Type a channel number or a " + ("token." if self._text else
+                             "class name or an annotated object (noodles)."))
         if self._text:
             return self._search_token(text)
-        names, means = self._facts.class_means(self.layer)
-        if not names:
-            raise ValueError(f"No single-class attributions for layer {self.layer!r}, so channels "
-                             f"cannot be ranked by class; compute them with cache.add_attribution("
-                             f"aw.attribute(model, data, {self.layer!r}, ['class name', ...], "
-                             f"cache=cache, store=False)), or type a channel number.")
-        lowered = [n.lower() for n in names]
-        if text not in names and text.lower() not in lowered:
-            raise ValueError(f"No attribution toward a class named {text!r} for layer "
-                             f"{self.layer!r}; it has {names}.")
-        k = names.index(text) if text in names else lowered.index(text.lower())
-        order = torch.argsort(means[k], descending=True)[: max(self._n_related, 10)]
-        results = [{"channel": int(c), "score": float(means[k, c])} for c in order]
+        n = max(self._n_related, 10)
+        found = class_search(self._facts, self.layer, text, n)
+        if found is None and self._annotations is not None:
+            found = concept_search(self._cache, self.layer, self._annotations, text, self._maxima, n)
+        if found is None:
+            raise ValueError(what_it_takes(text, self.n_channels, self._facts, self.layer,
+                                           self._annotations))
+        results, title = found
         with self.hold_sync():
-            self.search_results = results
-            self.search_title = f"channels pushing {names[k]} most (mean attribution)"
+            self.search_results, self.search_title = results, title
             self.show_channel(results[0]["channel"])
         return results
 
@@ -445,8 +457,9 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         req = proposal["value"]
         if not req:
             return req
-        if req.get("kind") not in ("channel", "layer", "search"):
-            raise ValueError(f"request kind must be 'channel', 'layer' or 'search', got {req.get('kind')!r}.")
+        if req.get("kind") not in ("channel", "layer", "search", "step"):
+            raise ValueError(f"request kind must be 'channel', 'layer', 'search' or 'step', got "
+                             f"{req.get('kind')!r}.")
         rid = req.get("id")
         if not is_int(rid):  # a TypeError, which the page's rollback reports as one
             raise TypeError(f"request id must be an int, got {rid!r}.")
@@ -462,6 +475,8 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             if kind == "channel":
                 ch = content.get("channel")
                 self.show_channel(integer(ch, "channel"))
+            elif kind == "step":
+                self._step_unit(integer(content.get("delta"), "delta"))
             elif kind == "layer":
                 layer = self._check_layer(content.get("layer"), self.layers)
                 self.show_channel(min(self.channel, self._cache[layer].n_channels - 1), layer)
@@ -472,6 +487,18 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         else:
             self.error = ""
         self.answered = content["id"]
+
+    def _step_unit(self, delta: int) -> None:
+        """The page's arrows: the next channel, or the shown direction's neighbour in its kind."""
+        if delta not in (-1, 1):
+            raise ValueError(f"delta must be -1 or 1, got {delta}.")
+        if self._direction is not None and self._step is None:
+            raise ValueError(f"{self._short!r} has no next or previous one; type a channel number "
+                             "to step through channels.")
+        (self._step_channel if self._direction is None else self._step)(delta)
+
+    def _step_channel(self, delta: int) -> None:
+        self.show_channel(min(max(self.channel + delta, 0), self.n_channels - 1))
 
     # ---- computing what is shown ---------------------------------------------------------------
 
@@ -507,6 +534,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
             unit_trait = {"kind": "channel", "layer": layer, "channel": int(self.channel)}
         else:
             unit_trait = {"kind": "direction", "layer": layer, "label": self._label,
+                          "short": self._short, "steps": self._step is not None,
                           "norm": float(np.linalg.norm(d))}
         with self.hold_sync():
             self.groups = [{"name": k, "title": _group_title(k), "count": len(v)}
@@ -566,16 +594,8 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
                 self.icon, self.icon_unit, self.icon_note = b"", name, f"no feature-vis icon ({why})"
             return
         if key not in self._icon_memo:
-            try:
-                from ..render.icons import (
-                    unit_icon,  # feature vis imports its own modules lazily
-                )
-
-                icon = unit_icon(self._model, self.layer, unit, self._cache.input_hw, self._icon_steps,
-                                 self._normalize, self._cache.meta.get("prefix_tokens"))
-                self._icon_memo[key] = (to_png(icon), "feature visualisation")
-            except (ValueError, TypeError, RuntimeError) as e:
-                self._icon_memo[key] = (b"", f"no icon: {e}")
+            self._icon_memo[key] = icon_png(self._model, self.layer, unit, self._cache, self._icon_steps,
+                                            self._normalize)
         png, note = self._icon_memo[key]
         with self.hold_sync():
             self.icon, self.icon_unit, self.icon_note = png, name, note

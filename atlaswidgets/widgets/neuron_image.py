@@ -11,8 +11,9 @@ import torch
 from ..cache.cache import ActivationCache, LayerActs, TopExamples
 from ..cache.crops import display_images, resize_images, sprite_sheet, thumb_boxes
 from ..cache.facts import LayerOutputs, activation_maps, map_error
+from .display import to_png
 
-__all__ = ["picture_state", "inexact", "NO_MAPS", "NO_BOXES"]
+__all__ = ["picture_state", "inexact", "icon_png", "NO_MAPS", "NO_BOXES"]
 
 # what the maps and boxes traits hold when there are none (text examples too)
 NO_MAPS = np.zeros((0, 0, 0), np.float32)
@@ -61,3 +62,15 @@ def picture_state(cache: ActivationCache, la: LayerActs, layer: str, unit, ex: T
             "maps": maps if maps is not None else NO_MAPS, "map_hw": [int(la.hw[0]), int(la.hw[1])],
             "map_max": max(top_value, map_top, 1e-6), "boxes": boxes if boxes is not None else NO_BOXES,
             "note": note, "map_error": err}
+
+
+def icon_png(model, layer: str, unit, cache: ActivationCache, steps: int, preprocess) -> tuple[bytes, str]:
+    """The unit's feature-vis icon as PNG bytes and its note; (b"", why) when it cannot render."""
+    try:
+        from ..render.icons import unit_icon  # feature vis imports its own modules lazily
+
+        icon = unit_icon(model, layer, unit, cache.input_hw, steps, preprocess,
+                         cache.meta.get("prefix_tokens"))
+        return to_png(icon), "feature visualisation"
+    except (ValueError, TypeError, RuntimeError) as e:
+        return b"", f"no icon: {e}"

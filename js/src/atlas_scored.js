@@ -2,8 +2,8 @@
 // icon, a legend under the canvas says what the two ends of the scale mean, and the tooltip adds
 // the cell's score. atlas.js imports scoredMode() and asks it for the mode its widget's `mode`
 // trait names:
-//   "compare" (ComparisonWidget): a diverging scale in [-1, 1], b's class blue on the left, a's
-//     orange on the right, a menu of the pairs the cache can show and a swap button;
+//   "compare" (ComparisonWidget): a diverging scale in [-1, 1], b's class on the left, a's on the
+//     right, each in its own class's colour, a menu of the pairs the cache can show and a swap button;
 //   "diff" (DiffWidget): a sequential scale in [0, 1], grey where model a has what b has, purple
 //     where b's activation has no counterpart in a;
 // and null for a plain atlas. All text is set with textContent; nothing here parses HTML.
@@ -19,9 +19,11 @@ import { el } from "./dom.js";
 // the plain atlas's selection outline, which diff mode keeps (atlas.js draws it)
 export const SELECT_COLOR = "#ff7a00";
 
-// Diverging scale, blue (-1, class b) through light grey (0) to orange (+1, class a): the two ends
-// stay apart for the common colour-vision deficiencies (after ColorBrewer's PuOr / RdBu ends).
-const DIVERGING = [[33, 102, 172], [236, 236, 236], [230, 97, 1]];
+// Diverging scale, b's colour (-1) through light grey (0) to a's colour (+1). Each class brings its
+// own colour (Python's `side_colors`, by class, not by side), so a class looks the same in every
+// comparison; blue and orange when none is sent (after ColorBrewer's PuOr / RdBu ends).
+const GREY = [236, 236, 236];
+const DEFAULT_SIDES = [[33, 102, 172], [230, 97, 1]];
 // Sequential scale for novelty, light grey (0, shared) to deep purple (1, only in b), after
 // ColorBrewer's Purples: it reads as "more" in grey scale too, and stays clear of the orange
 // selection outline.
@@ -34,9 +36,9 @@ function mixColor(from, to, f) {
   return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
 }
 
-function divergingColor(v) {
+function divergingColor(v, sides = DEFAULT_SIDES) {
   const t = Math.max(-1, Math.min(1, Number.isFinite(v) ? v : 0));
-  return t < 0 ? mixColor(DIVERGING[1], DIVERGING[0], -t) : mixColor(DIVERGING[1], DIVERGING[2], t);
+  return t < 0 ? mixColor(GREY, sides[0], -t) : mixColor(GREY, sides[1], t);
 }
 
 function sequentialColor(v) {
@@ -91,7 +93,9 @@ function compareMode(model, parts) {
   const legend = buildLegend(
     parts, `${divergingColor(-1)}, ${divergingColor(0)}, ${divergingColor(1)}`, "");
   ["−1", "0", "+1"].forEach((t, i) => { legend.ticks[i].textContent = t; });
+  const legendBar = legend.left.parentElement.querySelector(".aw-legend-bar");
   let cells = null;
+  let sides = DEFAULT_SIDES;
 
   function askPair(next) {
     // Python recomputes the comparison and answers with new traits (or the old pair if it refuses)
@@ -118,7 +122,7 @@ function compareMode(model, parts) {
     selectColor: COMPARE_SELECT_COLOR,
     lassoFill: "rgba(224, 0, 122, 0.12)",
     cellTraits: ["cell_value", "cell_diff", "cell_attr_a", "cell_attr_b"],
-    labelTraits: ["pair", "pairs", "left_label", "right_label"],
+    labelTraits: ["pair", "pairs", "left_label", "right_label", "side_colors"],
 
     loadCells(next, titleParts) {
       cells = next;
@@ -135,6 +139,13 @@ function compareMode(model, parts) {
       const right = model.get("right_label");
       legend.left.textContent = left;
       legend.right.textContent = right;
+      const sent = model.get("side_colors") || [];
+      sides = sent.length === 2 ? sent : DEFAULT_SIDES;
+      legend.left.style.color = `rgb(${sides[0].join(", ")})`;
+      legend.right.style.color = `rgb(${sides[1].join(", ")})`;
+      legendBar.style.background = `linear-gradient(to right, ${divergingColor(-1, sides)}, ` +
+        `${divergingColor(0, sides)}, ${divergingColor(1, sides)})`;
+      root.dataset.sideColors = sides.map((c) => c.join(",")).join(" ");
       legend.left.title = `Left: cells whose positions push the model toward ${left}`;
       legend.right.title = `Right: cells whose positions push the model toward ${right}`;
       const [a, b] = model.get("pair") || [];
@@ -160,7 +171,7 @@ function compareMode(model, parts) {
     },
 
     frameColor(k) {
-      return divergingColor(cells.value[k]);
+      return divergingColor(cells.value[k], sides);
     },
 
     drawUnder(ctx, view, n) {

@@ -45,10 +45,12 @@ function render({ model, el: host }) {
   prev.type = "button";
   prev.textContent = "‹";
   prev.title = "Previous channel (← or k)";
+  // the unit shown: a channel's number, or what a direction is (the Explorer's "cell 149"); a
+  // number typed here and Enter shows that channel
   const channelInput = el("input", "aw-neuron-channel", bar);
-  channelInput.type = "number";
-  channelInput.min = "0";
-  channelInput.title = "Channel number (Enter to show)";
+  channelInput.type = "text";
+  channelInput.inputMode = "numeric";
+  channelInput.title = "The unit shown; type a channel number and press Enter to show it";
   const of = el("span", "aw-neuron-of", bar);
   const next = el("button", "aw-neuron-next", bar);
   next.type = "button";
@@ -56,7 +58,8 @@ function render({ model, el: host }) {
   next.title = "Next channel (→ or j)";
   const searchInput = el("input", "aw-neuron-search", bar);
   searchInput.type = "search";
-  searchInput.placeholder = "channel # or class name";
+  searchInput.placeholder = "channel, class or object";
+  searchInput.title = "A channel number, a class name (channels pushing it), or an annotated object such as noodles (channels firing on it)";
   const go = el("button", "aw-neuron-go", bar);
   go.type = "button";
   go.textContent = "Find";
@@ -109,11 +112,23 @@ function render({ model, el: host }) {
     }
     ask({ kind: "channel", channel: c });
   }
+  // ← → within the kind shown: channels for a channel, the direction's own neighbours (the
+  // Explorer's next atlas cell) for a direction that has them; Python refuses the others
   function step(delta) {
+    const u = model.get("unit") || {};
+    if (u.kind !== "channel") {
+      if (u.steps) ask({ kind: "step", delta });
+      else showError(`${u.short || u.label || "this direction"} has no next or previous one; type a channel number to step through channels.`);
+      return;
+    }
     const n = model.get("n_channels");
     const c = Math.min(n - 1, Math.max(0, model.get("channel") + delta));
-    const u = model.get("unit") || {};
-    if (c !== model.get("channel") || u.kind !== "channel") askChannel(c);
+    if (c !== model.get("channel")) askChannel(c);
+  }
+  function askTyped() {
+    const text = channelInput.value.trim().replace(/^(#|channel\s*)/i, "");
+    if (/^\d+$/.test(text)) askChannel(Number(text));
+    else showError(`Type a channel number (0..${model.get("n_channels") - 1}) in this box; search for class names and concepts in the search box.`);
   }
   function showError(text) {
     errorLine.textContent = text;
@@ -175,7 +190,7 @@ function render({ model, el: host }) {
     root.dataset.layer = u.layer || "";
     root.dataset.nExamples = String(s.n);
     root.dataset.mode = s.mode;
-    searchInput.placeholder = s.mode === "text" ? "channel # or token" : "channel # or class name";
+    searchInput.placeholder = s.mode === "text" ? "channel # or token" : "channel, class or object";
     title.textContent = u.kind === "channel"
       ? `${u.layer} · channel ${u.channel}`
       : `${u.layer} · ${u.label}`;
@@ -205,12 +220,20 @@ function render({ model, el: host }) {
     layerSelect.value = layer;
     layerSelect.hidden = layers.length < 2;
     const n = model.get("n_channels");
-    channelInput.max = String(n - 1);
-    channelInput.value = String(model.get("channel"));
-    of.textContent = `/ ${n - 1}`;
     const u = model.get("unit") || {};
-    prev.disabled = u.kind === "channel" && model.get("channel") <= 0;
-    next.disabled = u.kind === "channel" && model.get("channel") >= n - 1;
+    const channel = u.kind === "channel";
+    channelInput.value = channel ? String(model.get("channel")) : (u.short || u.label || "direction");
+    channelInput.dataset.kind = channel ? "channel" : "direction";
+    // wide enough for what it shows ("cell 149", "cells 12, 13"), never cut short
+    channelInput.style.width = `${Math.max(5, channelInput.value.length + 2)}ch`;
+    of.textContent = channel ? `/ ${n - 1}` : "";
+    of.hidden = !channel;
+    const what = channel ? "channel" : "cell";
+    prev.title = `Previous ${what} (← or k)`;
+    next.title = `Next ${what} (→ or j)`;
+    hint.textContent = channel ? "← → / j k: channels" : u.steps ? "← → / j k: cells" : "";
+    prev.disabled = channel ? model.get("channel") <= 0 : !u.steps;
+    next.disabled = channel ? model.get("channel") >= n - 1 : !u.steps;
   }
 
   function button(cls, text, tip, onClick) {
@@ -247,12 +270,18 @@ function render({ model, el: host }) {
       h.textContent = label;
       const list = el("div", "aw-neuron-list");
       for (const r of items) {
-        const b = button(`aw-neuron-class aw-neuron-${key === "classes_up" ? "up" : "down"}`,
-          r.name, "rank the channels by their attribution toward this class",
+        // a share of the strongest channel for that class, not the raw attribution (~1e-4)
+        const pct = Math.round(Math.abs(r.share ?? 0) * 100);
+        const way = key === "classes_up" ? "up" : "down";
+        const b = button(`aw-neuron-class aw-neuron-${way}`, r.name,
+          `mean attribution toward ${r.name}: ${r.value > 0 ? "+" : ""}${fmt(r.value)} (logit per position); ` +
+          `${pct}% of the channel that pushes it ${way} most, rank ${r.rank} of ${r.of}. ` +
+          "Click to rank the channels by their attribution toward this class",
           () => ask({ kind: "search", query: r.name }));
         b.dataset.class = r.name;
+        b.dataset.value = String(r.value);
         const v = el("span", "aw-neuron-corr", b);
-        v.textContent = ` ${r.value > 0 ? "+" : ""}${fmt(r.value)}`;
+        v.textContent = ` ${pct}%`;
         list.appendChild(b);
       }
       parts.push(h, list);
@@ -286,7 +315,7 @@ function render({ model, el: host }) {
     const h = el("span", "aw-neuron-subtitle");
     h.textContent = model.get("search_title");
     const buttons = items.map((r) => {
-      const b = button("aw-neuron-result", `${r.channel}`, `mean attribution ${fmt(r.score)}`,
+      const b = button("aw-neuron-result", `${r.channel}`, r.tip || `score ${fmt(r.score)}`,
         () => askChannel(r.channel));
       b.dataset.channel = String(r.channel);
       return b;
@@ -480,7 +509,7 @@ function render({ model, el: host }) {
     const t = event.target;
     if (isEditable(t)) {
       if (event.key === "Enter" && t === searchInput) ask({ kind: "search", query: searchInput.value });
-      if (event.key === "Enter" && t === channelInput) askChannel(Number(channelInput.value));
+      if (event.key === "Enter" && t === channelInput) askTyped();
       return; // typing in our inputs stays typing
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
@@ -513,7 +542,6 @@ function render({ model, el: host }) {
   prev.addEventListener("click", () => step(-1));
   next.addEventListener("click", () => step(1));
   go.addEventListener("click", () => ask({ kind: "search", query: searchInput.value }));
-  channelInput.addEventListener("change", () => askChannel(Number(channelInput.value)));
   layerSelect.addEventListener("change", () => ask({ kind: "layer", layer: layerSelect.value }));
   toggle.addEventListener("change", () => groupsEl.classList.toggle("aw-neuron-maps-off", !toggle.checked));
 

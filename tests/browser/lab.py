@@ -168,3 +168,66 @@ def settle(page, canvas) -> None:
             return
         last = box
         page.wait_for_timeout(150)
+
+
+# Every element of the widgets under `root` that holds text of its own, and whose text is wider
+# than its box (scrollWidth > clientWidth): a label cut short, by an ellipsis or an overflow.
+# Inline elements have no box of their own (clientWidth 0); their block parent is checked instead.
+CLIPPED = """(root) => {
+  const out = [];
+  for (const e of root.querySelectorAll('*')) {
+    const own = [...e.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own || !e.getClientRects().length || getComputedStyle(e).display === 'inline') continue;
+    if (e.scrollWidth > e.clientWidth + 1) {
+      out.push(`${e.className || e.tagName}: "${e.textContent.trim().slice(0, 40)}" ${e.scrollWidth} > ${e.clientWidth}`);
+    }
+  }
+  return out;
+}"""
+
+
+def clipped_labels(locator) -> list[str]:
+    """The labels cut short inside ``locator`` (see CLIPPED); empty when every one is whole."""
+    return locator.evaluate(CLIPPED)
+
+
+def visible_part(page, locator) -> float:
+    """The fraction of ``locator``'s box that lies inside the notebook's visible area (below
+    JupyterLab's toolbars and above its status bar, inside the window)."""
+    return page.evaluate("""(e) => {
+      const r = e.getBoundingClientRect();
+      const v = e.closest('.jp-WindowedPanel-outer, .jp-Notebook').getBoundingClientRect();
+      const top = Math.max(r.top, v.top, 0), bottom = Math.min(r.bottom, v.bottom, innerHeight);
+      const left = Math.max(r.left, v.left, 0), right = Math.min(r.right, v.right, innerWidth);
+      const area = Math.max(0, bottom - top) * Math.max(0, right - left);
+      return r.width * r.height ? area / (r.width * r.height) : 0;
+    }""", locator.element_handle())
+
+
+def set_sidebar(page, open_: bool) -> None:
+    """Open or collapse JupyterLab's left sidebar (the file browser), as its tab's click does."""
+    shown = page.locator("#jp-left-stack").is_visible()
+    if shown != open_:
+        page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab").first.click()
+        page.wait_for_function("(want) => !!document.querySelector('#jp-left-stack')?.offsetWidth === want",
+                               arg=open_, timeout=5_000)
+
+
+LAPTOPS = ((1400, 900), (1024, 768))
+
+
+def clipped_at_laptop_sizes(page, locator) -> dict[str, list[str]]:
+    """The labels cut short inside ``locator`` at each laptop viewport of LAPTOPS, by size
+    ("1400x900"); sizes where every label is whole are left out. The viewport is put back after."""
+    before = page.viewport_size
+    found = {}
+    try:
+        for width, height in LAPTOPS:
+            page.set_viewport_size({"width": width, "height": height})
+            page.wait_for_timeout(300)  # JupyterLab lays the notebook out again
+            clipped = clipped_labels(locator)
+            if clipped:
+                found[f"{width}x{height}"] = clipped
+    finally:
+        page.set_viewport_size(before)
+    return found

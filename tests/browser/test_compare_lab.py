@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch
+from .lab import clipped_at_laptop_sizes, dismiss_news, ready_widget, run_code, run_scratch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -167,11 +167,19 @@ def test_comparison_widget_in_lab(lab, page, artifacts):
     )))
     assert after == [["saucepan", "wok"], [], [], True, True]
 
-    # Swap sides: one click puts wok on the right of saucepan.
+    # Swap sides: one click puts wok on the right of saucepan, in wok's colour still: colours
+    # belong to the classes, not to the sides
+    wok_left, pan_right = root.get_attribute("data-side-colors").split(" ")
+    wok_css = page.locator(".aw-legend-left").evaluate("e => getComputedStyle(e).color")
     root.locator("button.aw-atlas-swap").click()
     page.wait_for_function(
         "() => document.querySelector('.aw-legend-right')?.textContent === 'wok'", timeout=30_000)
     assert _legend(page) == ("saucepan", "wok")
+    assert root.get_attribute("data-side-colors").split(" ") == [pan_right, wok_left]
+    assert page.locator(".aw-legend-right").evaluate("e => getComputedStyle(e).color") == wok_css
     canvas.scroll_into_view_if_needed()
     dismiss_news(page)
     root.screenshot(path=str(artifacts / "compare-swapped.png"))
+
+    # A laptop screen: no label of the widget or its panel is cut short.
+    assert clipped_at_laptop_sizes(page, page.locator(".jp-OutputArea-output", has=root)) == {}

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch, settle
+from .lab import clipped_at_laptop_sizes, dismiss_news, ready_widget, run_code, run_scratch, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -135,3 +135,6 @@ def test_diff_widget_in_lab(lab, page, artifacts):
     values = [float(v) for v in root.get_attribute("data-cell-values").split(",")]
     assert values == pytest.approx(fine["values"], abs=6e-4)
     assert legend.locator(".aw-legend-tick").last.text_content() == f"{scale:.2f}"
+
+    # A laptop screen: no label of the widget or its panel is cut short.
+    assert clipped_at_laptop_sizes(page, page.locator(".jp-OutputArea-output", has=root)) == {}

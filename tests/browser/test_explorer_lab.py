@@ -1,5 +1,6 @@
 """The Explorer in a real JupyterLab: an atlas click drives the viewer, a channel highlights the
-atlas, and a hostile class name stays text in every widget."""
+atlas, a hostile class name stays text in every widget, and on a laptop screen (1400 x 900, and
+1024 x 768) the atlas and the viewer are in view side by side with no label cut short."""
 
 from __future__ import annotations
 
@@ -7,15 +8,24 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch
+from .lab import (
+    clipped_labels,
+    dismiss_news,
+    ready_widget,
+    run_code,
+    run_scratch,
+    set_sidebar,
+    visible_part,
+)
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 NOTEBOOK = "explorer_lab.ipynb"
 XSS = "<img src=x onerror=window.__awPwned=1>"
 
-# A small kitchen cache with statistics, "baking tray" renamed to hostile markup, and a cheap PCA
-# layout (no UMAP run); no model, so the viewer draws boxes instead of maps and renders no icon.
+# A small kitchen cache with statistics and the wok/frying pan attributions (so the Explorer has a
+# comparison atlas), "baking tray" renamed to hostile markup, and a cheap PCA layout (no UMAP run);
+# no model, so the viewer draws boxes instead of maps and renders no icon.
 CELLS = [
     f"""import json, torch
 import atlaswidgets as aw
@@ -28,13 +38,16 @@ data = kitchen.dataset(240, seed=1)
 cache = aw.capture(model, data, "block4", per_image=4, stats=True, classes=classes, progress=False)
 acts = cache["block4"].acts.float()
 centred = acts - acts.mean(0)
-xy = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T).numpy()""",
-    """explorer = aw.Explorer(cache, "block4", xy=xy, grid_size=8, comparison=False, k=4,
-                       size=380, viewer_options=dict(n=3))
+xy = (centred @ torch.linalg.svd(centred, full_matrices=False).Vh[:2].T).numpy()
+cache.add_attribution(aw.attribute(model, data, "block4", [("wok", "frying pan"), "wok", "frying pan"],
+                                   cache=cache, store=False, progress=False))""",
+    """explorer = aw.Explorer(cache, "block4", xy=xy, y=xy[:, 0], grid_size=8, compare_grid_size=6,
+                       k=4, viewer_options=dict(n=3))
 explorer""",
 ]
 
-ROOT_JS = "document.querySelector('.aw-atlas')"
+ATLAS = ".aw-atlas[data-mode='atlas']"  # the activation atlas; the comparison's is data-mode='compare'
+ROOT_JS = f"document.querySelector(\"{ATLAS}\")"
 
 
 def _wait_viewer(page, unit: str) -> None:
@@ -44,7 +57,7 @@ def _wait_viewer(page, unit: str) -> None:
 
 def test_explorer_in_lab(lab, page, artifacts):
     run_scratch(page, lab, NOTEBOOK, CELLS)
-    atlas = ready_widget(page, ".aw-atlas")
+    atlas = ready_widget(page, ATLAS)
     page.wait_for_selector(".aw-neuron", timeout=30_000)
 
     # 1. A click on the busiest cell shows that cell's mean direction in the viewer.
@@ -124,3 +137,25 @@ def test_explorer_in_lab(lab, page, artifacts):
     assert page.evaluate("() => window.__awPwned") is None
     dismiss_news(page)
     page.locator(".jp-OutputArea-output", has=atlas).screenshot(path=str(artifacts / "explorer-lab.png"))
+
+    # 4. A laptop screen. The atlas and the viewer sit side by side, both in view at once when the
+    # Explorer's top is scrolled to the top of the notebook, and no label of any of its widgets
+    # (atlases, panels, viewer, their titles) is cut short. At 1024 px the file browser is folded
+    # away, as a person on that screen would; at 1400 px it stays open.
+    out = page.locator(".jp-OutputArea-output", has=atlas)
+    for width, height in ((1400, 900), (1024, 768)):
+        page.set_viewport_size({"width": width, "height": height})
+        set_sidebar(page, width >= 1400)
+        out.evaluate("e => e.scrollIntoView({block: 'start'})")
+        page.wait_for_timeout(400)
+        size = f"{width}x{height}"
+        dismiss_news(page)
+        page.screenshot(path=str(artifacts / f"explorer-{size}.png"))
+        viewer = page.locator(".aw-neuron")
+        assert visible_part(page, canvas) > 0.99, size
+        for part in (".aw-neuron-bar", ".aw-neuron-title", ".aw-neuron-hist"):
+            assert visible_part(page, viewer.locator(part)) > 0.99, (size, part)
+        assert viewer.bounding_box()["x"] >= canvas.bounding_box()["x"] + canvas.bounding_box()["width"], size
+        assert clipped_labels(out) == [], size
+        # the box names what the viewer shows: the tray cell selected in step 3
+        assert page.locator(".aw-neuron-channel").input_value() == f"cell {tray[0]}"

@@ -1,4 +1,5 @@
-"""The neuron viewer in a real JupyterLab: its groups, a key press, a related-unit click, hostile text."""
+"""The neuron viewer in a real JupyterLab: its groups, a key press, a related-unit click, hostile
+text, a concept word in its search box, and no label cut short on a laptop screen."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, run_code, run_scratch
+from .lab import clipped_at_laptop_sizes, dismiss_news, run_code, run_scratch
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -29,7 +30,8 @@ data = kitchen.dataset(200, seed=1)
 cache = aw.capture(model, data, "block4", stats=True, classes=classes, progress=False)
 for target in ("wok", XSS):
     cache.add_attribution(aw.attribute(model, data, "block4", target, cache=cache, store=False, progress=False))""",
-    """viewer = NeuronViewer(cache, "block4", 84, model=model, n=4, icon_steps=8)
+    """viewer = NeuronViewer(cache, "block4", 84, model=model, n=4, icon_steps=8,
+                      annotations=data.annotations)
 viewer""",
 ]
 
@@ -128,3 +130,23 @@ def test_neuron_viewer_in_lab(lab, page, artifacts):
     page.keyboard.press(key)
     _wait_unit(page, f"channel:{expected}")
     assert page.evaluate(ACTIVE_CELL) == active
+
+    # The search box takes a concept word from the annotations, and says what it takes otherwise.
+    search = root.locator(".aw-neuron-search")
+    search.fill("noodles")
+    search.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('.aw-neuron-results')?.textContent.includes('noodles')", timeout=30_000)
+    _wait_unit(page, "channel:" + root.locator(".aw-neuron-result").first.get_attribute("data-channel"))
+    search.fill("spatula")
+    search.press("Enter")
+    page.wait_for_function(
+        "() => document.querySelector('.aw-neuron-error')?.textContent.includes('The search box takes')",
+        timeout=30_000)
+    assert "an annotated object (" in root.locator(".aw-neuron-error").inner_text()
+    # a pushed class reads as a share of the strongest channel for it, not a bare 1e-4
+    assert root.locator(".aw-neuron-class .aw-neuron-corr").first.inner_text().strip().endswith("%")
+
+    # A laptop screen: no label of the viewer is cut short.
+    out = page.locator(".jp-OutputArea-output", has=root)
+    assert clipped_at_laptop_sizes(page, out) == {}

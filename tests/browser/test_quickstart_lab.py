@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, open_notebook, ready_widget, run_all, run_code
+from .lab import clipped_at_laptop_sizes, dismiss_news, open_notebook, ready_widget, run_all, run_code
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -69,3 +69,6 @@ def test_quickstart_atlas_answers_clicks(lab, page, artifacts):
     # Python saw the click, in the atlas and, through link(), in the panel.
     seen = json.loads(run_code(page, "print(json.dumps([atlas_widget.selected, panel.selected]))"))
     assert seen == [[target["id"]], [target["id"]]]
+
+    # A laptop screen: no label of the widget or its panel is cut short.
+    assert clipped_at_laptop_sizes(page, page.locator(".jp-OutputArea-output", has=atlas)) == {}

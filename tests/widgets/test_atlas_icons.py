@@ -122,8 +122,12 @@ def test_linked_panel_follows_the_level(world):
     link(w, panel)
     coarse = int(atlas.cells.ids[0])
     w.selected = [coarse]
+    pages = []  # what the panel's page is sent to show during the zoom
+    panel.observe(lambda change: pages.append(change["new"]), names="shown_cells")
     w.level = 1
     assert panel.atlas is w.atlas and panel.selected == w.selected
+    # the old examples stay until the carried selection's arrive: the panel never goes blank
+    assert pages == [w.selected] and not w.switching
     fine_id = w.selected[0]
     w.selected = [fine_id]
     assert panel.shown_cells == [fine_id]

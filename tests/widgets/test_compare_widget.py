@@ -11,7 +11,7 @@ import torch
 from atlaswidgets.layout.atlas import build_atlas
 from atlaswidgets.layout.compare import compare_atlas
 from atlaswidgets.widgets.atlas import AtlasWidget
-from atlaswidgets.widgets.compare import ComparisonWidget, available_pairs
+from atlaswidgets.widgets.compare import ComparisonWidget, available_pairs, class_color
 from atlaswidgets.widgets.examples import ExamplePanel
 from atlaswidgets.widgets.link import link
 
@@ -89,6 +89,10 @@ def test_show_pair_swaps_sides_keeps_y_and_clears_the_selection(setup):
         assert before_ij[(r, 5 - c)] == pytest.approx(-v, abs=1e-5)
     np.testing.assert_array_equal(w.cell_arrays()["ids"], new.cells.ids)
     assert w.n_cells == len(new.cells.ids) and w.cell_class == new.top_class_names
+    # colours follow the class, not the side: wok keeps its colour on the left
+    wok, pan = class_color("wok", cache.classes), class_color("frying pan", cache.classes)
+    assert wok != pan and w.side_colors == [list(wok), list(pan)]
+    assert ComparisonWidget(comp, cache).side_colors == [list(pan), list(wok)]
     w.selected = [int(new.cells.ids[-1])]  # selections now refer to the new cells
     np.testing.assert_array_equal(w.selected_rows(), new.rows_of(w.selected))
 

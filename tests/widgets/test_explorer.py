@@ -3,6 +3,7 @@ and neither loops back."""
 
 from __future__ import annotations
 
+import ipywidgets as W
 import numpy as np
 import pytest
 import torch
@@ -74,6 +75,48 @@ def test_atlas_selection_shows_the_members_mean_in_the_viewer(world):
     np.testing.assert_allclose(got["values"][0], float(scores.max()), rtol=1e-4)
     # and the plain function gives the same vector
     np.testing.assert_allclose(selection_direction(atlas, cells), want, rtol=1e-5, atol=1e-6)
+
+
+def test_the_viewer_box_names_the_cells_and_its_arrows_step_through_them(world):
+    _, cache, atlas, comparison = world
+    ex = _explorer(world)
+    ids = [int(c) for c in atlas.cells.ids]
+    ex.show_cells([ids[1]])
+    assert ex.viewer.unit["short"] == f"cell {ids[1]}" and ex.viewer.unit["steps"] is True
+
+    def arrow(delta):  # what the page's → and ← send
+        ex.viewer.set_state({"request": {"kind": "step", "delta": delta, "id": ex.viewer.answered + 1}})
+
+    arrow(1)  # the next cell of the atlas, selected as a click would: the panel follows
+    assert ex.atlas_widget.selected == [ids[2]] and ex.atlas_panel.shown_cells == [ids[2]]
+    assert ex.viewer.unit["short"] == f"cell {ids[2]}" and ex.viewer.error == ""
+    np.testing.assert_allclose(ex.direction, _members_mean(cache, atlas, [ids[2]]), rtol=1e-5, atol=1e-6)
+    arrow(-1)
+    arrow(-1)
+    assert ex.atlas_widget.selected == [ids[0]]
+    arrow(-1)  # nothing before the first cell: said, not wrapped around
+    assert f"cell {ids[0]} is the first cell of the atlas" in ex.viewer.error
+    assert ex.atlas_widget.selected == [ids[0]]
+    # a comparison's cells step through the comparison
+    cids = [int(c) for c in comparison.cells.ids]
+    ex.show_cells(cids[:2], which="comparison")
+    assert ex.viewer.unit["short"] == f"cells {cids[0]}, {cids[1]}"
+    arrow(1)
+    assert ex.comparison_widget.selected == [cids[2]] and ex.source == "comparison"
+    # a channel steps through channels again
+    ex.viewer.show_channel(5)
+    arrow(1)
+    assert ex.viewer.unit == {"kind": "channel", "layer": "block4", "channel": 6}
+
+
+def test_layout_puts_the_atlases_left_and_the_viewer_right(world):
+    ex = _explorer(world)
+    atlases, viewer = ex.children
+    assert ex.layout.flex_flow == "row wrap"  # side by side where they fit, stacked where not
+    assert [w for w in atlases.children if not isinstance(w, W.Label)] == [
+        ex.atlas_widget, ex.atlas_panel, ex.comparison_widget, ex.comparison_panel]
+    assert viewer.children[-1] is ex.viewer and viewer.layout.min_width == "360px"
+    assert Explorer.__init__.__kwdefaults__["size"] == 380  # atlas and viewer fit 1400 px side by side
 
 
 def test_comparison_selection_drives_its_panel_and_the_viewer(world):

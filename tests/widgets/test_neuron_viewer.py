@@ -137,7 +137,7 @@ def test_requests_are_traits_answered_by_id_and_bad_ones_are_rolled_back(world, 
     sent: list[dict] = []
     monkeypatch.setattr(v, "_send", lambda msg, buffers=None: sent.append(msg))
     kept = dict(v.request)
-    with pytest.raises(ValueError, match="request kind must be 'channel', 'layer' or 'search'"):
+    with pytest.raises(ValueError, match="request kind must be 'channel', 'layer', 'search' or 'step'"):
         v.set_state({"request": {"kind": "delete", "id": 4}})
     with pytest.raises(TypeError, match="request id must be an int"):
         v.set_state({"request": {"kind": "channel", "channel": 3, "id": "4"}})
@@ -167,16 +167,69 @@ def test_search_by_number_and_by_class(world):
     assert [r["channel"] for r in ranked] == want
     assert v.channel == want[0] and v.search_results == ranked and "wok" in v.search_title
     assert [r["channel"] for r in v.search("WOK")] == want  # case does not matter
-    with pytest.raises(ValueError, match="No attribution toward a class named 'spoon'"):
+    with pytest.raises(ValueError, match=r"Nothing matches 'spoon'\. The search box takes a channel "
+                       r"number \(0\.\.127\); a class name \(frying pan, wok, .*annotations=data\.annotations"):
         v.search("spoon")
     with pytest.raises(ValueError, match="out of range"):
         v.search("300")
     with pytest.raises(ValueError, match="channel number or a class name"):
         v.search("  ")
     bare = NeuronViewer(cache, "block3", 0, n=2)
-    with pytest.raises(ValueError, match="No single-class attributions for layer 'block3'.*aw.attribute"):
+    with pytest.raises(ValueError, match="Nothing matches 'wok'.*once the cache holds single-class "
+                       "attributions.*aw.attribute"):
         bare.search("wok")
     assert "no single-class attributions" in bare.related_note and bare.classes_up == []
+
+
+def test_search_by_concept_word_in_the_annotations(world):
+    _, cache = world
+    data = kitchen.dataset(200, seed=1)  # the cache's data: its annotations
+    v = NeuronViewer(cache, "block4", 0, n=2, annotations=data.annotations)
+    ranked = v.search("Noodle")  # any case, and the plural's "s" may be left out
+    assert "noodles" in v.search_title and v.channel == ranked[0]["channel"]
+    # the score: correlation over samples of each channel's per-sample maximum (its cached rows)
+    # with "the image holds noodles"
+    la = cache["block4"]
+    acts, sid = la.acts.double().numpy(), la.sample_id.numpy()
+    best = np.full((cache.n_samples, acts.shape[1]), -np.inf)
+    np.maximum.at(best, sid, acts)
+    has = np.array([any(a["name"] == "noodles" for a in ann) for ann in data.annotations], float)
+    seen = np.isfinite(best[:, 0])
+    corr = np.array([np.corrcoef(best[seen, c], has[seen])[0, 1] if best[seen, c].std() > 0 else 0
+                     for c in range(acts.shape[1])])
+    want = np.argsort(-corr, kind="stable")[: len(ranked)]
+    assert [r["channel"] for r in ranked] == want.tolist()
+    np.testing.assert_allclose([r["score"] for r in ranked], corr[want], atol=1e-6)
+    assert NOODLES in [r["channel"] for r in ranked[:3]]  # find_units' noodles channel ranks high
+    with pytest.raises(ValueError, match=r"Nothing matches 'spatula'.*an annotated object \(.*noodles"):
+        v.search("spatula")
+    with pytest.raises(ValueError, match="annotations has 3 entries but the cache holds 200"):
+        NeuronViewer(cache, "block4", annotations=data.annotations[:3])
+    with pytest.raises(TypeError, match="annotations must be a list"):
+        NeuronViewer(cache, "block4", annotations="noodles")
+
+
+def test_arrows_step_within_the_kind_shown(world):
+    _, cache = world
+    v = NeuronViewer(cache, "block4", 5, n=2)
+    _ask(v, {"kind": "step", "delta": 1})
+    assert v.unit == {"kind": "channel", "layer": "block4", "channel": 6} and v.error == ""
+    # a direction without neighbours: the arrows are refused, not turned into channel 7
+    v.show_direction(np.ones(cache["block4"].n_channels, np.float32), label="all ones", short="ones")
+    assert v.unit["short"] == "ones" and v.unit["steps"] is False
+    _ask(v, {"kind": "step", "delta": 1})
+    assert "'ones' has no next or previous one" in v.error and v.unit["kind"] == "direction"
+    # a direction with neighbours: the arrows call its step
+    asked = []
+    v.show_direction(np.ones(cache["block4"].n_channels, np.float32), label="cell 3 mean",
+                     short="cell 3", step=asked.append)
+    assert v.unit["steps"] is True
+    _ask(v, {"kind": "step", "delta": -1})
+    assert asked == [-1] and v.error == ""
+    _ask(v, {"kind": "step", "delta": 2})
+    assert "delta must be -1 or 1" in v.error
+    with pytest.raises(TypeError, match="step must be a callable"):
+        v.show_direction(np.ones(cache["block4"].n_channels, np.float32), step=3)
 
 
 def test_related_channels_are_the_most_correlated(world):
@@ -212,6 +265,12 @@ def test_classes_pushed_and_hostile_names_stay_text(world):
     assert [c["name"] for c in v.classes_up] == up and [c["name"] for c in v.classes_down] == down
     np.testing.assert_allclose([c["value"] for c in v.classes_up], [means[k] for k in up], rtol=1e-5)
     assert "wok" in up  # the noodles channel argues for wok
+    # and how much, against the other channels: a share of the channel that pushes wok most, a rank
+    wok_means = la.attributions["wok"].float().mean(0)
+    wok = next(c for c in v.classes_up if c["name"] == "wok")
+    assert wok["share"] == pytest.approx(means["wok"] / float(wok_means.abs().max()), rel=1e-4)
+    assert wok["rank"] == int((wok_means > wok_means[NOODLES]).sum()) + 1 and wok["of"] == la.n_channels
+    assert "% of the strongest channel" in v.related_note
     names = [c["name"] for c in v.classes_up + v.classes_down]
     assert XSS in names  # the raw string: the page sets it as text
     # examples of the hostile class carry its name verbatim too

@@ -212,16 +212,17 @@ function el(tag, className, parent) {
 
 // src/atlas_scored.js
 var SELECT_COLOR = "#ff7a00";
-var DIVERGING = [[33, 102, 172], [236, 236, 236], [230, 97, 1]];
+var GREY = [236, 236, 236];
+var DEFAULT_SIDES = [[33, 102, 172], [230, 97, 1]];
 var SEQUENTIAL = [[236, 236, 236], [158, 154, 200], [84, 39, 143]];
 var COMPARE_SELECT_COLOR = "#e0007a";
 function mixColor(from, to, f) {
   const c = from.map((x, i) => Math.round(x + (to[i] - x) * f));
   return `rgb(${c[0]}, ${c[1]}, ${c[2]})`;
 }
-function divergingColor(v) {
+function divergingColor(v, sides = DEFAULT_SIDES) {
   const t = Math.max(-1, Math.min(1, Number.isFinite(v) ? v : 0));
-  return t < 0 ? mixColor(DIVERGING[1], DIVERGING[0], -t) : mixColor(DIVERGING[1], DIVERGING[2], t);
+  return t < 0 ? mixColor(GREY, sides[0], -t) : mixColor(GREY, sides[1], t);
 }
 function sequentialColor(v) {
   const t = Math.max(0, Math.min(1, Number.isFinite(v) ? v : 0));
@@ -269,7 +270,9 @@ function compareMode(model, parts) {
   ["\u22121", "0", "+1"].forEach((t, i) => {
     legend.ticks[i].textContent = t;
   });
+  const legendBar = legend.left.parentElement.querySelector(".aw-legend-bar");
   let cells = null;
+  let sides = DEFAULT_SIDES;
   function askPair(next) {
     pairSelect.disabled = true;
     swapButton.disabled = true;
@@ -292,7 +295,7 @@ function compareMode(model, parts) {
     selectColor: COMPARE_SELECT_COLOR,
     lassoFill: "rgba(224, 0, 122, 0.12)",
     cellTraits: ["cell_value", "cell_diff", "cell_attr_a", "cell_attr_b"],
-    labelTraits: ["pair", "pairs", "left_label", "right_label"],
+    labelTraits: ["pair", "pairs", "left_label", "right_label", "side_colors"],
     loadCells(next, titleParts) {
       cells = next;
       cells.value = readArray(model.get("cell_value")).data;
@@ -307,6 +310,12 @@ function compareMode(model, parts) {
       const right = model.get("right_label");
       legend.left.textContent = left;
       legend.right.textContent = right;
+      const sent = model.get("side_colors") || [];
+      sides = sent.length === 2 ? sent : DEFAULT_SIDES;
+      legend.left.style.color = `rgb(${sides[0].join(", ")})`;
+      legend.right.style.color = `rgb(${sides[1].join(", ")})`;
+      legendBar.style.background = `linear-gradient(to right, ${divergingColor(-1, sides)}, ${divergingColor(0, sides)}, ${divergingColor(1, sides)})`;
+      root.dataset.sideColors = sides.map((c) => c.join(",")).join(" ");
       legend.left.title = `Left: cells whose positions push the model toward ${left}`;
       legend.right.title = `Right: cells whose positions push the model toward ${right}`;
       const [a, b] = model.get("pair") || [];
@@ -331,7 +340,7 @@ function compareMode(model, parts) {
       }
     },
     frameColor(k) {
-      return divergingColor(cells.value[k]);
+      return divergingColor(cells.value[k], sides);
     },
     drawUnder(ctx, view, n) {
       ctx.strokeStyle = "rgba(128, 128, 128, 0.6)";

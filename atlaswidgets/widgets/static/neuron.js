@@ -153,9 +153,9 @@ function render({ model, el: host }) {
   prev.textContent = "\u2039";
   prev.title = "Previous channel (\u2190 or k)";
   const channelInput = el("input", "aw-neuron-channel", bar);
-  channelInput.type = "number";
-  channelInput.min = "0";
-  channelInput.title = "Channel number (Enter to show)";
+  channelInput.type = "text";
+  channelInput.inputMode = "numeric";
+  channelInput.title = "The unit shown; type a channel number and press Enter to show it";
   const of = el("span", "aw-neuron-of", bar);
   const next = el("button", "aw-neuron-next", bar);
   next.type = "button";
@@ -163,7 +163,8 @@ function render({ model, el: host }) {
   next.title = "Next channel (\u2192 or j)";
   const searchInput = el("input", "aw-neuron-search", bar);
   searchInput.type = "search";
-  searchInput.placeholder = "channel # or class name";
+  searchInput.placeholder = "channel, class or object";
+  searchInput.title = "A channel number, a class name (channels pushing it), or an annotated object such as noodles (channels firing on it)";
   const go = el("button", "aw-neuron-go", bar);
   go.type = "button";
   go.textContent = "Find";
@@ -210,10 +211,20 @@ function render({ model, el: host }) {
     ask({ kind: "channel", channel: c });
   }
   function step(delta) {
+    const u = model.get("unit") || {};
+    if (u.kind !== "channel") {
+      if (u.steps) ask({ kind: "step", delta });
+      else showError(`${u.short || u.label || "this direction"} has no next or previous one; type a channel number to step through channels.`);
+      return;
+    }
     const n = model.get("n_channels");
     const c = Math.min(n - 1, Math.max(0, model.get("channel") + delta));
-    const u = model.get("unit") || {};
-    if (c !== model.get("channel") || u.kind !== "channel") askChannel(c);
+    if (c !== model.get("channel")) askChannel(c);
+  }
+  function askTyped() {
+    const text = channelInput.value.trim().replace(/^(#|channel\s*)/i, "");
+    if (/^\d+$/.test(text)) askChannel(Number(text));
+    else showError(`Type a channel number (0..${model.get("n_channels") - 1}) in this box; search for class names and concepts in the search box.`);
   }
   function showError(text) {
     errorLine.textContent = text;
@@ -275,7 +286,7 @@ function render({ model, el: host }) {
     root.dataset.layer = u.layer || "";
     root.dataset.nExamples = String(s.n);
     root.dataset.mode = s.mode;
-    searchInput.placeholder = s.mode === "text" ? "channel # or token" : "channel # or class name";
+    searchInput.placeholder = s.mode === "text" ? "channel # or token" : "channel, class or object";
     title.textContent = u.kind === "channel" ? `${u.layer} \xB7 channel ${u.channel}` : `${u.layer} \xB7 ${u.label}`;
     drawToolbar();
     drawHistogram(s);
@@ -301,12 +312,19 @@ function render({ model, el: host }) {
     layerSelect.value = layer;
     layerSelect.hidden = layers.length < 2;
     const n = model.get("n_channels");
-    channelInput.max = String(n - 1);
-    channelInput.value = String(model.get("channel"));
-    of.textContent = `/ ${n - 1}`;
     const u = model.get("unit") || {};
-    prev.disabled = u.kind === "channel" && model.get("channel") <= 0;
-    next.disabled = u.kind === "channel" && model.get("channel") >= n - 1;
+    const channel = u.kind === "channel";
+    channelInput.value = channel ? String(model.get("channel")) : u.short || u.label || "direction";
+    channelInput.dataset.kind = channel ? "channel" : "direction";
+    channelInput.style.width = `${Math.max(5, channelInput.value.length + 2)}ch`;
+    of.textContent = channel ? `/ ${n - 1}` : "";
+    of.hidden = !channel;
+    const what = channel ? "channel" : "cell";
+    prev.title = `Previous ${what} (\u2190 or k)`;
+    next.title = `Next ${what} (\u2192 or j)`;
+    hint.textContent = channel ? "\u2190 \u2192 / j k: channels" : u.steps ? "\u2190 \u2192 / j k: cells" : "";
+    prev.disabled = channel ? model.get("channel") <= 0 : !u.steps;
+    next.disabled = channel ? model.get("channel") >= n - 1 : !u.steps;
   }
   function button(cls, text, tip, onClick) {
     const b = document.createElement("button");
@@ -345,15 +363,18 @@ function render({ model, el: host }) {
       h.textContent = label;
       const list = el("div", "aw-neuron-list");
       for (const r of items) {
+        const pct = Math.round(Math.abs(r.share ?? 0) * 100);
+        const way = key === "classes_up" ? "up" : "down";
         const b = button(
-          `aw-neuron-class aw-neuron-${key === "classes_up" ? "up" : "down"}`,
+          `aw-neuron-class aw-neuron-${way}`,
           r.name,
-          "rank the channels by their attribution toward this class",
+          `mean attribution toward ${r.name}: ${r.value > 0 ? "+" : ""}${fmt2(r.value)} (logit per position); ${pct}% of the channel that pushes it ${way} most, rank ${r.rank} of ${r.of}. Click to rank the channels by their attribution toward this class`,
           () => ask({ kind: "search", query: r.name })
         );
         b.dataset.class = r.name;
+        b.dataset.value = String(r.value);
         const v = el("span", "aw-neuron-corr", b);
-        v.textContent = ` ${r.value > 0 ? "+" : ""}${fmt2(r.value)}`;
+        v.textContent = ` ${pct}%`;
         list.appendChild(b);
       }
       parts.push(h, list);
@@ -389,7 +410,7 @@ function render({ model, el: host }) {
       const b = button(
         "aw-neuron-result",
         `${r.channel}`,
-        `mean attribution ${fmt2(r.score)}`,
+        r.tip || `score ${fmt2(r.score)}`,
         () => askChannel(r.channel)
       );
       b.dataset.channel = String(r.channel);
@@ -569,7 +590,7 @@ function render({ model, el: host }) {
     const t = event.target;
     if (isEditable(t)) {
       if (event.key === "Enter" && t === searchInput) ask({ kind: "search", query: searchInput.value });
-      if (event.key === "Enter" && t === channelInput) askChannel(Number(channelInput.value));
+      if (event.key === "Enter" && t === channelInput) askTyped();
       return;
     }
     if (event.ctrlKey || event.metaKey || event.altKey) return;
@@ -598,7 +619,6 @@ function render({ model, el: host }) {
   prev.addEventListener("click", () => step(-1));
   next.addEventListener("click", () => step(1));
   go.addEventListener("click", () => ask({ kind: "search", query: searchInput.value }));
-  channelInput.addEventListener("change", () => askChannel(Number(channelInput.value)));
   layerSelect.addEventListener("change", () => ask({ kind: "layer", layer: layerSelect.value }));
   toggle.addEventListener("change", () => groupsEl.classList.toggle("aw-neuron-maps-off", !toggle.checked));
   const onError = () => showError(model.get("error"));
