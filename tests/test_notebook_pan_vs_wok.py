@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_notebooks import WIDGET_MIME, _run
+from .test_notebooks import UMAP_BARS, WIDGET_MIME, _run, assert_progress
 
 
 PAN_VS_WOK_FACTS = """
@@ -40,7 +40,11 @@ print("FACTS" + _json.dumps({
 
 @pytest.mark.slow
 def test_pan_vs_wok(tmp_path, artifacts):
-    _, facts, outputs = _run("02_pan_vs_wok.ipynb", tmp_path, PAN_VS_WOK_FACTS, artifacts)
+    nb, facts, outputs = _run("02_pan_vs_wok.ipynb", tmp_path, PAN_VS_WOK_FACTS, artifacts)
+    # every long step shows its progress in its own cell's output
+    assert_progress(nb, {"aw.capture(": ["capture"], "targets = [": ["attribute"],
+                         "aw.compare_atlas(": UMAP_BARS, "aw.patch_attack(": ["patch attack"],
+                         "aw.class_atlas(": ["attribute"] + UMAP_BARS})
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 5  # atlas+panel, 3 image rows, class atlas
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]

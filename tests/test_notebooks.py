@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 import time
+from collections import Counter
 
 import nbformat
 import pytest
@@ -56,6 +59,61 @@ def _run(name: str, tmp_path, extra: str, artifacts) -> tuple[nbformat.NotebookN
     return nb, facts, outputs
 
 
+# a tqdm text bar ("desc: 100%|###| 8000/8000 [...]", umap-learn's format too), for a kernel
+# without ipywidgets, where tqdm.auto writes to stderr instead of drawing a widget
+_TEXT_BAR = re.compile(r"([^\r\n:|]+): *\d+%\|[^\r\n]*? (\d+)/(\d+) \[")
+
+
+def progress_bars(nb: nbformat.NotebookNode) -> dict[int, list[tuple[str, float, float]]]:
+    """The progress bars each code cell of an executed notebook left in its output.
+
+    A tqdm.auto bar in a kernel with ipywidgets is an HBox of (HTML, FloatProgress, HTML) whose
+    final state nbclient keeps in the notebook's widget state; without ipywidgets it is text on
+    stderr. Returns {cell index: [(description, n, total), ...]} in output order.
+    """
+    state = (nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {})
+             .get("state", {}))
+    bars: dict[int, list[tuple[str, float, float]]] = {}
+    for i, cell in enumerate(nb.cells):
+        for o in cell.get("outputs", []):
+            if o.output_type == "stream" and o.name == "stderr":
+                last = {m.group(1).strip(): (float(m.group(2)), float(m.group(3)))
+                        for m in _TEXT_BAR.finditer(o.text)}
+                bars.setdefault(i, []).extend((d, n, t) for d, (n, t) in last.items())
+                continue
+            box = state.get(o.get("data", {}).get(WIDGET_MIME, {}).get("model_id", ""), {})
+            if box.get("model_name") != "HBoxModel":
+                continue
+            parts = [state.get(c.removeprefix("IPY_MODEL_"), {}) for c in box["state"].get("children", [])]
+            if [p.get("model_name") for p in parts] != ["HTMLModel", "FloatProgressModel", "HTMLModel"]:
+                continue
+            # tqdm.notebook writes its spaces as figure spaces (U+2007)
+            desc = html.unescape(parts[0]["state"].get("value", "")).replace("\u2007", " ")
+            desc = desc.split(":")[0].strip()
+            bar = parts[1]["state"]
+            bars.setdefault(i, []).append((desc, float(bar.get("value", 0)), float(bar.get("max", 0))))
+    return bars
+
+
+def assert_progress(nb: nbformat.NotebookNode, expected: dict[str, list[str]]) -> None:
+    """Each code cell whose source holds a key of ``expected`` left a finished bar (n == total
+    > 0) in its own output for each name in the value (a description prefix; a name listed
+    twice needs two bars). Long steps must show progress where the person runs them."""
+    bars = progress_bars(nb)
+    for marker, names in expected.items():
+        cells = [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and marker in c.source]
+        assert len(cells) == 1, f"expected one code cell with {marker!r}, found {len(cells)}"
+        drawn = bars.get(cells[0], [])
+        for name, count in Counter(names).items():
+            done = [b for b in drawn if b[0].startswith(name) and b[2] > 0 and b[1] == b[2]]
+            assert len(done) >= count, (
+                f"the cell with {marker!r} should show {count} finished {name!r} progress bar(s) "
+                f"in its output; it showed {drawn}")
+
+
+UMAP_BARS = ["UMAP neighbours", "UMAP graph", "UMAP epochs"]
+
+
 @pytest.mark.slow
 def test_quickstart(tmp_path, artifacts):
     nb, facts, _ = _run("01_quickstart.ipynb", tmp_path, FACTS, artifacts)
@@ -63,6 +121,8 @@ def test_quickstart(tmp_path, artifacts):
     widget_cells = [c for c in nb.cells if c.cell_type == "code"
                     and any(WIDGET_MIME in o.get("data", {}) for o in c.outputs)]
     assert len(widget_cells) >= 2
+    # the two long steps show their progress in their own cell's output
+    assert_progress(nb, {"aw.capture(": ["capture"], "aw.build_atlas(": UMAP_BARS})
 
     assert facts["accuracy"] >= 0.9
     assert facts["rows"] == 2000 * 4
@@ -111,8 +171,11 @@ print("FACTS" + _json.dumps({
 
 @pytest.mark.slow
 def test_neuron_viewer_notebook(tmp_path, artifacts):
-    _, facts, outputs = _run("03_neuron_viewer.ipynb", tmp_path, NEURON_VIEWER_FACTS, artifacts)
+    nb, facts, outputs = _run("03_neuron_viewer.ipynb", tmp_path, NEURON_VIEWER_FACTS, artifacts)
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 2  # the viewer and the Explorer
+    # capture, attribution, and the Explorer's two layouts (its atlas, its comparison's 1-D y)
+    assert_progress(nb, {"aw.capture(": ["capture"], "aw.attribute(": ["attribute"],
+                         "aw.Explorer(": UMAP_BARS * 2})
 
     # explanation scoring finds a noodles channel, well above the control object
     assert facts["noodles_score"] >= 0.5
