@@ -42,8 +42,9 @@ print("FACTS" + _json.dumps({
 def test_pan_vs_wok(tmp_path, artifacts):
     nb, facts, outputs = _run("02_pan_vs_wok.ipynb", tmp_path, PAN_VS_WOK_FACTS, artifacts)
     # every long step shows its progress in its own cell's output
-    assert_progress(nb, {"aw.capture(": ["capture"], "targets = [": ["attribute"],
-                         "aw.compare_atlas(": UMAP_BARS, "aw.patch_attack(": ["patch attack"],
+    assert_progress(nb, {"aw.capture(": ["kitchen images", "capture"], "targets = [": ["attribute"],
+                         "aw.compare_atlas(": UMAP_BARS,
+                         "aw.patch_attack(": ["kitchen images", "patch attack"],
                          "aw.class_atlas(": ["attribute"] + UMAP_BARS})
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 5  # atlas+panel, 3 image rows, class atlas
     assert any("application/vnd.plotly.v1+json" in o.get("data", {}) for o in outputs)

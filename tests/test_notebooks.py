@@ -122,7 +122,8 @@ def test_quickstart(tmp_path, artifacts):
                     and any(WIDGET_MIME in o.get("data", {}) for o in c.outputs)]
     assert len(widget_cells) >= 2
     # the two long steps show their progress in their own cell's output
-    assert_progress(nb, {"aw.capture(": ["capture"], "aw.build_atlas(": UMAP_BARS})
+    assert_progress(nb, {"kitchen.dataset(": ["kitchen images"], "aw.capture(": ["capture"],
+                         "aw.build_atlas(": UMAP_BARS})
 
     assert facts["accuracy"] >= 0.9
     assert facts["rows"] == 2000 * 4
@@ -174,7 +175,7 @@ def test_neuron_viewer_notebook(tmp_path, artifacts):
     nb, facts, outputs = _run("03_neuron_viewer.ipynb", tmp_path, NEURON_VIEWER_FACTS, artifacts)
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 2  # the viewer and the Explorer
     # capture, attribution, and the Explorer's two layouts (its atlas, its comparison's 1-D y)
-    assert_progress(nb, {"aw.capture(": ["capture"], "aw.attribute(": ["attribute"],
+    assert_progress(nb, {"aw.capture(": ["kitchen images", "capture"], "aw.attribute(": ["attribute"],
                          "aw.Explorer(": UMAP_BARS * 2})
 
     # explanation scoring finds a noodles channel, well above the control object
