@@ -117,9 +117,9 @@ def umap_layout(
         with progress_bar("UMAP neighbours", len(x), "row", progress) as bar:
             idx, dist = exact_neighbors(acts if on_cuda else x, n_neighbors, metric, on_rows=bar.update)
         umap_kwargs["precomputed_knn"] = (idx, dist, None)
-    if "tqdm_kwds" not in umap_kwargs and not umap_kwargs.get("verbose"):
+    if "tqdm_kwds" not in umap_kwargs:
         # umap-learn draws its epochs bar with tqdm.auto too; these settings make it one of ours
-        # (and keep it off with progress=False, whatever verbose says)
+        # (and keep it off with progress=False, whatever umap-learn's verbose says)
         umap_kwargs["tqdm_kwds"] = tqdm_options("UMAP epochs", "epoch", progress)
 
     with progress_bar("UMAP graph", 1, "step", progress) as graph_bar:
