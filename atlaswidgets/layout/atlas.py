@@ -1,8 +1,9 @@
 """An activation atlas of one layer: UMAP layout, grid cells, and an icon per cell.
 
-For now the icon of a cell is a dataset example: the receptive-field crop of the cell's most typical
-member, the row whose activation points most nearly the way of the cell's mean activation (cosine).
-Feature-visualisation icons come later and will fill the same ``icons`` array.
+The icon of a cell is a dataset example: the receptive-field crop of the cell's most typical
+member, the row whose activation points most nearly the way of the cell's mean activation (cosine);
+a comparison atlas crops instead the member that carries the cell's attribution (``icon_row``).
+Feature-visualisation icons are rendered separately (``render/icons.py``, the atlas widget).
 """
 
 from __future__ import annotations
