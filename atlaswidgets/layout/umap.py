@@ -7,6 +7,7 @@ the sizes an atlas has (see ``neighbors.py``): pynndescent's compile alone cost 
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from typing import Any
 
@@ -65,7 +66,7 @@ def umap_layout(
     progress : True shows the layout's phases as bars (``cache/progress.py``, as ``aw.capture``
         does): "UMAP neighbours" over the rows (exact search only), "UMAP graph" (umap-learn's
         fuzzy graph, and its neighbour search on the nndescent path; the first layout of a
-        process also compiles umap-learn's numba code here) and "UMAP epochs" (umap-learn's own
+        process also imports umap-learn and compiles its numba code here) and "UMAP epochs" (umap-learn's own
         bar over its optimisation epochs, drawn with the same settings). False hides them all
     **umap_kwargs : passed on to ``umap.UMAP`` (e.g. ``n_epochs``, ``init``)
 
@@ -106,13 +107,11 @@ def umap_layout(
         neighbors == "exact"
         or (neighbors == "auto" and metric in EXACT_METRICS and (on_cuda or len(x) <= EXACT_MAX_ROWS_CPU))
     )
-    try:
-        import umap
-    except ImportError as err:
+    if importlib.util.find_spec("umap") is None:  # before any work; imported below, in a bar
         raise ImportError(
             "umap_layout needs umap-learn: pip install umap-learn (it is a dependency of "
             'atlaswidgets, so pip install "atlaswidgets" also brings it).'
-        ) from err
+        )
     if exact:
         with progress_bar("UMAP neighbours", len(x), "row", progress) as bar:
             idx, dist = exact_neighbors(acts if on_cuda else x, n_neighbors, metric, on_rows=bar.update)
@@ -123,6 +122,8 @@ def umap_layout(
         umap_kwargs["tqdm_kwds"] = tqdm_options("UMAP epochs", "epoch", progress)
 
     with progress_bar("UMAP graph", 1, "step", progress) as graph_bar:
+        import umap  # numba's import takes seconds in a fresh process: inside the bar
+
         reducer = _phased(umap.UMAP, graph_bar)(
             n_components=int(n_components),
             n_neighbors=n_neighbors,
