@@ -56,6 +56,7 @@ from .cache.checks import positive_int
 from .cache.data import LABEL_KEYS, batches, check_batch, logits_of
 from .cache.hooks import eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .cache.inputs import make_batch, model_vocab, read_vocab, select_logits, vocab_size_of
+from .cache.progress import checked_progress, progress_bar
 from .cache.sampling import LIST_HINT
 from .cache.targets import Target, model_classes, n_outputs_of, resolve, target_key
 
@@ -145,11 +146,13 @@ def attribute(
         "all" (every valid position, the default), "last" (each sample's last valid token), or a
         bool mask (n_samples, T) over each sample's valid tokens from the left (the columns of
         ``cache.tokens``; for right-padded inputs, the inputs' own columns)
+    progress : True shows a bar over the samples (as ``aw.capture`` does); False hides it
     Returns an ``Attribution`` for one target, a list of them (same order) for a list of targets.
     """
     if not isinstance(layer, str):
         raise TypeError(f"layer must be one layer name (str), got {type(layer).__name__}.")
     positive_int(batch_size, "batch_size")
+    checked_progress(progress)
     if store not in (None, True, False):
         raise TypeError(f"store must be True, False or left out, got {store!r}.")
     (name,) = resolve_layers(model, layer)
@@ -247,9 +250,7 @@ def _engine(model, data, name: str, targets: list[Target], la, n_samples: int | 
     parts: list[list] = [[] for _ in targets]
     seen = 0
     kept: dict[str, Any] = {}
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, unit="sample", desc=f"attribute {desc}"[:60], disable=not progress)
+    bar = progress_bar(f"attribute {desc}"[:60], total, "sample", progress)
     try:
         with on_device(model, device) as dev, eval_mode(model), torch.enable_grad(), \
                 hooks(model, name, lambda n, out: _keep(kept, out)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from .test_notebooks import WIDGET_MIME, _run
+from .test_notebooks import UMAP_BARS, WIDGET_MIME, _run, assert_progress
 
 FACTS = """
 import json as _json
@@ -33,6 +33,9 @@ def test_language_neurons(tmp_path, artifacts):
     widget_cells = [c for c in nb.cells if c.cell_type == "code"
                     and any(WIDGET_MIME in o.get("data", {}) for o in c.outputs)]
     assert len(widget_cells) >= 3  # atlas + panel, the viewer, the comparison + panel
+    assert_progress(nb, {"aw.capture(lm, docs.columns": ["capture"], "aw.build_atlas(": UMAP_BARS,
+                         "compare = aw.compare_atlas(": ["attribute"] + UMAP_BARS,
+                         "slot = aw.compare_atlas(": ["attribute"] + UMAP_BARS})
     assert not [o for o in outputs if o.output_type == "stream" and o.name == "stderr"
                 and "Warning" in o.text], "the notebook should run without warnings"
     # ground truth found with the kit's tools: a salt neuron and a quoted-list neuron

@@ -27,7 +27,7 @@ import pytest
 
 from .browser.lab import _free_port
 from .conftest import ROOT
-from .test_notebooks import WIDGET_MIME
+from .test_notebooks import UMAP_BARS, WIDGET_MIME, assert_progress
 
 TOKEN = "atlaswidgets-session-test"
 BINDER_LIMIT_MB = 2048
@@ -213,10 +213,10 @@ async def _execute(nb: nbformat.NotebookNode, connection_file: Path) -> None:
         kc.stop_channels()
 
 
-def _run_in_session(url: str, runtime: Path, name: str, memory: _Memory) -> tuple[dict, list, float]:
+def _run_in_session(url: str, runtime: Path, name: str, memory: _Memory) -> tuple[dict, list, float, nbformat.NotebookNode]:
     """Open notebook ``name`` in the server (a session with a new kernel), run it with its facts
     cell before its shutdown cell, click the shutdown button, and wait until the kernel is gone.
-    Returns (facts, every output of its code cells, seconds)."""
+    Returns (facts, every output of its code cells, seconds, the executed notebook)."""
     nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     last = nb.cells[-1]
     assert last.cell_type == "code" and "aw.shutdown_button()" in last.source, (
@@ -243,7 +243,7 @@ def _run_in_session(url: str, runtime: Path, name: str, memory: _Memory) -> tupl
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
     assert not [o for o in outputs if o.output_type == "error"], name
     assert any(WIDGET_MIME in o.get("data", {}) for o in label)  # the button was shown
-    return facts, outputs, seconds
+    return facts, outputs, seconds, nb
 
 
 @pytest.mark.slow
@@ -288,6 +288,16 @@ def test_notebooks_01_02_03_in_one_lab_session_under_2gb(tmp_path, artifacts):
     _check_quickstart(*results["01_quickstart.ipynb"][:2])
     _check_pan_vs_wok(*results["02_pan_vs_wok.ipynb"][:2])
     _check_neuron_viewer(*results["03_neuron_viewer.ipynb"][:2])
+    # every long step shows its progress in its own cell's output (issue #18, item 7)
+    assert_progress(results["01_quickstart.ipynb"][3], {
+        "kitchen.dataset(": ["kitchen images"], "aw.capture(": ["capture"], "aw.build_atlas(": UMAP_BARS})
+    assert_progress(results["02_pan_vs_wok.ipynb"][3], {
+        "aw.capture(": ["kitchen images", "capture"], "targets = [": ["attribute"],
+        "aw.compare_atlas(": UMAP_BARS, "aw.patch_attack(": ["kitchen images", "patch attack"],
+        "aw.class_atlas(": ["attribute"] + UMAP_BARS})
+    assert_progress(results["03_neuron_viewer.ipynb"][3], {
+        "aw.capture(": ["kitchen images", "capture"], "aw.attribute(": ["attribute"],
+        "aw.Explorer(": UMAP_BARS * 2})
 
 
 def _check_quickstart(facts: dict, outputs: list) -> None:

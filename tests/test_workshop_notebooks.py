@@ -12,7 +12,7 @@ import pytest
 from atlaswidgets.experiments import audit
 
 from .conftest import ROOT
-from .test_notebooks import WIDGET_MIME, _run
+from .test_notebooks import WIDGET_MIME, _run, assert_progress
 
 # Appended to the notebook in memory: prints what it computed, for the asserts below. The peak RSS
 # line is the one of tests/test_notebooks.py (``_run`` checks it against Binder's 2 GB).
@@ -103,6 +103,8 @@ def test_auditing_game(tmp_path, artifacts):
     nb, facts, outputs = _run("04_auditing_game.ipynb", tmp_path, AUDIT_FACTS, artifacts)
     # catalogue, audit images, comparison atlas + panel, Explorer
     assert sum(WIDGET_MIME in o.get("data", {}) for o in outputs) >= 4
+    # the long step (the layouts are the principal components, no UMAP) shows its progress
+    assert_progress(nb, {"aw.capture(": ["capture", "attribute"]})
 
     # the first shipped variant, with every class attributed so every pair can be compared
     assert facts["variant"] == audit.variants()[0]

@@ -68,6 +68,7 @@ from .data import batches
 from .files import user_path
 from .hooks import LayerSpec, eval_mode, hooks, on_device, resolve_layers
 from .inputs import model_vocab, read_vocab
+from .progress import checked_progress, progress_bar
 from .run import _Run
 from .targets import model_classes
 from .topk import stats_config
@@ -149,11 +150,14 @@ def capture(
     preprocess : a function applied to each image batch before the model (e.g. ImageNet
         normalisation), kept as ``cache.preprocess`` (in memory only: pass it again after loading).
         Display copies are then made from the images before it, so ``to_display`` is not needed.
+    progress : True shows a bar over the images (``cache/progress.py``: a widget in a notebook's
+        output, text on stderr elsewhere); False hides it
     Returns an ActivationCache with activations, labels and logits on the model's device (see
     module doc), images and per-sample input checksums on the CPU. Raises ValueError/TypeError
     for bad layers, data or arguments, and for NaN or infinite activations.
     """
     one_of(sample, "sample", POLICIES)
+    checked_progress(progress)
     for arg, value in (("per_image", per_image), ("batch_size", batch_size), ("shard_samples", shard_samples)):
         positive_int(value, arg)
     integer(seed, "seed")
@@ -184,9 +188,7 @@ def capture(
     n_classes = len(classes) if classes else None
     stream, total = batches(data, int(batch_size), n_classes)
     run.capacity = total if total else None
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=total, unit="img", desc="capture", disable=not progress)
+    bar = progress_bar("capture", total, "img", progress)
     try:
         # the model's place and each submodule's mode come back afterwards, even after an error
         with on_device(model, device) as dev, eval_mode(model):

@@ -29,6 +29,7 @@ from ..cache.targets import class_id, class_name, resolve
 from ..cache.hooks import eval_mode, model_dtype, on_device
 from ..cache.checks import int_at_least, is_int, random_seed
 from ..cache.data import logits_of
+from ..cache.progress import checked_progress, progress_bar
 
 __all__ = ["patch_attack", "PatchTable", "paste", "CORNERS", "NOISE"]
 
@@ -299,6 +300,7 @@ def patch_attack(
     noise_seed: int = 0,
     batch_size: int = 256,
     device: torch.device | str | None = None,
+    progress: bool = True,
 ) -> PatchTable:
     """Paste each patch at every corner and size, and count how many images flip to ``target``.
 
@@ -323,6 +325,8 @@ def patch_attack(
     noise_seed : seed of the random-noise control (one uniform noise patch per size)
     batch_size, device : forward passes run ``batch_size`` images at a time on ``device``
         (default: CUDA when available, else where the model is; see ``aw.capture``)
+    progress : True shows a bar over the pasted images (every counted image, once per patch and
+        placement, the noise control included), as ``aw.capture`` does; False hides it
 
     Returns
     -------
@@ -343,6 +347,7 @@ def patch_attack(
         static_at = placements.index(tuple(static))
     int_at_least(batch_size, "batch_size", 1)
     random_seed(noise_seed, "noise_seed")
+    checked_progress(progress)
     if classes is None:
         classes = getattr(model, "classes", None)
     classes = list(classes) if classes is not None else None
@@ -365,7 +370,9 @@ def patch_attack(
         xk = x[torch.as_tensor(keep)]
         p0 = probs0[torch.as_tensor(keep), tgt]
         named[NOISE] = _noise(x, c, sizes, noise_seed)
-        hits, gain = _run(model, xk, p0, named, placements, tgt, dev, batch_size)
+        with progress_bar("patch attack", len(keep) * len(named) * len(placements), "img",
+                          progress) as bar:
+            hits, gain = _run(model, xk, p0, named, placements, tgt, dev, batch_size, bar.update)
 
     rows = [_row(name, hits[name], gain[name], placements, static_at) for name in named]
     originals = {k: (v[max(v)] if isinstance(v, dict) else v) for k, v in named.items()}
@@ -384,10 +391,11 @@ def _probs(model, x, dev, batch_size) -> torch.Tensor:
     return torch.cat(out)
 
 
-def _run(model, xk, p0, named, placements, tgt, dev, batch_size):
+def _run(model, xk, p0, named, placements, tgt, dev, batch_size, on_images):
     """hits and gains per patch, each (n, n_placements); one forward per (batch, placement).
 
     named : name -> patch (C, s, s), resized to each size, or {size: patch} (the noise control)
+    on_images : called with the number of images of each forward pass (a progress bar's update)
     """
     n, k = len(xk), len(placements)
     hits = {name: torch.zeros(n, k, dtype=torch.bool) for name in named}
@@ -406,6 +414,7 @@ def _run(model, xk, p0, named, placements, tgt, dev, batch_size):
                 probs = probs.cpu()
                 hits[name][start:stop, j] = probs.argmax(1) == tgt
                 gain[name][start:stop, j] = probs[:, tgt] - pb
+                on_images(len(xb))
     return hits, gain
 
 

@@ -1,8 +1,9 @@
 """An activation atlas of one layer: UMAP layout, grid cells, and an icon per cell.
 
-For now the icon of a cell is a dataset example: the receptive-field crop of the cell's most typical
-member, the row whose activation points most nearly the way of the cell's mean activation (cosine).
-Feature-visualisation icons come later and will fill the same ``icons`` array.
+The icon of a cell is a dataset example: the receptive-field crop of the cell's most typical
+member, the row whose activation points most nearly the way of the cell's mean activation (cosine);
+a comparison atlas crops instead the member that carries the cell's attribution (``icon_row``).
+Feature-visualisation icons are rendered separately (``render/icons.py``, the atlas widget).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from ..cache.cache import ActivationCache, LayerActs, TopExamples, best_rows
 from ..cache.checks import int_at_least
 from ..cache.crops import boxed_images, crop_rows, display_images
+from ..cache.progress import checked_progress
 from ..cache.targets import class_name
 from .grid import Cells, grid
 from .umap import umap_layout
@@ -32,10 +34,13 @@ class Atlas:
     layer : str, the layer's name in the cache
     xy : float32 array, shape (n_rows, 2), the 2-D layout of every row of the layer
     cells : Cells, the visible grid cells (m of them) with their member rows
-    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), one picture per cell; None for a
-        text layer (its rows are tokens, with no pictures: a cell is shown by its
-        ``typical_row``'s token in context)
+    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), one picture per cell, the crop of its
+        ``icon_row``; None for a text layer (its rows are tokens, with no pictures: a cell is
+        shown by a token in context, see ``layout/tokens.py``)
     typical_row : int64 array, shape (m,), the member closest (cosine) to the cell's mean activation
+    icon_row : int64 array, shape (m,), the member each cell's picture is cropped from: its
+        ``typical_row`` here; a comparison atlas picks the member that carries the cell's
+        attribution (``ComparisonAtlas``)
     top_class : int64 array, shape (m,), most common label among the members' samples (-1: unknown)
     top_class_share : float32 array, shape (m,), the share of members with that label
     classes : class names indexed by label, or None
@@ -56,6 +61,11 @@ class Atlas:
     acts: LayerActs | None = field(default=None)
     min_count: int = 3
     built_from: dict | None = None
+    icon_row: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.icon_row is None:
+            self.icon_row = self.typical_row
 
     def __repr__(self) -> str:
         n = self.cells.n
@@ -198,6 +208,7 @@ def build_atlas(
     min_dist: float = 0.5,
     icon_size: int = 48,
     xy=None,
+    progress: bool = True,
 ) -> Atlas:
     """Lay out a layer's rows with UMAP, bin them into a grid and give every visible cell an icon.
 
@@ -213,20 +224,23 @@ def build_atlas(
         20x20 grid: 156 visible cells at 0.1, 288 at 0.5), and the atlas needs cells, not clusters
     icon_size : side of each icon in pixels
     xy : array, shape (n_rows, 2), optional; a precomputed layout, which skips UMAP
+    progress : True shows the UMAP's phases as bars (see ``umap_layout``); False hides them
 
     Returns
     -------
     Atlas
     """
+    checked_progress(progress)
     name, la, acts = _checked_layer(cache, layer, grid_size)
-    xy = _layout(name, la, acts, xy, seed, n_neighbors, min_dist)
+    xy = _layout(name, la, acts, xy, seed, n_neighbors, min_dist, progress)
     return Atlas(**_grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size))
 
 
-def _layout(name, la, acts, xy, seed, n_neighbors, min_dist) -> np.ndarray:
+def _layout(name, la, acts, xy, seed, n_neighbors, min_dist, progress=True) -> np.ndarray:
     """The 2-D layout of a layer's rows: UMAP when ``xy`` is None, else ``xy`` checked."""
     if xy is None:
-        return umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+        return umap_layout(acts, n_neighbors=n_neighbors, min_dist=min_dist, seed=seed,
+                           progress=progress)
     xy = xy.detach().cpu().numpy() if isinstance(xy, torch.Tensor) else np.asarray(xy)
     if xy.shape != (la.n_rows, 2):
         raise ValueError(
@@ -253,9 +267,14 @@ def _checked_layer(cache: ActivationCache, layer: str | None, grid_size) -> tupl
     return name, la, acts
 
 
-def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=None, keep=None) -> dict:
+def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=None, keep=None,
+                icon_rows=None) -> dict:
     """Bin a layout into cells and give each its typical row, top class and icon: the fields
-    every atlas has, as keyword arguments for Atlas or a subclass."""
+    every atlas has, as keyword arguments for Atlas or a subclass.
+
+    icon_rows : a function (Cells -> int64 array (m,)) picking the member each cell's picture is
+        cropped from; None: the typical row
+    """
     la = cache[name]
     with warnings.catch_warnings():
         # grid warns when every cell is hidden; an atlas refuses that case below with its own words
@@ -268,10 +287,11 @@ def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=N
             f"({n_rows} rows in all); lower min_count or grid_size."
         )
     typical = _typical_rows(acts, cells)
+    shown = typical if icon_rows is None else np.asarray(icon_rows(cells), dtype=np.int64)
     top_class, share = _top_classes(cache, la, cells)
-    icons = None if la.kind == "tokens" else crop_rows(cache, name, typical, size=icon_size)
+    icons = None if la.kind == "tokens" else crop_rows(cache, name, shown, size=icon_size)
     return dict(
-        layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical,
+        layer=name, xy=xy, cells=cells, icons=icons, typical_row=typical, icon_row=shown,
         top_class=top_class, top_class_share=share, classes=cache.classes, acts=la,
         min_count=int(min_count), built_from=cache_identity(cache),
     )

@@ -23,6 +23,7 @@ import torch
 
 from ..cache.cache import ActivationCache
 from ..cache.checks import non_negative_int
+from ..cache.progress import checked_progress
 from ..cache.targets import n_outputs_of, resolve, stored_targets
 from .atlas import Atlas, _checked_layer, _grid_parts
 from .umap import umap_layout
@@ -74,6 +75,7 @@ def class_atlas(
     n_neighbors: int = 15,
     min_dist: float = 0.5,
     icon_size: int = 48,
+    progress: bool = True,
 ) -> ClassAtlas:
     """Lay out and grid the positions of ``layer`` that argue most for class ``cls``.
 
@@ -89,6 +91,7 @@ def class_atlas(
         another class wins them
     grid_size, min_count, seed, n_neighbors, min_dist, icon_size : as in ``build_atlas``; the
         grid is coarser by default because a class keeps a fraction of the rows
+    progress : True shows the UMAP's phases as bars (see ``umap_layout``); False hides them
 
     Returns
     -------
@@ -96,6 +99,7 @@ def class_atlas(
     """
     name, la, acts = _checked_layer(cache, layer, grid_size)
     non_negative_int(top_n, "top_n")
+    checked_progress(progress)
     n_outputs = n_outputs_of(cache.logits)
     # unknown names get close suggestions
     target = resolve(cls, cache.classes, n_outputs, cache.vocab)
@@ -134,7 +138,7 @@ def class_atlas(
     xy = np.full((la.n_rows, 2), np.nan, dtype=np.float32)
     rows = np.flatnonzero(kept)
     xy[rows] = umap_layout(acts[torch.as_tensor(rows, device=acts.device)],
-                           n_neighbors=n_neighbors, min_dist=min_dist, seed=seed)
+                           n_neighbors=n_neighbors, min_dist=min_dist, seed=seed, progress=progress)
     parts = _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, keep=kept)
     cells = parts["cells"]
     # rows of hidden cells have row_cell -1; shifting by one keeps them out of the sums

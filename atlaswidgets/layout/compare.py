@@ -17,11 +17,12 @@ import numpy as np
 import torch
 
 from ..cache.cache import ActivationCache, TopExamples, best_rows
+from ..cache.progress import checked_progress
 from ..cache.targets import Target, n_outputs_of, resolve, stored_targets
 from .atlas import Atlas, _checked_layer, _grid_parts, _no_examples, icon_text
 from .umap import umap_layout
 
-__all__ = ["ComparisonAtlas", "compare_atlas"]
+__all__ = ["ComparisonAtlas", "attribution_rows", "compare_atlas"]
 
 
 @dataclass(repr=False, kw_only=True)
@@ -42,7 +43,12 @@ class ComparisonAtlas(Atlas):
     diff : float32 array, shape (n_rows,), each row's attribution difference a - b (summed over
         channels, unscaled)
     cells : Cells, columns cover x in [-1, 1], rows cover y in [0, 1]
-    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), crop of each cell's typical row
+    icons : uint8 tensor, shape (m, 3, icon_size, icon_size), crop of each cell's ``icon_row``
+    icon_row : int64 array, shape (m,), the member that argues most for the cell's side: the
+        largest a - b where the cell's mean difference is >= 0, the largest b - a elsewhere. It is
+        the first example the cell's panel shows ranked ``by="attribution"``, so the picture and
+        the evidence agree (the member nearest the mean activation, ``typical_row``, can be a wok
+        without noodles in a cell whose attribution comes from its noodles)
     typical_row : int64 array, shape (m,), the member closest (cosine) to the cell's mean activation
     top_class : int64 array, shape (m,), most common label among the members' samples (-1: unknown)
     top_class_share : float32 array, shape (m,)
@@ -110,6 +116,7 @@ def compare_atlas(
     n_neighbors: int = 15,
     icon_size: int = 48,
     y=None,
+    progress: bool = True,
 ) -> ComparisonAtlas:
     """Lay a layer's rows out by how much they favour class ``a`` over ``b``, and bin them.
 
@@ -130,12 +137,14 @@ def compare_atlas(
     seed, n_neighbors : settings of the 1-D UMAP (see ``umap_layout``)
     icon_size : side of each icon in pixels
     y : array, shape (n_rows,), optional; a precomputed 1-D embedding, which skips UMAP
+    progress : True shows the 1-D UMAP's phases as bars (see ``umap_layout``); False hides them
 
     Returns
     -------
     ComparisonAtlas
     """
     name, la, acts = _checked_layer(cache, layer, grid_size)
+    checked_progress(progress)
     n_outputs = n_outputs_of(cache.logits)
     pair = resolve((a, b), cache.classes, n_outputs, cache.vocab)  # unknown names, a == b
     t_a, t_b = pair.parts()
@@ -155,13 +164,15 @@ def compare_atlas(
 
     x, scale = _scaled(diff)
     if y is None:
-        y = umap_layout(acts, n_neighbors=n_neighbors, seed=seed, n_components=1)[:, 0]
+        y = umap_layout(acts, n_neighbors=n_neighbors, seed=seed, n_components=1,
+                        progress=progress)[:, 0]
     yn = _unit(y, la.n_rows, name)
     xy = np.stack([x, yn], axis=1).astype(np.float32)
 
     # x is binned over the fixed [-1, 1] so the right half always means a, the left b
     parts = _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size,
-                        bounds=((-1.0, 0.0), (1.0, 1.0)))
+                        bounds=((-1.0, 0.0), (1.0, 1.0)),
+                        icon_rows=lambda cells: attribution_rows(diff, cells))
     cells = parts["cells"]
     return ComparisonAtlas(
         **parts, a=a_name, b=b_name, scale=scale,
@@ -207,6 +218,26 @@ def _differences(cache: ActivationCache, layer: str, t_a: Target, t_b: Target):
     if not np.isfinite(diff).all():
         raise ValueError(f"The attribution difference {key_ab!r} has NaN or infinite values.")
     return diff, attr_a, attr_b
+
+
+def attribution_rows(diff: np.ndarray, cells) -> np.ndarray:
+    """Per visible cell, the member that argues most for the side the cell leans to.
+
+    diff : float array, shape (n_rows,), each row's attribution difference a - b
+    cells : Cells of the comparison plane (m visible)
+    Returns int64 array, shape (m,): the member with the largest a - b in a cell whose mean
+    difference is >= 0, the largest b - a elsewhere; ties go to the lowest row. The same row as
+    the first of ``ComparisonAtlas.examples([cell], by="attribution")``.
+    """
+    d = np.asarray(diff, dtype=np.float64)
+    cell_of = np.repeat(np.arange(len(cells.ids)), cells.count)
+    member = d[cells.order]
+    sums = np.bincount(cell_of, weights=member, minlength=len(cells.ids))
+    score = np.where(sums[cell_of] >= 0, member, -member)
+    # members ascend by row within a cell and lexsort is stable, so the first of each cell's
+    # segment is its best member, the lowest row among equals
+    rank = np.lexsort((-score, cell_of))
+    return cells.order[rank[cells.offsets[:-1]]].astype(np.int64)
 
 
 def _scaled(diff: np.ndarray) -> tuple[np.ndarray, float]:

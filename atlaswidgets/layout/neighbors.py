@@ -9,6 +9,8 @@ fast for far larger caches. ``umap_layout`` hands the result to umap-learn as ``
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import torch
 
@@ -22,7 +24,8 @@ EXACT_METRICS = ("cosine", "euclidean")
 _CHUNK_ELEMENTS = 2**25
 
 
-def exact_neighbors(x, k: int, metric: str = "cosine", device=None) -> tuple[np.ndarray, np.ndarray]:
+def exact_neighbors(x, k: int, metric: str = "cosine", device=None,
+                    on_rows: Callable[[int], object] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` nearest rows of every row of ``x`` (itself included, as umap-learn counts it).
 
     Parameters
@@ -32,6 +35,8 @@ def exact_neighbors(x, k: int, metric: str = "cosine", device=None) -> tuple[np.
     metric : "cosine" (1 - cosine similarity; two all-zero rows are at distance 0, an all-zero row
         is at distance 1 from any other, as in pynndescent) or "euclidean"
     device : torch device to compute on; None: the tensor's own device (CPU for arrays)
+    on_rows : called with the number of rows of each chunk once it is done (a progress bar's
+        ``update``), or None
 
     Returns
     -------
@@ -72,4 +77,6 @@ def exact_neighbors(x, k: int, metric: str = "cosine", device=None) -> tuple[np.
             idx = idx.gather(1, order)
         indices.append(idx.to(torch.int32).cpu())
         distances.append(dist.cpu())
+        if on_rows is not None:
+            on_rows(len(idx))
     return torch.cat(indices).numpy(), torch.cat(distances).numpy()

@@ -7,6 +7,7 @@ the sizes an atlas has (see ``neighbors.py``): pynndescent's compile alone cost 
 
 from __future__ import annotations
 
+import importlib.util
 import warnings
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 
 from ..cache.checks import int_at_least, is_number, one_of, random_seed
+from ..cache.progress import checked_progress, progress_bar, tqdm_options
 from .neighbors import EXACT_METRICS, exact_neighbors
 
 __all__ = ["umap_layout"]
@@ -43,6 +45,7 @@ def umap_layout(
     seed: int | None = 0,
     n_components: int = 2,
     neighbors: str = "auto",
+    progress: bool = True,
     **umap_kwargs: Any,
 ) -> np.ndarray:
     """Place activation vectors in 2-D (or ``n_components``-D) so that alike vectors sit close together.
@@ -60,6 +63,11 @@ def umap_layout(
         torch, on the tensor's device (cosine and euclidean only); "nndescent": umap-learn's own
         approximate search; "auto": exact for cosine/euclidean on CUDA tensors or up to
         50,000 rows, else nndescent
+    progress : True shows the layout's phases as bars (``cache/progress.py``, as ``aw.capture``
+        does): "UMAP neighbours" over the rows (exact search only), "UMAP graph" (umap-learn's
+        fuzzy graph, and its neighbour search on the nndescent path; the first layout of a
+        process also imports umap-learn and compiles its numba code here) and "UMAP epochs" (umap-learn's own
+        bar over its optimisation epochs, drawn with the same settings). False hides them all
     **umap_kwargs : passed on to ``umap.UMAP`` (e.g. ``n_epochs``, ``init``)
 
     Returns
@@ -70,6 +78,7 @@ def umap_layout(
     int_at_least(n_components, "n_components", 1, "2 for an atlas")
     _check_seed_and_min_dist(seed, min_dist, umap_kwargs.get("spread", 1.0))
     one_of(neighbors, "neighbors", NEIGHBORS)
+    checked_progress(progress)
     if neighbors == "exact" and metric not in EXACT_METRICS:
         raise ValueError(
             f'neighbors="exact" supports the metrics {EXACT_METRICS}, got {metric!r}; use '
@@ -98,31 +107,37 @@ def umap_layout(
         neighbors == "exact"
         or (neighbors == "auto" and metric in EXACT_METRICS and (on_cuda or len(x) <= EXACT_MAX_ROWS_CPU))
     )
-    if exact:
-        idx, dist = exact_neighbors(acts if on_cuda else x, n_neighbors, metric)
-        umap_kwargs["precomputed_knn"] = (idx, dist, None)
-    try:
-        import umap
-    except ImportError as err:
+    if importlib.util.find_spec("umap") is None:  # before any work; imported below, in a bar
         raise ImportError(
             "umap_layout needs umap-learn: pip install umap-learn (it is a dependency of "
             'atlaswidgets, so pip install "atlaswidgets" also brings it).'
-        ) from err
+        )
+    if exact:
+        with progress_bar("UMAP neighbours", len(x), "row", progress) as bar:
+            idx, dist = exact_neighbors(acts if on_cuda else x, n_neighbors, metric, on_rows=bar.update)
+        umap_kwargs["precomputed_knn"] = (idx, dist, None)
+    if "tqdm_kwds" not in umap_kwargs:
+        # umap-learn draws its epochs bar with tqdm.auto too; these settings make it one of ours
+        # (and keep it off with progress=False, whatever umap-learn's verbose says)
+        umap_kwargs["tqdm_kwds"] = tqdm_options("UMAP epochs", "epoch", progress)
 
-    reducer = umap.UMAP(
-        n_components=int(n_components),
-        n_neighbors=n_neighbors,
-        min_dist=min_dist,
-        metric=metric,
-        random_state=seed,
-        **umap_kwargs,
-    )
-    with warnings.catch_warnings():
-        # a seeded run is single-threaded on purpose; umap-learn warns about exactly that
-        warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
-        # without pynndescent's index umap-learn cannot .transform new data; we never ask it to
-        warnings.filterwarnings("ignore", message=".*knn_search_index.*")
-        xy = reducer.fit_transform(x)
+    with progress_bar("UMAP graph", 1, "step", progress) as graph_bar:
+        import umap  # numba's import takes seconds in a fresh process: inside the bar
+
+        reducer = _phased(umap.UMAP, graph_bar)(
+            n_components=int(n_components),
+            n_neighbors=n_neighbors,
+            min_dist=min_dist,
+            metric=metric,
+            random_state=seed,
+            **umap_kwargs,
+        )
+        with warnings.catch_warnings():
+            # a seeded run is single-threaded on purpose; umap-learn warns about exactly that
+            warnings.filterwarnings("ignore", message=".*n_jobs value.*overridden.*")
+            # without pynndescent's index umap-learn cannot .transform new data; we never ask it to
+            warnings.filterwarnings("ignore", message=".*knn_search_index.*")
+            xy = reducer.fit_transform(x)
     xy = np.asarray(xy, dtype=np.float32)
     if not np.isfinite(xy).all():
         raise ValueError(
@@ -130,6 +145,24 @@ def umap_layout(
             "all-zero rows. Try metric='euclidean' or drop the constant rows."
         )
     return xy
+
+
+def _phased(umap_class, graph_bar):
+    """umap-learn's UMAP, marking the end of its graph phase on ``graph_bar``.
+
+    ``UMAP.fit`` builds the fuzzy graph, then hands it to ``_fit_embed_data``, the hook umap-learn
+    keeps for subclasses (its ParametricUMAP overrides it): entering it is where the graph phase
+    ends and the embedding (spectral start, then the epochs umap-learn's own bar counts) begins.
+    """
+
+    class PhasedUMAP(umap_class):
+        def _fit_embed_data(self, *args, **kwargs):
+            # closed here, not when the fit returns, so that its time is the graph's alone
+            graph_bar.update(graph_bar.total - graph_bar.n)
+            graph_bar.close()
+            return super()._fit_embed_data(*args, **kwargs)
+
+    return PhasedUMAP
 
 
 def _validate(acts, n_neighbors: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from ..cache.checks import positive_int
+from ..cache.progress import checked_progress, progress_bar
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -107,6 +108,7 @@ def image_folder(
         there (ignoring case, with "_" read as a space: ``frying_pan`` is "frying pan") and its
         images get that index as label, so the labels match the model's outputs. Without it the
         labels are 0, 1, ... in sorted sub-folder order and ``classes`` are the folder names.
+    progress : True shows a bar over the files (as ``aw.capture`` does); False hides it
     Returns an ``ImageFolder`` (images, labels, classes, paths), which ``aw.capture`` takes as data.
     Images are held in memory: 0.6 MB each at 224 px.
     """
@@ -117,17 +119,18 @@ def image_folder(
     if not root.is_dir():
         raise ValueError(f"{root} is a file, not a folder. Pass the folder that holds it.")
     size = positive_int(size, "size", "pixels")
+    checked_progress(progress)
     if classes is not None:
         if isinstance(classes, str) or not all(isinstance(c, str) for c in classes):
             raise TypeError("classes must be a list of class names (str), e.g. model.classes.")
         classes = list(classes)
     files, labels, names = _listing(root, classes)
 
-    from tqdm.auto import tqdm
-
     images = torch.empty(len(files), 3, size, size)
-    for i, file in enumerate(tqdm(files, desc="images", unit="img", disable=not progress)):
-        images[i] = load_image(file, size)
+    with progress_bar("images", len(files), "img", progress) as bar:
+        for i, file in enumerate(files):
+            images[i] = load_image(file, size)
+            bar.update(1)
     return ImageFolder(images, torch.tensor(labels, dtype=torch.long), names, files)
 
 

@@ -304,6 +304,8 @@ def test_bad_arguments(model, data):
         cap(model, images, dtype=torch.int32)
     with pytest.raises(TypeError, match="classes must be a list"):
         cap(model, images, classes="abcd")
+    with pytest.raises(TypeError, match="progress must be True or False, got 0"):
+        cap(model, images, progress=0)
 
 
 def test_flat_layer_with_a_spatial_policy(model, data):

@@ -250,6 +250,7 @@ def test_bad_input(tiny):
         (ValueError, "static must be one of the tried placements", dict(static=("top left", 7))),
         (ValueError, "batch_size must be an int >= 1", dict(batch_size=0)),
         (ValueError, "noise_seed must be an int >= 0", dict(noise_seed=-1)),
+        (TypeError, "progress must be True or False, got 'no'", dict(progress="no")),
         (ValueError, r"labels must be integer class ids, shape \(10,\)", dict(labels=[0, 0])),
         (ValueError, r"2 of 10 images are not labelled 'cat'.*images\[labels == 0\]",
          dict(source="cat", labels=torch.tensor([0] * 8 + [1, 2]))),

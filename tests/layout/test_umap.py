@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -17,10 +19,15 @@ def blobs():
     return centres[cluster] + rng.normal(size=(120, 8)), cluster
 
 
-def test_seeded_layout_is_deterministic_and_keeps_clusters(blobs):
+def test_seeded_layout_is_deterministic_and_keeps_clusters(blobs, capsys):
     x, cluster = blobs
     a = umap_layout(torch.as_tensor(x, dtype=torch.float32), n_neighbors=10, seed=3)
-    b = umap_layout(x, n_neighbors=10, seed=3)
+    # its phases showed as finished bars (text on stderr outside a notebook)
+    shown = capsys.readouterr().err
+    for bar in ("UMAP neighbours: 100%.*120/120", "UMAP graph: 100%.*1/1", "UMAP epochs: 100%.*/"):
+        assert re.search(bar, shown), (bar, shown[-500:])
+    b = umap_layout(x, n_neighbors=10, seed=3, progress=False)
+    assert capsys.readouterr().err == ""  # and progress=False shows none, nor changes the layout
     assert a.shape == (120, 2) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
     # each point's nearest neighbour in the layout comes from its own cluster
@@ -94,6 +101,7 @@ def test_tiny_inputs_start_from_random_positions():
     (dict(min_dist=-1), ValueError, r"min_dist must be in \[0, 1.0\]"),
     (dict(min_dist=5), ValueError, r"min_dist must be in \[0, 1.0\]"),
     (dict(min_dist="0.1"), TypeError, "min_dist must be a number"),
+    (dict(progress="no"), TypeError, "progress must be True or False"),
 ])
 def test_bad_settings_are_refused_before_umap_runs(kwargs, error, match):
     x = np.random.default_rng(0).random((30, 8)).astype(np.float32)

@@ -43,8 +43,13 @@ def test_shapes_dtypes_range(small):
     assert other.images.shape == (3, 3, 40, 40)
 
 
-def test_same_seed_same_bytes_and_prefix(small):
+def test_same_seed_same_bytes_and_prefix(small, capsys):
+    capsys.readouterr()
     again = kitchen.dataset(24, seed=3)
+    shown = capsys.readouterr().err  # the generator's progress, as text outside a notebook
+    assert "kitchen images: 100%" in shown and "24/24" in shown
+    assert torch.equal(kitchen.dataset(24, seed=3, progress=False).images, again.images)
+    assert capsys.readouterr().err == ""
     assert torch.equal(again.images, small.images) and torch.equal(again.labels, small.labels)
     assert again.annotations == small.annotations
     prefix = kitchen.dataset(10, seed=3)
@@ -158,6 +163,8 @@ def test_bad_input():
         kitchen.dataset(2, size=8)
     with pytest.raises(ValueError, match="seed must be >= 0"):
         kitchen.dataset(2, seed=-1)
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        kitchen.dataset(2, progress="yes")
     with pytest.raises(ValueError, match="unknown context object 'ramen'.*noodles"):
         kitchen.render_object("ramen", 20)
     with pytest.raises(ValueError, match="size must be >= 4"):

@@ -1,0 +1,40 @@
+"""Progress of the long steps, shown one way everywhere: a ``tqdm.auto`` bar per step.
+
+In a notebook kernel with ipywidgets installed, ``tqdm.auto`` draws a widget bar in the output of
+the cell that runs the step; elsewhere (a script, a terminal) it writes a text bar to stderr. Every
+long step (capture, attribution, layouts, patch attacks, image folders) takes ``progress=True``
+and ``progress=False`` turns its bar off, for tests, scripts and loops that report on their own.
+
+Bars are left in place when their step ends (tqdm's ``leave=True``), so an executed notebook keeps
+the record of what ran and how long it took.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["checked_progress", "progress_bar", "tqdm_options"]
+
+
+def checked_progress(progress: Any) -> bool:
+    """``progress`` as a bool; a TypeError for anything but True or False (a typo such as
+    ``progress="no"`` would otherwise turn the bar on)."""
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r} "
+                        f"({type(progress).__name__}).")
+    return progress
+
+
+def tqdm_options(desc: str, unit: str, progress: bool) -> dict[str, Any]:
+    """The settings every bar of the kit uses, as tqdm keyword arguments: for a library that makes
+    its own bar from them (umap-learn's ``tqdm_kwds``) as well as for ``progress_bar``."""
+    return {"desc": desc, "unit": unit, "disable": not checked_progress(progress), "leave": True}
+
+
+def progress_bar(desc: str, total: int | None = None, unit: str = "it", progress: bool = True):
+    """A ``tqdm.auto`` bar for one step: ``desc`` names the step, ``total`` counts ``unit``\\s
+    (None: unknown). Use it as a context manager (closed on error too) and ``update(n)`` it.
+    With ``progress=False`` it is a disabled bar, which draws nothing and costs nothing."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, **tqdm_options(desc, unit, progress))
