@@ -514,7 +514,8 @@ class _Run:
             tensors.update(stats)
             data = self._data_hash(self.shard_start, stop)
             self.writer.write_shard(tensors, self.shard_start, stop, data)
-        self.done.extend(shard)
+        if self.columns is None:  # with buffers the cache is made from the buffers, not the pieces
+            self.done.extend(shard)
         self.pending = rest
         self.shard_start = stop
 
