@@ -2,7 +2,9 @@
 
 Rows are spatial positions (or whole samples, for the "mean" policy). Per layer a row has an
 activation vector, the sample it came from and its (y, x) on the layer's grid. Per sample the cache
-keeps the label, the model's logits and, optionally, a small uint8 copy of the input for display.
+keeps the label, the model's logits and, optionally, a small uint8 copy of the input for display
+(at most ``capture(display_size=128)`` px a side, the size the widgets draw; ``input_hw`` is the
+model's input size, to which positions and receptive fields are scaled).
 """
 
 from __future__ import annotations
@@ -170,7 +172,8 @@ class ActivationCache:
     layers : dict layer name -> LayerActs
     labels : tensor, shape (n_samples,), int64; -1 where the data had no label
     logits : tensor, shape (n_samples, n_outputs), float32
-    images : uint8 tensor, shape (n_samples, 3, h, w), on the CPU, or None
+    images : uint8 tensor, shape (n_samples, 3, h, w), on the CPU, or None; (h, w) may be smaller
+        than ``input_hw`` (display copies, see ``capture``'s ``display_size``)
     input_hw : (height, width) of the model's input images
     classes : class names indexed by label, or None
     meta : JSON-able facts about the capture (model and data fingerprints, policy, seed, ...)

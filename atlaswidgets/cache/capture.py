@@ -41,9 +41,13 @@ rather than flattened into N x (T * V) made-up classes.
 
 Cost: besides the forward pass, a capture hashes each input sample (XXH3-128, in a thread beside
 the forward pass; the store uses it to recognise the data on resume), makes the uint8 display
-copy, and probes each layer's receptive field once with one image's input gradient. When the data
-announces its size (a tensor, a tuple, a DataLoader), rows are written straight into one buffer
-per layer. bench/capture.py measures the ratio to a plain forward pass.
+copy (at most ``display_size`` px a side, see ``data.display_hw``), and probes each layer's
+receptive field once with one image's input gradient. Image captures write every per-sample
+column (rows, ids, positions, labels, logits, display copies, digests) straight into buffers
+(``buffers.Columns``): one buffer when the data announces its size (a tensor, a tuple, a
+DataLoader), so no concatenation at the end; chunks joined once when it does not (an iterator),
+so the peak stays near the cache's size. bench/capture.py measures the ratio to a plain forward
+pass, bench/memory.py the peak memory against the cache's bytes.
 
 Devices: the cache's activations end where the model runs. By default that is CUDA when it is
 available (a model on the CPU is moved there for the capture), else where the model is; with
@@ -63,8 +67,8 @@ import torch
 from torch import nn
 
 from .cache import ActivationCache
-from .checks import integer, non_negative_int, one_of, positive_int
-from .data import batches
+from .checks import int_at_least, integer, non_negative_int, one_of, positive_int
+from .data import DISPLAY_SIZE, batches
 from .files import user_path
 from .hooks import LayerSpec, eval_mode, hooks, on_device, resolve_layers
 from .inputs import model_vocab, read_vocab
@@ -92,6 +96,7 @@ def capture(
     device: torch.device | str | None = None,
     batch_size: int = 64,
     keep_images: bool = True,
+    display_size: int | None = DISPLAY_SIZE,
     classes: Sequence[str] | None = None,
     store: str | Path | None = None,
     shard_samples: int = 1024,
@@ -128,6 +133,12 @@ def capture(
         it, by clamping the inputs to [0, 1]. Inputs well outside [0, 1] without ``to_display``
         warn (UserWarning); a ``to_display`` that returns no floats, or values well outside
         [0, 1], is refused on the first batch
+    display_size : the longest side of the display copies, in pixels (int >= 16), or None to keep
+        them at the inputs' size. Default 128: the widgets draw whole images at 96 px at most and
+        receptive-field crops at 48 px, so larger copies only cost memory (224 px images: 147 KB
+        each, 49 KB at 128). Where a captured layer's receptive field would span fewer than 48
+        display pixels the copies stay larger (up to the inputs' size), so atlas icons are never
+        enlarged from a smaller crop than before. Images up to 128 px are kept as they are.
     store : a directory to stream shards of ``shard_samples`` samples into while capturing. If it
         already holds shards of the same capture (same model, layers, policy), they are reused after
         checking that the data matches, and the capture resumes after them with bit-identical results.
@@ -166,6 +177,8 @@ def capture(
     for arg, fn in (("forward", forward), ("preprocess", preprocess), ("to_display", to_display)):
         if fn is not None and not callable(fn):
             raise TypeError(f"{arg} must be a function, got {type(fn).__name__}.")
+    if display_size is not None:
+        int_at_least(display_size, "display_size", 16, "pixels, or None for full-size copies")
     if prefix_tokens is not None:
         non_negative_int(prefix_tokens, "prefix_tokens", "leading non-patch tokens")
     vocab = read_vocab(vocab) if vocab is not None else model_vocab(model)
@@ -180,7 +193,8 @@ def capture(
     names = resolve_layers(model, layers)
     stats_cfg = stats_config(stats)
     run = _Run(model, names, sample, int(per_image), int(seed), dtype, keep_images, to_display,
-               classes, int(shard_samples), stats_cfg)
+               classes, int(shard_samples), stats_cfg,
+               display_size=None if display_size is None else int(display_size))
     run.setup(forward, logits, vocab, None if prefix_tokens is None else int(prefix_tokens), preprocess)
     run.open_store(store)
     # labels are checked against the class names before the model sees them: a pair's or a dict's

@@ -9,10 +9,11 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import xxhash
 
 __all__ = ["check_finite", "batches", "check_batch", "check_labels", "sample_digests", "DIGEST_SIZE", "logits_of",
-           "check_display", "display_uint8"]
+           "check_display", "display_uint8", "display_hw", "DISPLAY_SIZE", "CROP_SIDE"]
 
 DIGEST_SIZE = 16  # bytes of one sample's digest (XXH3-128)
 
@@ -439,12 +440,45 @@ def _shown(x: torch.Tensor, to_display: Callable | None) -> torch.Tensor:
     return shown
 
 
-def display_uint8(x: torch.Tensor, to_display: Callable | None, out: torch.Tensor | None = None) -> torch.Tensor:
-    """uint8 RGB images (N, 3, H, W) for display: ``to_display(x)`` (or x) clamped to [0, 1] x 255.
+# The widgets draw whole images at 96 px at most (the example panel's thumbnails; the neuron
+# viewer's are 80 px) and crops of a receptive field at 48 px (the atlas's icons), so display
+# copies keep a longest side of DISPLAY_SIZE, and more where a layer's receptive field would
+# otherwise span fewer than CROP_SIDE display pixels: every picture is then shrunk to what the
+# widgets draw, as it was from the full image, never blown up.
+DISPLAY_SIZE = 128
+CROP_SIDE = 48
 
-    out : a uint8 tensor (N, 3, H, W) to write into (and return) instead of a new one
+
+def display_hw(input_hw: tuple[int, int], rfs, display_size: int | None) -> tuple[int, int]:
+    """Height and width of the display copies of images of size ``input_hw``.
+
+    rfs : the (height, width) receptive fields, in input pixels, of the layers captured
+    display_size : the longest side wanted (None keeps the full size); raised where a receptive
+        field would be cut from fewer than ``CROP_SIDE`` pixels; never above the input's size
+    """
+    h, w = int(input_hw[0]), int(input_hw[1])
+    if display_size is None:
+        return h, w
+    scale = display_size / max(h, w)
+    for rh, rw in rfs:
+        scale = max(scale, CROP_SIDE / max(min(int(rh), h), 1), CROP_SIDE / max(min(int(rw), w), 1))
+    if scale >= 1:
+        return h, w
+    return max(1, round(h * scale)), max(1, round(w * scale))
+
+
+def display_uint8(x: torch.Tensor, to_display: Callable | None, out: torch.Tensor | None = None,
+                  hw: tuple[int, int] | None = None) -> torch.Tensor:
+    """uint8 RGB images (N, 3, h, w) for display: ``to_display(x)`` (or x) clamped to [0, 1] x 255.
+
+    out : a uint8 tensor (N, 3, h, w) to write into (and return) instead of a new one
+    hw : (h, w) of the copies (``display_hw``); shrunk from the inputs' (H, W) with antialiasing
+        before rounding to uint8. None keeps (H, W).
     """
     shown = _shown(x, to_display)
+    if hw is not None and tuple(shown.shape[-2:]) != tuple(hw):
+        shown = F.interpolate(shown.detach().float(), size=tuple(hw), mode="bilinear",
+                              align_corners=False, antialias=True)
     if shown.shape[1] == 1:
         shown = shown.expand(-1, 3, -1, -1)
     # one new float tensor, changed in place: this runs on every batch

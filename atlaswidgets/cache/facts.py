@@ -130,8 +130,9 @@ class LayerOutputs:
     - float images (n_samples, C, H, W): the images exactly as given to capture (before its
       ``preprocess``), then ``preprocess``; exact;
     - uint8 display images, ``cache.images``: divided by 255, resized to the model's input, then
-      ``preprocess``. Exact only where the capture's images were whole multiples of 1/255 in [0, 1];
-      otherwise close (``map_error`` tells by how much).
+      ``preprocess``. Exact only where the capture's images were whole multiples of 1/255 in [0, 1]
+      and kept at full size (``display_size=None``); otherwise close (``map_error`` tells by how
+      much).
 
     prefix_tokens : a ViT capture's leading CLS/register tokens (``cache.meta["prefix_tokens"]``):
         a block's (N, T, D) output becomes its patch grid, as capture kept it

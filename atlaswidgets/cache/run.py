@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from . import store as _store
+from .buffers import Columns
 from .cache import ActivationCache
 from .data import (
     DIGEST_SIZE,
@@ -24,6 +25,7 @@ from .data import (
     check_display,
     check_finite,
     check_labels,
+    display_hw,
     display_uint8,
     sample_digests,
 )
@@ -51,7 +53,7 @@ class _Run:
     """
 
     def __init__(self, model, names, policy, per_image, seed, dtype, keep_images, to_display, classes,
-                 shard_samples, stats_cfg=None):
+                 shard_samples, stats_cfg=None, display_size=None):
         self.model, self.names, self.policy = model, names, policy
         self.keep_images, self.to_display, self.classes = keep_images, to_display, classes
         self.sampler = Sampler(policy, per_image, seed, dtype)
@@ -67,6 +69,9 @@ class _Run:
                 "keep_images": bool(keep_images),
             },
         }
+        self.display_size = display_size
+        if keep_images:  # what the display copies are shrunk to changes what the store holds
+            self.fingerprint["policy"]["display_size"] = display_size
         self.stats_cfg = stats_cfg
         if stats_cfg is not None:  # only then: fingerprints of captures without stats stay as they were
             self.fingerprint["policy"]["stats"] = dict(stats_cfg)
@@ -82,6 +87,8 @@ class _Run:
         self.checked = 0  # reused shards whose data hash has been compared
         self.layer_info: dict[str, dict] = {}
         self.input_hw: tuple[int, int] | None = None
+        self.display_hw: tuple[int, int] | None = None  # of the display copies, set on the first batch
+        self.logits_width = 0
         self.input_channels = 0
         self.recorded: dict[str, Any] = {}  # filled by hooks()
         self.seen = 0
@@ -94,7 +101,8 @@ class _Run:
         self.capacity: int | None = None  # samples the data announces (len), when known
         self.recorder = StatsRecorder(stats_cfg, shard_samples) if stats_cfg is not None else None
         self._stats_prior: dict[str, ChannelStats] = {}  # merged partials of reused shards (CPU)
-        self.buffers: dict[str, torch.Tensor] | None = None  # see _targets()
+        self.columns: Columns | None = None  # see _targets()
+        self.targets: dict[str, torch.Tensor] = {}  # this batch's views of them
 
     def setup(self, forward, logits, vocab, prefix_tokens, preprocess) -> None:
         """The capture's input and output options (see capture's docstring)."""
@@ -242,7 +250,8 @@ class _Run:
             digests = hashing.result()
         self.digests += digests
         self._check_prior()
-        piece["sample_digest"] = torch.frombuffer(bytearray(digests), dtype=torch.uint8).reshape(n, DIGEST_SIZE)
+        digest = torch.frombuffer(bytearray(digests), dtype=torch.uint8).reshape(n, DIGEST_SIZE)
+        piece["sample_digest"] = self.targets.pop("sample_digest").copy_(digest) if self.targets else digest
         lo = start
         if start < self.resume_at:  # the batch straddles the resume point: drop the reused part
             piece = self._cut(piece, start, self.resume_at - start, n)
@@ -329,6 +338,8 @@ class _Run:
             if check:
                 self.output = "per_token"
             return torch.zeros((n, 0), device=self.dev)
+        if check:
+            self.logits_width = int(picked.shape[1])
         if check and self.classes is not None and len(self.classes) != picked.shape[1]:
             raise ValueError(f"classes has {len(self.classes)} names, but the model's logits have "
                              f"{picked.shape[1]} columns; pass one class name per logit (or "
@@ -377,6 +388,9 @@ class _Run:
                 "them as they are.")
         if self.kind != "image":
             self.input_hw = (1, max(info["hw"][1] for info in self.layer_info.values()))
+        elif self.keep_images:
+            rfs = [info["rf"] for info in self.layer_info.values()]
+            self.display_hw = display_hw(self.input_hw, rfs, self.display_size)
         if self.path is not None and not self.reuse_whole:
             self.writer = _store.StoreWriter(self.path, self._header(), [r for r, _ in self.prior])
 
@@ -406,7 +420,8 @@ class _Run:
         if batch.kind == "tokens":
             self.sampler.mask = batch.valid_tokens().to(self.dev, non_blocking=True)
         targets = self._targets(start, n) if batch.kind == "image" else {}
-        self.sampler.targets = targets
+        self.targets = targets
+        self.sampler.targets = {name: targets[f"{name}/acts"] for name in self.names if targets}
         out = batch.call(self.model, x, self.forward, self.preprocess)
         piece: dict[str, torch.Tensor] = {}
         ids = torch.arange(start, start + n, device=self.dev)
@@ -430,8 +445,11 @@ class _Run:
             piece[f"{name}/yx"] = yx.to(self.dev)
         piece["labels"] = batch.labels.to(self.dev, torch.int64)
         piece["logits"] = self._read_logits(out, n).to(self.dev)
+        for key, value in piece.items():  # into the buffers (the acts are there already)
+            if key in targets and value is not targets[key]:
+                piece[key] = targets[key].copy_(value)
         if self.keep_images:  # from the inputs before preprocess, which the model alone sees
-            piece["images"] = display_uint8(x, self.to_display, out=targets.get("images"))
+            piece["images"] = display_uint8(x, self.to_display, out=targets.get("images"), hw=self.display_hw)
         if batch.kind == "tokens":
             piece["tokens"] = batch.compact_tokens()
         return piece
@@ -450,33 +468,30 @@ class _Run:
         return grid
 
     def _targets(self, start: int, n: int) -> dict[str, torch.Tensor]:
-        """Views of the preallocated outputs where this batch's activations and images go.
-
-        When the number of samples is known up front, the hook writes each batch straight into
-        one buffer per layer: the cache then needs no concatenation at the end (for "all" that
-        saved a copy of every activation). Data longer than announced falls back to pieces.
-        """
-        if self.buffers is None:
-            if self.capacity is None or self.prior:
-                return {}
-            self.buffers = {}
+        """Views of the buffers (``Columns``) where this batch's columns go (a shard's keys), or {}
+        for a resumed capture, which keeps pieces. One buffer per column when the data's length is
+        known (no concatenation at the end), chunks joined once when it is not (see ``buffers``)."""
+        if self.prior:
+            return {}
+        if self.columns is None:
+            dev, specs = self.dev, {}
             for name, info in self.layer_info.items():
-                shape = (self.capacity * info["rows_per_sample"], info["channels"])
-                self.buffers[f"{name}/acts"] = torch.empty(shape, dtype=self.sampler.dtype, device=self.dev)
+                k = info["rows_per_sample"]
+                specs[f"{name}/acts"] = ((k, info["channels"]), self.sampler.dtype, dev)
+                specs[f"{name}/sample_id"] = ((k,), torch.int64, dev)
+                specs[f"{name}/yx"] = ((k, 2), torch.int64, dev)
+            specs["labels"] = ((), torch.int64, dev)
+            specs["logits"] = ((self.logits_width,), torch.float32, dev)
             if self.keep_images:
-                self.buffers["images"] = torch.empty(
-                    (self.capacity, 3, *self.input_hw), dtype=torch.uint8, device=self.dev
-                )
-        if start + n > self.capacity:
-            self.capacity = -1  # overflow: this and later batches make their own tensors
-            return {}
-        if self.capacity < 0:
-            return {}
-        out = {}
-        for key, buf in self.buffers.items():
-            k = self.layer_info[key[:-5]]["rows_per_sample"] if key.endswith("/acts") else 1
-            out[key[:-5] if key.endswith("/acts") else key] = buf[start * k : (start + n) * k]
-        return out
+                specs["images"] = ((3, *self.display_hw), torch.uint8, dev)
+            specs["sample_digest"] = ((DIGEST_SIZE,), torch.uint8, torch.device("cpu"))
+            self.columns = Columns(specs, self.capacity)
+        return self._flat_rows(self.columns.views(n))
+
+    def _flat_rows(self, columns: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A layer's columns (n, k, ...) as its rows (n * k, ...): a sample's k rows in a row."""
+        rows = {f"{n}/{c}" for n in self.layer_info for c in ("acts", "sample_id", "yx")}
+        return {key: v.flatten(0, 1) if key in rows else v for key, v in columns.items()}
 
     def _cut(self, piece: dict, lo: int, a: int, b: int) -> dict:
         """Rows of samples [lo + a, lo + b) of a piece that starts at sample lo. A layer's rows
@@ -516,7 +531,8 @@ class _Run:
             tensors.update(stats)
             data = self._data_hash(self.shard_start, stop)
             self.writer.write_shard(tensors, self.shard_start, stop, data)
-        self.done.extend(shard)
+        if self.columns is None:  # with buffers the cache is made from the buffers, not the pieces
+            self.done.extend(shard)
         self.pending = rest
         self.shard_start = stop
 
@@ -582,13 +598,16 @@ class _Run:
         if self.writer is not None:
             self.writer.finish(fingerprint=header["fingerprint"], meta=header["meta"], n_samples=self.seen,
                                layers=header["layers"], input_hw=header["input_hw"])
-        ready = {}
-        if self.buffers is not None and self.capacity is not None and self.capacity >= 0:
-            for key, buf in self.buffers.items():
-                k = self.layer_info[key[:-5]]["rows_per_sample"] if key.endswith("/acts") else 1
-                used = buf[: self.seen * k]
-                ready[key] = used if len(used) == len(buf) else used.clone()  # free the unused tail
-        cache = _store.assemble(pieces, header, self.dev, ready)
+        if self.columns is not None:
+            # the pieces are views of the buffers: drop them, so that each chunk is freed as soon
+            # as it is joined
+            pieces = self.done = self.pending = []
+            self.sampler.targets = self.targets = {}
+            whole = self.columns.take()
+            self.columns = None
+            pieces = [self._flat_rows(whole)]
+            del whole
+        cache = _store.assemble(pieces, header, self.dev)
         cache.path = self.path
         cache.preprocess = self.preprocess
         if self.recorder is not None:

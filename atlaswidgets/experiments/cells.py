@@ -32,7 +32,8 @@ def patch_from_cell(atlas, cache: ActivationCache, cell: int | None = None, *,
     cache : the ActivationCache the atlas was built from, with images (``keep_images=True``)
     cell : a visible cell id (``atlas.cells.ids``); None on a ComparisonAtlas picks the cell
         with the largest ``mean_diff`` (the one pushing hardest toward ``a``)
-    size : side of the patch in pixels; default the crop's side in display pixels
+    size : side of the patch in pixels; default the crop's side in the model's input pixels
+        (the display copies may be smaller than the input: the cut is then enlarged to it)
     rank : 0 for the top example, 1 for the next sample, ...
     crop : float in (0, 1], the side of the cut as a share of the receptive field's, centred on
         the position. A position's effective receptive field is concentrated at its centre, and
@@ -58,8 +59,9 @@ def patch_from_cell(atlas, cache: ActivationCache, cell: int | None = None, *,
     row = int(ranked[rank])
     la = cache[atlas.layer]
     number(crop, "crop", 0, 1, low_open=True)
-    if size is None:
-        _, _, ch, cw = rf_windows(cache, la, images.shape[-2:], la.yx.cpu()[[row]], fraction=crop)
+    if size is None:  # in input pixels, so the patch covers as much of an input image as the crop
+        hw = cache.input_hw if min(cache.input_hw) > 0 else images.shape[-2:]
+        _, _, ch, cw = rf_windows(cache, la, hw, la.yx.cpu()[[row]], fraction=crop)
         size = max(ch, cw)
     else:
         int_at_least(size, "size", 1)

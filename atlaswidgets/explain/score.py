@@ -8,7 +8,7 @@ report the Pearson correlation over the top examples only ("top only") and over 
 random / quantile examples together ("top and random", the main score).
 
 A simulation is ``simulate(sample_id, image, annotations) -> prediction``: ``image`` is the
-cache's uint8 display copy (3, H, W) or None, ``annotations`` the sample's annotation list (or
+cache's uint8 display copy (3, h, w) (at display size, see ``capture``'s ``display_size``) or None, ``annotations`` the sample's annotation list (or
 None). The prediction is a number (for the whole sample) or an array of shape (grid_h, grid_w)
 on the layer's grid, read at the example's position. Explanations come from a person (a predicate
 over annotations, or ``rf_overlap`` for "this position sees a noodles box") or from a pluggable

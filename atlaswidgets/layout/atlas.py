@@ -297,9 +297,9 @@ def _grid_parts(cache, name, acts, xy, grid_size, min_count, icon_size, bounds=N
     )
 
 
-# policy entries that do not change which rows a capture holds: whether it kept images and which
-# statistics it streamed (the sampled positions depend on seed, sample and shape, not on these)
-_NOT_ROWS = ("keep_images", "stats")
+# policy entries that do not change which rows a capture holds: whether it kept images, at what
+# size, and which statistics it streamed (the sampled positions depend on seed, sample and shape)
+_NOT_ROWS = ("keep_images", "display_size", "stats")
 
 
 def cache_identity(cache: ActivationCache) -> dict | None:

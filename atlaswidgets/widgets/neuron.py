@@ -28,7 +28,8 @@ entries list the top tokens (``data-list="top"``) and the tokens written (``"up"
 Maps are exact: the model is re-run on what capture fed it. For text, each sample's tokens; for
 images, the images given as ``inputs=`` through the capture's preprocessing (``cache.preprocess``,
 or ``preprocess=`` for a loaded cache, which does not keep it). Without ``inputs=`` an image model
-runs on the uint8 display images, which are exact only for inputs that were whole multiples of
+runs on the uint8 display images, enlarged back to the input size when capture kept them smaller
+(``display_size``), which are exact only for full-size copies of inputs that were whole multiples of
 1/255; the viewer compares each map with the cached value at the example's position, and when they
 differ (``map_error``) says so in its note and warns once, rather than showing wrong maps silently.
 """
