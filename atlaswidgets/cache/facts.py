@@ -139,6 +139,13 @@ class LayerOutputs:
     preprocess : what capture applied to each image batch before the model (``cache.preprocess``),
         or None when the model takes [0, 1] images (a model that normalises inside gets nothing
         more: applying a normalisation twice is what made the maps wrong).
+    forward : capture's ``forward=`` (``cache.forward``): the model is called as ``forward(batch)``
+        on batches of the form capture gave it; None calls ``model(batch)``, or ``model(**batch)``
+        for a dict
+    token_inputs : the form of capture's token batches (``cache.meta["token_inputs"]``): "ids" (a
+        tensor of token ids) or the keys of its dict batches. A dict is rebuilt for each group of
+        samples from their valid tokens alone: ``input_ids``, ``attention_mask`` all ones (no
+        padding), ``token_type_ids`` zeros (one segment); other keys cannot be rebuilt (ValueError)
 
     Running the model on a click's examples is most of what a click costs in Python when the
     viewer has a model, and clicking around an atlas shows many samples again: over 25 random
@@ -146,8 +153,13 @@ class LayerOutputs:
     The least recently used outputs go first once they exceed ``budget_mb``.
     """
 
-    def __init__(self, model, input_hw, preprocess, budget_mb: float = 64, prefix_tokens: int | None = None):
+    def __init__(self, model, input_hw, preprocess, budget_mb: float = 64, prefix_tokens: int | None = None,
+                 forward=None, token_inputs=None):
+        if forward is not None and not callable(forward):
+            raise TypeError(f"forward must be a function batch -> output (capture's forward=), got "
+                            f"{type(forward).__name__}.")
         self._model, self._input_hw, self._preprocess = model, tuple(input_hw), preprocess
+        self._forward, self._token_keys = forward, _token_keys(token_inputs)
         self.prefix_tokens = prefix_tokens  # a ViT capture's CLS/register tokens (cache.meta)
         self._budget = int(budget_mb * 2**20)
         self._kept: OrderedDict[tuple[str, int], torch.Tensor] = OrderedDict()
@@ -185,7 +197,7 @@ class LayerOutputs:
         if self._preprocess is not None:  # as capture: on the device, after the cast
             x = self._preprocess(x)
         with eval_mode(self._model), torch.no_grad():
-            out = forward_layers(self._model, (layer,), x)[layer].float()
+            out = self._layer_output(layer, x, self._forward).float()
         if out.ndim == 2:
             out = out[:, :, None, None]
         elif out.ndim == 3:  # a ViT block: its patch tokens as the grid, as capture kept them
@@ -204,8 +216,7 @@ class LayerOutputs:
                 if n == 0:
                     continue
                 pick = (lengths == n).nonzero().flatten()
-                x = as_model_input(self._model, rows[pick, :n])
-                o = forward_layers(self._model, (layer,), x)[layer]
+                o = self._layer_output(layer, *self._token_batch(rows[pick, :n]))
                 if o.ndim != 3 or o.shape[:2] != (len(pick), n):
                     raise ValueError(f"The model's {layer!r} output on {len(pick)} samples of {n} tokens "
                                      f"has shape {tuple(o.shape)}, not ({len(pick)}, {n}, channels); "
@@ -218,6 +229,45 @@ class LayerOutputs:
         if out is None:
             raise ValueError("These samples have no tokens to run the model on.")
         return out
+
+
+    def _layer_output(self, layer: str, x, call) -> torch.Tensor:
+        try:
+            return forward_layers(self._model, (layer,), x, call)[layer]
+        except (TypeError, RuntimeError) as e:
+            if self._forward is not None:
+                raise
+            raise type(e)(f"The model failed when re-run on the cached samples: {e}. If capture "
+                          "called it through forward=, pass that same forward= here (a cache "
+                          "loaded from a store does not keep the function).") from e
+
+    def _token_batch(self, ids: torch.Tensor) -> tuple:
+        """(batch, call) for ``forward_layers``: token ids (n, L) without padding, in the form
+        capture gave the model (see ``token_inputs``), and how capture called it."""
+        ids = as_model_input(self._model, ids)
+        if self._token_keys is None:
+            return ids, self._forward
+        fill = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+        batch = {k: fill[k] for k in self._token_keys}
+        return batch, self._forward if self._forward is not None else (lambda b: self._model(**b))
+
+
+_REBUILT = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _token_keys(token_inputs) -> tuple[str, ...] | None:
+    """``token_inputs`` (see ``LayerOutputs``) as the dict keys to rebuild, or None for plain ids."""
+    if token_inputs is None or token_inputs == "ids":
+        return None
+    if isinstance(token_inputs, str) or not all(isinstance(k, str) for k in token_inputs):
+        raise TypeError(f"token_inputs must be 'ids' or a list of the dict batches' keys, got {token_inputs!r}.")
+    keys = tuple(token_inputs)
+    other = [k for k in keys if k not in _REBUILT]
+    if "input_ids" not in keys or other:
+        raise ValueError(f"The capture's token batches held the keys {list(keys)}; a re-run can rebuild "
+                         f"only {list(_REBUILT)} from a sample's tokens (not {other or ['without input_ids']}). "
+                         "Pass model=None to show the cached values, or capture from batches of those keys.")
+    return keys
 
 
 def map_error(maps: np.ndarray, yx: np.ndarray, values: np.ndarray) -> float:

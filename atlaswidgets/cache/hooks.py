@@ -161,9 +161,11 @@ class _Enough(Exception):
     """Raised by a hook once every needed layer has run: the rest of the forward pass is wasted."""
 
 
-def forward_layers(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor) -> dict[str, torch.Tensor]:
+def forward_layers(model: nn.Module, layers: tuple[str, ...], x: Any,
+                   call: Callable[[Any], Any] | None = None) -> dict[str, torch.Tensor]:
     """Run ``model`` on ``x`` until every layer in ``layers`` has produced its output.
 
+    call : how to run it, ``call(x)`` (capture's ``forward=``); default ``model(x)``
     Returns dict layer name -> output. Hooks live only inside this call.
     """
     got: dict[str, torch.Tensor] = {}
@@ -176,7 +178,7 @@ def forward_layers(model: nn.Module, layers: tuple[str, ...], x: torch.Tensor) -
 
     with hooks(model, list(layers), keep):
         try:
-            model(x)
+            (model if call is None else call)(x)
         except _Enough:
             pass
     missing = [n for n in layers if n not in got]

@@ -111,6 +111,7 @@ class _Run:
         self.sampler.prefix_tokens = prefix_tokens
         self.vocab_size = vocab_size_of(self.model, vocab)
         self.kind: str | None = None  # the first batch's: "image", "tokens" or "other"
+        self.token_inputs: str | list[str] | None = None  # token batches: "ids" or a dict's keys
         self.output = "per_sample"  # or "per_token", for (N, T, V) logits
         # options that change what is stored join the fingerprint, only when used: fingerprints
         # of captures without them stay as they were
@@ -211,6 +212,8 @@ class _Run:
             return
         if self.kind is None:
             self.kind = batch.kind
+            if self.kind == "tokens":
+                self.token_inputs = sorted(batch.x) if isinstance(batch.x, dict) else "ids"
             if self.kind != "image":
                 self.sampler.images = False
                 self.keep_images = False  # nothing to show as a picture
@@ -560,6 +563,8 @@ class _Run:
             "shard_samples": self.shard_samples,
             "n_samples": self.seen,
             "input": self.kind,
+            # the form of token batches, so a viewer's re-run can rebuild it (LayerOutputs)
+            "token_inputs": self.token_inputs,
             "output": self.output,
             "atlaswidgets_version": __version__,
         }
@@ -610,6 +615,7 @@ class _Run:
         cache = _store.assemble(pieces, header, self.dev)
         cache.path = self.path
         cache.preprocess = self.preprocess
+        cache.forward = self.forward  # in memory only, as preprocess: a function is not stored
         if self.recorder is not None:
             for name, part in self._stats_prior.items():
                 self.recorder.add(name, part.to(self.dev))

@@ -10,9 +10,10 @@
   logits it raises and lowers most. This is the direct path only: anything between the neuron and
   the unembedding (later layers, a final layer norm's gain and scaling) is left out, so compare
   tokens within one neuron, not numbers across models. ``model_writes`` finds the output weights
-  and unembedding of a model that offers them (``model.neuron_output_weights(i)`` and
-  ``model.unembed``, as the zoo's TinyLM does); Hugging Face models are not wired yet: pass
-  ``(W_out, W_U)`` yourself (for GPT-2, ``mlp.c_proj.weight`` and ``lm_head.weight``).
+  and the readout of a model that offers them: ``model.neuron_output_weights(i)`` and
+  ``model.unembed`` (the zoo's TinyLM), or a Hugging Face model (see ``model_writes``: the MLP's
+  output projection, read through the LM head, or through the word embedding matrix when the
+  model has no head, as a BERT sentence encoder like MiniLM); else pass ``(W_out, W_U)`` yourself.
 
 Token strings come from ``cache.vocab`` and are plain data: the widgets show them as text.
 """
@@ -30,7 +31,7 @@ from .checks import int_at_least
 from .contexts import token_strings
 
 __all__ = ["TokenMeans", "TokenWrites", "row_tokens", "token_mean_table", "top_tokens",
-           "units_for_token", "token_writes", "model_writes"]
+           "units_for_token", "token_writes", "model_writes", "WritePair"]
 
 
 @dataclass
@@ -201,18 +202,42 @@ def token_writes(w_out, unembed, vocab=None, k: int = 10) -> TokenWrites:
     return TokenWrites([entry(i) for i in up if effect[i] > 0], [entry(i) for i in down if effect[i] < 0])
 
 
-def model_writes(model, layer: str, n_channels: int):
-    """(W_out (n_channels, d_model), W_U (V, d_model)) of a model layer's MLP neurons, or a str
-    saying why there are none.
+class WritePair(tuple):
+    """``(W_out (C, d_model), W_U (V, d_model))``, unpacked as a pair, with ``readout``: a phrase
+    saying what W_U is ("the unembedding", "the word embedding matrix ...")."""
 
-    Read from ``model.neuron_output_weights(i)`` (i: the first number in the layer's name, e.g.
-    ``blocks.1.mlp.act``) and ``model.unembed``, which the zoo's TinyLM has.
+    def __new__(cls, w_out: torch.Tensor, unembed: torch.Tensor, readout: str = "the unembedding"):
+        pair = super().__new__(cls, (w_out, unembed))
+        pair.readout = readout
+        return pair
+
+
+def model_writes(model, layer: str, n_channels: int):
+    """The output weights and readout of a model layer's MLP neurons, as a ``WritePair``
+    (W_out (n_channels, d_model), W_U (V, d_model)), or a str saying why there are none.
+
+    - A model with ``neuron_output_weights(i)`` and ``unembed`` (the zoo's TinyLM): i is the first
+      number in the layer's name (e.g. ``blocks.1.mlp.act``).
+    - A Hugging Face model (``get_input_embeddings()``): the neurons are the layer's channels, and
+      their output projection is the one Linear (or GPT-2 Conv1D) in the nearest enclosing module
+      that maps n_channels to d_model (BERT: ``encoder.layer.i.output.dense`` for the GELU
+      neurons ``encoder.layer.i.intermediate``; GPT-2: ``h.i.mlp.c_proj`` for ``h.i.mlp.act``).
+      The readout is the LM head (``get_output_embeddings()``) when the model has one, else the
+      word embedding matrix, the readout a BERT's tied masked-LM head uses (a ``BertModel`` such
+      as MiniLM ships without that head). Direct path only: in a post-norm BERT the block's
+      LayerNorm, and every later layer, sit between the neuron and that readout.
     """
     if model is None:
         return "no model given: pass model=, or writes=(W_out, W_U)"
-    if not (callable(getattr(model, "neuron_output_weights", None)) and hasattr(model, "unembed")):
-        return ("this model offers no neuron_output_weights(i) and unembed (Hugging Face models are "
-                "not wired yet): pass writes=(W_out, W_U) to the viewer")
+    if callable(getattr(model, "neuron_output_weights", None)) and hasattr(model, "unembed"):
+        return _own_writes(model, layer, n_channels)
+    if callable(getattr(model, "get_input_embeddings", None)):
+        return _hf_writes(model, layer, n_channels)
+    return ("this model offers neither neuron_output_weights(i) and unembed (as the zoo's TinyLM) "
+            "nor Hugging Face's get_input_embeddings(): pass writes=(W_out, W_U) to the viewer")
+
+
+def _own_writes(model, layer: str, n_channels: int):
     found = re.search(r"\d+", layer)
     if found is None:
         return f"no block number in the layer name {layer!r}: pass writes=(W_out, W_U)"
@@ -224,4 +249,44 @@ def model_writes(model, layer: str, n_channels: int):
     if w.ndim != 2 or w.shape[0] != n_channels or u.ndim != 2 or u.shape[1] != w.shape[1]:
         return (f"{layer!r} is not the MLP neurons of block {found.group()} (it has {n_channels} "
                 f"channels; the block's output weights are {tuple(w.shape)}): pass writes=(W_out, W_U)")
-    return w.detach().cpu().float(), u.detach().cpu().float()
+    return WritePair(w.detach().cpu().float(), u.detach().cpu().float())
+
+
+def _projection(module, n_in: int, n_out: int) -> torch.Tensor | None:
+    """The (n_in, n_out) weight of a Linear or GPT-2-style Conv1D mapping n_in to n_out, else None."""
+    if isinstance(module, torch.nn.Linear):
+        if (module.in_features, module.out_features) == (n_in, n_out):
+            return module.weight.T
+    elif type(module).__name__ == "Conv1D":  # transformers' GPT-2 layer: weight (in, out)
+        w = getattr(module, "weight", None)
+        if isinstance(w, torch.Tensor) and tuple(w.shape) == (n_in, n_out):
+            return w
+    return None
+
+
+def _hf_writes(model, layer: str, n_channels: int):
+    modules = dict(model.named_modules())
+    if layer not in modules:
+        return f"the model has no module {layer!r}: pass writes=(W_out, W_U)"
+    head = model.get_output_embeddings() if callable(getattr(model, "get_output_embeddings", None)) else None
+    u = getattr(head, "weight", None)
+    readout = "the unembedding (the model's LM head)"
+    if not (isinstance(u, torch.Tensor) and u.ndim == 2):
+        u = getattr(model.get_input_embeddings(), "weight", None)
+        readout = "the word embedding matrix (the model has no LM head; a BERT's masked-LM head reads it)"
+        if not (isinstance(u, torch.Tensor) and u.ndim == 2):
+            return "the model's input embeddings have no (vocab, d_model) weight: pass writes=(W_out, W_U)"
+    d = int(u.shape[1])
+    parts = layer.split(".")
+    for depth in range(len(parts) - 1, 0, -1):  # the nearest enclosing module first
+        prefix = ".".join(parts[:depth]) + "."
+        found = [(name, w) for name, m in modules.items() if name.startswith(prefix)
+                 for w in [_projection(m, n_channels, d)] if w is not None]
+        if len(found) == 1:
+            return WritePair(found[0][1].detach().cpu().float(), u.detach().cpu().float(), readout)
+        if found:
+            names = ", ".join(name for name, _ in found[:4])
+            return (f"{layer!r} is not an MLP's neurons: {len(found)} layers near it map its "
+                    f"{n_channels} channels to d_model={d} ({names}); pass writes=(W_out, W_U)")
+    return (f"no layer maps {layer!r}'s {n_channels} channels to d_model={d}: it is not an MLP's "
+            "neurons (for BERT, capture encoder.layer.i.intermediate); pass writes=(W_out, W_U)")

@@ -62,6 +62,7 @@ DEFAULT_RANGES: tuple[tuple[float, float], ...] = ((0.99, 0.999), (0.9, 0.99), (
 STATS_DEFAULTS = {"k": 32, "bins": 64, "reservoir": 8, "seed": 0}
 _MAX_BINS = 4096
 _KEY_MASK = (1 << 62) - 1
+_MAX_SAMPLE = (1 << 31) - 1  # sample ids below it pack beside a value in an int64 (top-k merge)
 # the "grid" of a text layer's statistics: one row of tokens whose length varies by sample
 TOKENS_HW = (1, 0)
 
@@ -135,6 +136,54 @@ def _check_ranges(ranges) -> list[tuple[float, float]]:
             raise ValueError(f"Each quantile range needs 0 <= qa < qb <= 1, got ({qa}, {qb}).")
         out.append((qa, qb))
     return out
+
+
+_BLOCK = 8  # tokens per block of ``_first_max``
+
+
+def _first_true(eq: torch.Tensor) -> torch.Tensor:
+    """Index of the first True along dim 1 of a bool (B, n, C) (n when none is): the largest of
+    ``eq * (n - index)``, in uint8 when n fits (a vectorised ``amax``, unlike ``argmax``)."""
+    n = eq.shape[1]
+    dtype = torch.uint8 if n < 256 else torch.int32
+    rev = torch.arange(n, 0, -1, device=eq.device, dtype=dtype).view(1, n, 1)
+    return n - (eq.to(dtype) * rev).amax(dim=1).long()
+
+
+def _first_max(out: torch.Tensor, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``out.max(dim=1)`` of (B, T, C) over the valid tokens (``mask`` (B, T) bool, None: all):
+    values and indices (B, C), the first index on ties, exactly as torch's ``max`` gives them;
+    None when a maximum is not finite (the caller then takes the plain way).
+
+    Why not ``max`` itself: its index-tracking reduction over the middle dimension runs several
+    times slower than ``amax``, which vectorises across C. So only ``amax`` touches every token:
+    per block of ``_BLOCK`` tokens, then over the blocks; the first block holding the maximum and
+    the first token in it equal to it are found by comparisons on those small tensors. Padding
+    becomes -inf by adding -inf (and -0.0, the identity, to valid tokens), cheaper than
+    ``masked_fill``; a padding value of +inf gives NaN, which the caller's fallback handles.
+    """
+    b, t, c = out.shape
+    tp = -(-t // _BLOCK) * _BLOCK
+    if mask is None and tp == t:
+        x = out
+    else:
+        x = out.new_empty(b, tp, c)
+        x[:, t:] = -math.inf
+        if mask is None:
+            x[:, :t] = out
+        else:
+            bias = torch.full(mask.shape, -0.0, dtype=out.dtype, device=out.device).masked_fill_(~mask, -math.inf)
+            torch.add(out, bias[:, :, None], out=x[:, :t])
+    blocks = x.view(b, tp // _BLOCK, _BLOCK, c)
+    block_max = blocks.amax(dim=2)  # (B, T / _BLOCK, C)
+    top = block_max.amax(dim=1, keepdim=True)  # (B, 1, C)
+    if not bool(torch.isfinite(top).all()):
+        return None
+    block = _first_true(block_max == top)  # (B, C): the first block holding the maximum
+    inner = blocks.gather(1, block[:, None, None, :].expand(b, 1, _BLOCK, c))[:, 0]  # (B, _BLOCK, C)
+    at = _first_true(inner == top)
+    # the value read at its index, not ``top``: of a -0.0 and a 0.0, max gives the first
+    return inner.gather(1, at[:, None]).squeeze(1), block * _BLOCK + at
 
 
 def _hash01(keys: torch.Tensor, seed: int) -> torch.Tensor:
@@ -251,12 +300,19 @@ class ChannelStats:
                              f"a token output of shape {tuple(out.shape)}; token outputs (B, T, C) "
                              f"need hw={TOKENS_HW}.")
         b, t, c = out.shape
+        # (B, C): each sample's strongest valid token (the first, on ties); not finite: the plain
+        # way, which gives the same answer and leaves the batch to _count's check
+        found = _first_max(out, mask)
+        if found is None:
+            found = (out if mask is None else out.masked_fill(~mask[:, :, None], -math.inf)).max(dim=1)
+        best, at = found
         if mask is None:
             values = out.reshape(b * t, c)
-            best, pos = out.max(dim=1)  # (B, C): each sample's strongest token (the first, on ties)
+            pos = at
         else:
-            values = out[mask]  # (R, C): the valid tokens only, for the positions histogram
-            best, at = out.masked_fill(~mask[:, :, None], -math.inf).max(dim=1)
+            # (R, C): the valid tokens only, for the positions histogram (index_select of whole
+            # rows is several times faster than boolean indexing)
+            values = out.reshape(b * t, c).index_select(0, mask.reshape(-1).nonzero().flatten())
             pos = (mask.long().cumsum(1) - 1).gather(1, at)  # its index among the valid tokens
         lo = values.amin(dim=0).double()
         return self._count(lo, best, pos, first_sample, lambda: self.positions.bin_of(values, 1, flat=True))
@@ -300,9 +356,16 @@ class ChannelStats:
         s = torch.cat([self.top_sample, sample], 1)
         p = torch.cat([self.top_pos, pos], 1)
         # ties go to the smaller sample id, so the result does not depend on the order of merging
-        order = torch.argsort(s, dim=1, stable=True)
-        order = order.gather(1, torch.argsort(v.gather(1, order), dim=1, descending=True, stable=True))
-        order = order[:, : self.k]
+        if len(s) and int(s.min()) >= -1 and int(s.max()) < _MAX_SAMPLE:
+            # one topk of (value, -sample) packed into an int64: the float's bits made monotone
+            # (negatives flipped; + 0.0 turns -0.0, which compares equal to 0.0, into 0.0)
+            bits = (v + 0.0).view(torch.int32).long()
+            bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+            order = torch.topk((bits << 32) | (_MAX_SAMPLE - s), min(self.k, v.shape[1]), dim=1).indices
+        else:
+            order = torch.argsort(s, dim=1, stable=True)
+            order = order.gather(1, torch.argsort(v.gather(1, order), dim=1, descending=True, stable=True))
+            order = order[:, : self.k]
         self.top_value, self.top_sample, self.top_pos = v.gather(1, order), s.gather(1, order), p.gather(1, order)
 
     def _regroup_sketch(self, where: torch.Tensor) -> None:
@@ -337,8 +400,21 @@ class ChannelStats:
         enter = key < limit[group]
         if not bool(enter.any()):
             return
+        # Only a group's r smallest new keys can enter. Keys are uniform, so about 2r of a group's
+        # n new items lie below 2r / n of the key range: the rest are dropped before the sort,
+        # except in a group with fewer than r below the cut, which keeps all (exact either way)
+        n_new = torch.bincount(group[enter], minlength=c * nb)
+        cut = torch.where(n_new > 2 * r, (_KEY_MASK + 1) // n_new.clamp_min(1) * (2 * r), EMPTY)
+        below = enter & (key < cut[group])
+        short = torch.bincount(group[below], minlength=c * nb) < r
+        enter = below | (enter & short[group])
         g_new = group[enter]
-        touched, local = torch.unique(g_new, return_inverse=True)
+        # the sorted distinct groups entered and each item's index among them (torch.unique's
+        # answer without its sort: the groups are small integers)
+        hit = torch.zeros(c * nb, dtype=torch.bool, device=bin_.device)
+        hit[g_new] = True
+        touched = hit.nonzero().flatten()
+        local = (hit.cumsum(0) - 1)[g_new]
         rows_key = self.r_key.view(c * nb, r)[touched]
         live = rows_key != EMPTY
         old_group = torch.arange(len(touched), device=key.device)[:, None].expand(-1, r)[live]

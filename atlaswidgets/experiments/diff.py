@@ -42,6 +42,7 @@ class a little everywhere.)
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -259,6 +260,7 @@ class ModelDiff:
         """
         from ..layout.diff import diff_atlas
 
+        _image_only(self, "atlas()")
         name = self._layer(layer)
         nov = self.novelty(name, direction)
         a, b = self.names
@@ -291,6 +293,7 @@ class ModelDiff:
             as evidence for its class concentrated on the novel rows, not as the largest
             overall movement (the rewired "wok" of variant-1 moved least overall).
         """
+        _image_only(self, "class_shift()")
         name = self._layer(layer)
         number(share, "share", 0, 1, low_open=True)
         ta = self.class_attributions(name, "a")
@@ -325,6 +328,7 @@ class ModelDiff:
         channels. The per-channel attributions are kept in the cache
         (``cache[layer].attributions[class name]``), so each is computed once.
         """
+        _image_only(self, "class_attributions()")
         name = self._layer(layer)
         if direction not in DIRECTIONS:
             raise ValueError(f'direction must be "a" or "b", got {direction!r}.')
@@ -387,7 +391,10 @@ def diff_models(
 
     model_a, model_b : torch modules taking the same inputs (a is the reference)
     data : the data forms ``aw.capture`` takes, re-iterable (a tensor, (images, labels), a
-        DataLoader without shuffling): both models and the attributions read it
+        DataLoader without shuffling): both models and the attributions read it. Token inputs
+        (int ids (N, T), a tokenizer's dicts or columns with ``attention_mask``) work too: both
+        models read the same token batches, ``layers`` must be named, and the diff offers
+        ``summary``, ``novelty`` and ``alignment`` (``class_shift`` and ``atlas`` are for images)
     layers : a layer name or list of names present in both models; None takes every top-level
         child module whose output is a (N, C, H, W) map in both
     names : (name of a, name of b), for tables and legends (shown as text)
@@ -415,6 +422,10 @@ def diff_models(
     first = next(iter(stream), None)
     if first is None:
         raise ValueError("data is empty: it yielded no images.")
+    if _is_tokens(first[0]):
+        return _diff_tokens(model_a, model_b, data, layers, chosen, names, settings,
+                            dict(sample="random", per_image=int(per_image), seed=int(seed),
+                                 batch_size=int(batch_size), progress=progress))
     x, _ = check_batch(*first, 0)
     shapes_a = _probe(model_a, f"a ({names[0]!r})", x, chosen)
     shapes_b = _probe(model_b, f"b ({names[1]!r})", x, chosen)
@@ -439,6 +450,35 @@ def diff_models(
     cache_b = capture(model_b, data, chosen, **kw)
     return ModelDiff.from_caches(model_a, model_b, data, cache_a, cache_b, names, chosen,
                                  **settings)
+
+
+def _is_tokens(x) -> bool:
+    """Whether a batch is token ids (an int (N, T) tensor) or a tokenizer's dict of them."""
+    if isinstance(x, Mapping):
+        return "input_ids" in x
+    return isinstance(x, torch.Tensor) and x.ndim == 2 and not x.is_floating_point() and x.dtype != torch.bool
+
+
+def _diff_tokens(model_a, model_b, data, layers, chosen, names, settings, kw) -> ModelDiff:
+    """``diff_models`` on token inputs: both models captured on the same token batches, whose
+    rows are the same (sample, token) in both (sampled by sample id, padding never a row)."""
+    if layers is None:
+        raise ValueError("For token inputs name the layers to diff, present in both models and "
+                         "with a (N, T, D) output, e.g. layers='blocks.1.mlp.act'. " + LIST_HINT)
+    cache_a = capture(model_a, data, chosen, **kw)
+    cache_b = capture(model_b, data, chosen, **kw)
+    for n in chosen:
+        kinds = (cache_a[n].kind, cache_b[n].kind)
+        if kinds != ("tokens", "tokens"):
+            raise ValueError(f"Layer {n!r} outputs {kinds[0]!r} rows in model a and {kinds[1]!r} in "
+                             "model b; on token inputs diff layers whose output is (N, T, D) in both.")
+    return ModelDiff.from_caches(model_a, model_b, data, cache_a, cache_b, names, chosen, **settings)
+
+
+def _image_only(diff: ModelDiff, what: str) -> None:
+    if getattr(diff.cache_a, "tokens", None) is not None:
+        raise ValueError(f"{what} is for image models (class logits, image icons); a diff on token "
+                         "inputs has summary(), novelty() and alignment().")
 
 
 def _check_settings(folds, alpha, floor_share, batch_size) -> None:

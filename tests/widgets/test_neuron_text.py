@@ -147,6 +147,55 @@ def test_text_viewer_refuses_image_only_arguments(world):
         NeuronViewer(cache, n=2, inputs=torch.rand(len(cache.tokens), 3, 8, 8))
 
 
+class KeepOnly(nn.Module):
+    """The tiny LM behind a call capture cannot guess: ``model(tokens, keep=mask)`` only (so
+    ``model(ids)`` and ``model(**batch)`` both fail); captured through ``forward=``."""
+
+    def __init__(self, lm):
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, tokens, *, keep):
+        return self.lm(tokens, keep.long())
+
+
+def keep_forward(model):
+    return lambda b: model(b["input_ids"], keep=b["attention_mask"].bool())
+
+
+def test_text_rerun_goes_through_the_captures_forward(lm, tmp_path):
+    model = KeepOnly(lm)
+    layer = "lm." + LAYER
+    cache = aw.capture(model, text.corpus(40, seed=5).columns, layer, sample="all",
+                       forward=keep_forward(model), progress=False, store=tmp_path / "kept")
+    assert cache.forward is not None and cache.meta["token_inputs"] == ["attention_mask", "input_ids"]
+    v = NeuronViewer(cache, channel=CHANNEL, model=model, n=3, seed=1)
+    # every token of every example's sample is a cached row: the heat equals them all
+    cached = row_values(cache, layer, v.sample_ids, unit=CHANNEL)
+    assert v.map_error < 1e-5 and "re-run" in v.note
+    for i, c in enumerate(v.contexts):
+        known = cached[i, c["start"]: c["start"] + len(c["tokens"])]
+        assert np.isfinite(known).all()
+        np.testing.assert_allclose(v.heat[i, : len(known)], known, atol=1e-5, rtol=0)
+    # a loaded cache keeps the batches' form but not the function: passed again, the same heat
+    loaded = aw.ActivationCache.load(tmp_path / "kept")
+    with pytest.raises(TypeError, match="pass that same forward= here"):
+        NeuronViewer(loaded, channel=CHANNEL, model=model, n=3, seed=1)
+    again = NeuronViewer(loaded, channel=CHANNEL, model=model, n=3, seed=1, forward=keep_forward(model))
+    np.testing.assert_array_equal(again.heat, v.heat)
+    with pytest.raises(TypeError, match="forward must be a function"):
+        NeuronViewer(cache, channel=CHANNEL, model=model, n=3, forward="model")
+
+
+def test_text_rerun_refuses_inputs_it_cannot_rebuild(lm):
+    from atlaswidgets.cache.facts import LayerOutputs
+
+    with pytest.raises(ValueError, match="can rebuild only"):
+        LayerOutputs(lm, (1, 8), None, token_inputs=["input_ids", "position_ids"])
+    with pytest.raises(TypeError, match="token_inputs must be"):
+        LayerOutputs(lm, (1, 8), None, token_inputs="input_ids")
+
+
 # ---- exact maps for an image model with ImageNet preprocessing ----------------------------------
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
