@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
@@ -25,11 +23,10 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from .browser.lab import _free_port
+from .browser.lab import TOKEN, start_lab
 from .conftest import ROOT
 from .test_notebooks import UMAP_BARS, WIDGET_MIME, assert_progress
 
-TOKEN = "atlaswidgets-session-test"
 BINDER_LIMIT_MB = 2048
 NOTEBOOKS = ("01_quickstart.ipynb", "02_pan_vs_wok.ipynb", "03_neuron_viewer.ipynb")
 
@@ -161,28 +158,10 @@ def _api(url: str, path: str, method: str = "GET", body: dict | None = None):
 
 
 def _start_lab(root: Path, runtime: Path, settings: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
-           f"--ServerApp.token={TOKEN}", f"--ServerApp.root_dir={root}",
-           f"--LabApp.app_settings_dir={settings}",  # where binder/overrides.json is read
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    if hasattr(os, "getuid") and os.getuid() == 0:
-        cmd.append("--allow-root")
-    # the kernels inherit this runtime dir, so aw.shutdown_kernel() finds the server's info file
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(runtime))
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            _api(url, "/api/status")
-            return proc, url
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
-                raise RuntimeError(f"JupyterLab did not start:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    # the kernels inherit this runtime dir, so aw.shutdown_kernel() finds the server's info file;
+    # the settings dir is where binder/overrides.json is read
+    return start_lab(root, log, args=(f"--LabApp.app_settings_dir={settings}",),
+                     env={"JUPYTER_RUNTIME_DIR": str(runtime)})
 
 
 class _ServerKernel:

@@ -170,11 +170,16 @@ def wait_for_swap(path: Path, limit_s: float = 5.0) -> None:
     real = Path(os.path.realpath(path))
     deadline = time.monotonic() + limit_s
     while not os.path.lexists(real) and time.monotonic() < deadline:
-        # this process's own aside is a swap that failed here (it raised), not one in progress
-        swapping = [a for a in siblings(real, "old") if not writer_gone(a) and not _made_here(a)]
-        if not swapping:
+        if not swap_in_progress(real):
             return
         time.sleep(0.005)
+
+
+def swap_in_progress(path: Path) -> bool:
+    """Whether another live process is re-saving ``path`` (its old store is set aside)."""
+    real = Path(os.path.realpath(path))
+    # this process's own aside is a swap that failed here (it raised), not one in progress
+    return any(not writer_gone(a) and not _made_here(a) for a in siblings(real, "old"))
 
 
 def _made_here(sibling: Path) -> bool:

@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -52,7 +53,7 @@ from safetensors.torch import save as _st_save
 from .cache import ActivationCache, LayerActs
 from .checks import positive_int
 from .files import (MANIFEST, atomic_write, check_parents, is_ours_tmp, is_shard, recover, replace_dir,
-                    sha256_bytes, shard_name, siblings, user_path, wait_for_swap)
+                    sha256_bytes, shard_name, siblings, swap_in_progress, user_path, wait_for_swap)
 from .fingerprint import config_differences, data_sha256, describe_differences, model_fingerprint
 from .hooks import check_device, env_device
 from .lock import LOCK, StoreLock, lock_store
@@ -83,10 +84,23 @@ def read_manifest(path: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def open_store(path: Path) -> tuple[StoreDir, dict[str, Any], bytes]:
+def open_store(path: Path, limit_s: float = 5.0) -> tuple[StoreDir, dict[str, Any], bytes]:
     """The store directory held open, its checked manifest and the manifest's bytes."""
     recover(path)
-    wait_for_swap(path)  # a re-save between its two renames: the name is back in a moment
+    deadline = time.monotonic() + limit_s
+    while True:
+        wait_for_swap(path)  # a re-save between its two renames: the name is back in a moment
+        try:
+            return _open_once(path)
+        except (OSError, ValueError):
+            # the name was checked, then another process set the store aside to put its new one
+            # in place: that swap ends in a moment, and then the name holds a whole store again
+            if not swap_in_progress(path) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
+def _open_once(path: Path) -> tuple[StoreDir, dict[str, Any], bytes]:
     if not path.is_dir():
         raise ValueError(f"No store at {str(path)!r}: it is not a directory. Pass the directory "
                          "that cache.save(...) or capture(..., store=...) wrote." + _aside_hint(path))

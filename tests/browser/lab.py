@@ -31,8 +31,10 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_lab(root: Path, log: Path, timeout_s: float = 90) -> tuple[subprocess.Popen, str]:
+def start_lab(root: Path, log: Path, timeout_s: float = 90, args: tuple[str, ...] = (),
+              env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
     """Start JupyterLab serving ``root``, its output in ``log``; return (process, base URL).
+    ``args`` are more command-line options, ``env`` more environment variables.
 
     Raises RuntimeError, with the log's tail, when the server does not answer in ``timeout_s``.
     """
@@ -44,9 +46,10 @@ def start_lab(root: Path, log: Path, timeout_s: float = 90) -> tuple[subprocess.
         # no update checks or news pop-ups: the machine has no internet and the page must be quiet
         "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
     ]
+    cmd += args
     if hasattr(os, "getuid") and os.getuid() == 0:
         cmd.append("--allow-root")
-    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1")
+    env = dict(os.environ, JUPYTER_PLATFORM_DIRS="1", **(env or {}))
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=root)
     url = f"http://127.0.0.1:{port}"

@@ -38,6 +38,20 @@ def model() -> TinyCNN:
 
 
 @pytest.fixture(scope="session")
+def stored_cache(model, data):
+    """Two layers of the tiny model, the cache the store tests save and tamper with."""
+    from atlaswidgets.cache.capture import capture
+
+    return capture(model, data, ["conv1", "conv2"], per_image=4, progress=False)
+
+
+@pytest.fixture
+def store(stored_cache, tmp_path):
+    """A fresh store of ``stored_cache``: 40 samples in shards 0-16, 16-32, 32-40."""
+    return stored_cache.save(tmp_path / "s", shard_samples=16)
+
+
+@pytest.fixture(scope="session")
 def data() -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(1)
     images = torch.rand(N_SAMPLES, 3, 16, 16, generator=gen)

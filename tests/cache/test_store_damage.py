@@ -12,16 +12,6 @@ from atlaswidgets.cache.store import load_cache, read_manifest
 FIX = "Restore the store directory from a backup, or delete it and capture again"
 
 
-@pytest.fixture(scope="module")
-def cache(model, data):
-    return capture(model, data, ["conv1", "conv2"], per_image=4, progress=False)
-
-
-@pytest.fixture
-def store(cache, tmp_path):
-    return cache.save(tmp_path / "s", shard_samples=16)  # 40 samples: shards 0-16, 16-32, 32-40
-
-
 def edit(path, change):
     manifest = json.loads((path / "manifest.json").read_text())
     change(manifest)

@@ -26,16 +26,6 @@ FIX = r"\. Capture again with capture\(\.\.\., store=path\) to rewrite it, or re
 SHARD = "shard-00001.safetensors"
 
 
-@pytest.fixture(scope="module")
-def cache(model, data):
-    return capture(model, data, ["conv1", "conv2"], per_image=4, progress=False)
-
-
-@pytest.fixture
-def store(cache, tmp_path):
-    return cache.save(tmp_path / "s", shard_samples=16)  # 40 samples: shards 0-16, 16-32, 32-40
-
-
 def manifest_of(path):
     return json.loads((path / "manifest.json").read_text())
 
@@ -203,8 +193,8 @@ def test_rows_that_do_not_match_the_samples_are_refused(store, change, problem):
     refused(store, problem)
 
 
-def test_a_store_whose_shards_pass_every_check_loads_and_resumes(cache, model, data, store):
-    assert_caches_equal(cache, load_cache(store, device="cpu"))
+def test_a_store_whose_shards_pass_every_check_loads_and_resumes(stored_cache, model, data, store):
+    assert_caches_equal(stored_cache, load_cache(store, device="cpu"))
     # a damaged shard found while resuming ends the reused prefix: it is captured again
     (store / SHARD).unlink()
     (store / SHARD).symlink_to("/dev/zero")
@@ -212,8 +202,8 @@ def test_a_store_whose_shards_pass_every_check_loads_and_resumes(cache, model, d
     manifest["complete"] = False
     write_manifest(store, manifest)
     again = capture(model, data, ["conv1", "conv2"], per_image=4, progress=False, store=store)
-    assert_caches_equal(cache, again)
+    assert_caches_equal(stored_cache, again)
     assert not (store / SHARD).is_symlink()
-    assert_caches_equal(cache, load_cache(store, device="cpu"))
+    assert_caches_equal(stored_cache, load_cache(store, device="cpu"))
     assert [r["file"] for r in read_manifest(store)["shards"]] == [
         "shard-00000.safetensors", SHARD, "shard-00002.safetensors"]

@@ -25,7 +25,7 @@ from atlaswidgets.cache.capture import capture
 from atlaswidgets.cache.lock import LOCK
 from atlaswidgets.cache.store import load_cache, read_manifest
 
-from .conftest import TinyCNN, assert_caches_equal
+from .conftest import assert_caches_equal
 
 ROOT = Path(__file__).resolve().parents[2]
 

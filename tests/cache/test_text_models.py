@@ -7,7 +7,6 @@ capture's top examples agree with ``top_examples`` on a ``sample="all"`` cache."
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import torch
 
 from atlaswidgets.cache.capture import capture

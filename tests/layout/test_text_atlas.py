@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 import atlaswidgets as aw
 from atlaswidgets.cache.crops import crop_rows

@@ -10,7 +10,7 @@ import torch
 
 from atlaswidgets.cache.hooks import hooks
 from atlaswidgets.zoo import text
-from atlaswidgets.zoo.text import evaluate, net as text_net, train, world
+from atlaswidgets.zoo.text import evaluate, net as text_net, train
 
 FRESH_SEED = 2024   # neither the training seed (0) nor the validation seed
 
