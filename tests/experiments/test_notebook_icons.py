@@ -28,10 +28,10 @@ from atlaswidgets.zoo import kitchen
 LAYER = "block4"
 STORES = sorted(p for p in kitchen.ICONS.glob("icons-*") if (p / "icons.png").is_file())
 # Measured on the shipped stores: Spearman 0.37-0.64 (the comparison atlases, whose cells lie
-# closer together, lowest), mean pixel distance 0.22-0.25. The icons rendered at the full 64 px
+# closer together, lowest), mean pixel distance 0.21-0.25. The icons rendered at the full 64 px
 # input with the same objective (the grey frame the unit never sees shared by all) came to 0.17.
 RHO_FLOOR = 0.3
-PIXEL_FLOOR = 0.2
+PIXEL_FLOOR = 0.19
 
 
 @pytest.fixture(scope="module")
