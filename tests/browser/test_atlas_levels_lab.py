@@ -81,7 +81,8 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
     seen = json.loads(run_code(page, "print(json.dumps([widget.icons, widget.sprite_icons, "
                                      "widget.icon_size, list(widget.icons_at().shape)]))"))
     n0 = int(root.get_attribute("data-n-cells"))
-    assert seen == ["feature-vis", "feature-vis", 64, [n0, 3, 64, 64]]
+    # icons at the receptive field of block4's centre (render.icons.receptive_side), not 64 px
+    assert seen == ["feature-vis", "feature-vis", 40, [n0, 3, 40, 40]]
     canvas.scroll_into_view_if_needed()
     _shot(page, root, artifacts / "atlas-level0-feature-vis.png")
 
@@ -167,10 +168,12 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
     _shot(page, slow, artifacts / "atlas-feature-vis-rendering.png")
     other = int(run_code(page, "print([int(i) for i in atlas.cells.ids "
                                "if int(i) not in widget.selected][0])"))
-    settle(page, canvas)
+    first, first_canvas = page.locator(".aw-atlas").first, page.locator(".aw-atlas-canvas").first
+    settle(page, first_canvas)
+    scale, ox, oy = (float(v) for v in first.get_attribute("data-view").split(","))
+    box = first_canvas.bounding_box()
     r, c = divmod(other, 8)
-    x, y = _grid_to_page(page, canvas, c + 0.5, r + 0.5)
-    page.mouse.click(x, y)
+    page.mouse.click(box["x"] + ox + (c + 0.5) * scale, box["y"] + oy + (r + 0.5) * scale)
     page.wait_for_function(
         "(id) => document.querySelector('.aw-examples-header')?.dataset.cells === String(id)",
         arg=other, timeout=20_000)
