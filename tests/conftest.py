@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -31,6 +33,7 @@ os.environ.setdefault("ATLASWIDGETS_DEVICE", "cpu")
 # run, not the user's cache, so no test reads what an earlier run left; kernels inherit it.
 if not os.environ.get("ATLASWIDGETS_CACHE_DIR"):
     os.environ["ATLASWIDGETS_CACHE_DIR"] = tempfile.mkdtemp(prefix="atlaswidgets-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ATLASWIDGETS_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)
