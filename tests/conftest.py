@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -25,6 +28,12 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # CUDA, so keep it on the CPU here (notebook kernels and JupyterLab inherit this); the tests marked
 # `cuda` pass device="cuda" themselves (`make gpu-check`). A value set outside is kept.
 os.environ.setdefault("ATLASWIDGETS_DEVICE", "cpu")
+
+# Icons that cell_icons builds once and keeps (render.icons.icon_cache_dir) go to a folder of this
+# run, not the user's cache, so no test reads what an earlier run left; kernels inherit it.
+if not os.environ.get("ATLASWIDGETS_CACHE_DIR"):
+    os.environ["ATLASWIDGETS_CACHE_DIR"] = tempfile.mkdtemp(prefix="atlaswidgets-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["ATLASWIDGETS_CACHE_DIR"], ignore_errors=True)
 
 
 @pytest.fixture(autouse=True)

@@ -12,6 +12,7 @@ import contextlib
 import difflib
 import itertools
 import os
+import threading
 from typing import Any, Callable, Iterator, Sequence, Union
 
 import torch
@@ -86,7 +87,9 @@ def hooks(
     Outputs are the tensors themselves: a later in-place op (``ReLU(inplace=True)``) can change
     them, so copy inside ``fn`` what must survive. With ``edit=True``, what ``fn`` returns
     replaces the layer's output in the forward pass (an intervention; see ``ablate``). The hooks
-    are removed on leaving the block, also after an exception.
+    are removed on leaving the block, also after an exception. They act only on forward passes
+    of the thread that entered the block: a widget rendering icons of the same model in a
+    background thread neither sees nor changes this thread's passes, nor they its.
     """
     if edit and fn is None:
         raise ValueError("hooks(..., edit=True) needs fn: the function whose result replaces the output.")
@@ -94,9 +97,12 @@ def hooks(
     modules = dict(model.named_modules())
     recorded: dict[str, Any] = {}
     handles = []
+    owner = threading.get_ident()
 
     def make(name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> Any:
+            if threading.get_ident() != owner:
+                return None  # another thread's forward pass: not ours to record or edit
             recorded[name] = output if fn is None else fn(name, output)
             return recorded[name] if edit else None  # None keeps the output
 

@@ -72,6 +72,7 @@ def render(
     batch: int | None = None,
     normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
     output: str = "uint8",
+    callback: Callable[[int], None] | None = None,
 ) -> Rendered:
     """Optimise ``batch`` images of ``size`` x ``size`` px so that ``objective`` grows.
 
@@ -91,6 +92,8 @@ def render(
     batch : number of images when the objective fits any batch (default 1)
     normalize : maps [0, 1] images to what the model expects (e.g. ImageNet mean/std), or None
     output : "uint8" or "float"
+    callback : called with the number of steps done after every step (a progress bar's update);
+        an exception it raises stops the run there (how a widget cancels a render)
 
     Returns
     -------
@@ -110,6 +113,8 @@ def render(
     one_of(output, "output", ("uint8", "float"))
     if normalize is not None and not callable(normalize):
         raise TypeError("normalize must be a callable images -> images, or None.")
+    if callback is not None and not callable(callback):
+        raise TypeError("callback must be a callable (steps done) -> None, or None.")
     n = _batch_size(objective, batch)
     layers = tuple(resolve_layers(model, list(objective.layers)))
     transform = as_transform(transforms, size)
@@ -142,6 +147,8 @@ def render(
                 for p, g in zip(params, grads):
                     p.grad = g
                 optimizer.step()
+                if callback is not None:
+                    callback(step + 1)
         with torch.no_grad():
             final = image_fn()
             shown = (final * 255).round().clamp(0, 255).to(torch.uint8)

@@ -12,6 +12,12 @@ in this layout::
       ...
       icons.png         sprite sheet of all icons once complete (icon i at divmod(i, cols))
       index.json        per icon: direction index, variant, objective value; size, cols
+      directions.npy    the directions, float32 (m, C), so the key can be checked against them
+
+The key is the sha256 of its parts, which the manifest keeps (``parts``): the model's weights
+fingerprint, the sha256 of the directions and of the whitening, and the settings. Besides the
+``store`` directory, read-only icon sources (``add_icon_source``: the kitchen world ships the
+icons of its notebooks' atlases) are looked up by the same key before anything renders.
 
 Every file is written to a temporary name and renamed (the cache store's atomic writes), and a
 chunk counts only when the manifest lists it with a matching sha256, so a run stopped at any
@@ -34,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache.icon_sources import register, sources
 from ..cache.cache import ActivationCache
 from ..cache.checks import int_at_least, int_in_range, number, random_seed
 from ..cache.crops import sprite_sheet
@@ -42,11 +49,39 @@ from ..cache.store import atomic_write, is_ours_tmp, model_fingerprint
 from .fv import model_input, render
 from .objectives import _as_directions, diversity as _diversity, icon, whitening
 
-__all__ = ["Icons", "IconSettings", "render_icons", "cell_icons", "unit_icon", "FORMAT"]
+__all__ = ["Icons", "IconSettings", "render_icons", "cell_icons", "unit_icon", "FORMAT",
+           "add_icon_source", "icon_cache_dir", "CELL_ICON_DEFAULTS", "key_parts", "key_of", "receptive_side"]
 
 FORMAT = "atlaswidgets.icons"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
+
+# Settings for an atlas's cell icons (AtlasWidget's defaults, and the icons shipped for the
+# notebooks). 128 steps: at 64 the kitchen icons were still mostly their shared start. With them,
+# the icon side should be ``receptive_side``: the picture then fills the icon instead of sitting
+# in a grey frame of pixels the unit never sees, which made every cell's icon look alike at the
+# ~30 px a cell gets on screen.
+CELL_ICON_DEFAULTS: dict[str, Any] = {"steps": 128}
+
+
+def add_icon_source(path: str | Path) -> None:
+    """Look up icons in ``path`` (a directory of ``icons-<key>/`` stores, read only) before
+    rendering; a package that ships icons for its models registers its folder on import."""
+    path = Path(path)
+    if not path.is_dir():
+        raise ValueError(f"{str(path)!r} is not a directory of icon stores.")
+    register(path)
+
+
+def icon_cache_dir() -> Path:
+    """Where ``cell_icons`` keeps icons of a cache that has no store of its own:
+    ``$ATLASWIDGETS_CACHE_DIR/icons``, else ``$XDG_CACHE_HOME/atlaswidgets/icons``, else
+    ``~/.cache/atlaswidgets/icons``. Icons are built once there and read back in later sessions."""
+    root = os.environ.get("ATLASWIDGETS_CACHE_DIR")
+    if root:
+        return Path(root) / "icons"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "atlaswidgets" / "icons"
 
 
 @dataclass(repr=False)
@@ -193,7 +228,9 @@ def render_icons(
         (S is computed from its activations), or None for a plain dot product
     device : as in ``render``; the model moves there once for all chunks
     store : a directory; results are kept in ``store/icons-<key>/`` and reused or resumed
-    progress : show a tqdm bar over chunks
+    progress : show a tqdm bar over chunks (True), nothing (False), or a callable
+        ``progress(steps_done, steps_total)`` called after every optimisation step; an exception
+        it raises stops the run there (the chunks finished so far stay in ``store``)
 
     Returns
     -------
@@ -228,21 +265,32 @@ def _render_icons(model, dirs, s, settings, normalize, param, transforms, store,
 
     m = dirs.shape[0]
     starts = list(range(0, m, chunk))
+    steps = settings["steps"]
+    report = progress if callable(progress) else None
 
     def run_chunk(k: int) -> tuple[torch.Tensor, np.ndarray]:
         lo, hi = starts[k], min(m, starts[k] + chunk)
+        callback = None
+        if report is not None:
+            def callback(done: int) -> None:
+                report(k * steps + done, len(starts) * steps)
         return _render_chunk(model, layer, dirs[lo:hi], s, settings, normalize, param,
-                             transforms, settings["seed"] * 1_000_003 + k)
+                             transforms, settings["seed"] * 1_000_003 + k, callback)
 
+    parts = key_parts(model, dirs, s, settings)
+    key = key_of(parts)
+    for source in sources():  # shipped icons: read only, found by key
+        found = _complete(source / f"icons-{key[:24]}", key, m * per_direction, settings)
+        if found is not None:
+            return found
     if store is None:
         pieces = [run_chunk(k) for k in _progress(range(len(starts)), progress, 0)]
         images = torch.cat([p[0] for p in pieces])
         values = np.concatenate([p[1] for p in pieces])
         return _icons(images, values, per_direction, None)
 
-    key = _key(model, dirs, s, settings)
     path = Path(store) / f"icons-{key[:24]}"
-    return _stored(path, key, settings, m, starts, run_chunk, progress)
+    return _stored(path, key, parts, settings, dirs, m, starts, run_chunk, progress)
 
 
 def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None,
@@ -252,8 +300,9 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None,
     atlas : an Atlas (or ComparisonAtlas) whose layer is a ``named_modules()`` name of ``model``
     cache : the ActivationCache the atlas was built from; its activations give the whitening,
         and when it has a store directory (``cache.path``: captured with ``store=``, loaded or
-        saved) the icons are kept there, so a later session reads them back instead of
-        rendering again. ``store=`` overrides that; ``store=None`` keeps them in memory only.
+        saved) the icons are kept there, else in ``icon_cache_dir()`` (a user cache folder), so
+        a later session reads them back instead of rendering again. ``store=`` overrides that;
+        ``store=None`` keeps them in memory only.
     settings, kwargs : passed to ``render_icons`` (an IconSettings, or at least ``size=``)
     Icon i belongs to the cell ``atlas.cells.ids[i]``.
     """
@@ -263,8 +312,11 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None,
                          "build_atlas(cache, ...).")
     kwargs.setdefault("whiten", cache)
     home = getattr(cache, "path", None)
-    if "store" not in kwargs and home is not None and os.access(home, os.W_OK):
-        kwargs["store"] = home  # beside the activation store (a read-only one is left alone)
+    if "store" not in kwargs:
+        if home is not None and os.access(home, os.W_OK):
+            kwargs["store"] = home  # beside the activation store (a read-only one is left alone)
+        else:
+            kwargs["store"] = icon_cache_dir()
     return render_icons(model, atlas.layer, means, settings, **kwargs)
 
 
@@ -284,6 +336,32 @@ def unit_icon(model: nn.Module, layer: str, unit, input_hw, steps: int,
     obj = (objectives.channel(layer, unit, prefix_tokens=prefix_tokens) if isinstance(unit, int)
            else objectives.direction(layer, unit, prefix_tokens=prefix_tokens))
     return render(model, obj, size=size, steps=steps, normalize=normalize, seed=0).images[0]
+
+
+def receptive_side(model: nn.Module, layer: str, size: int,
+                   normalize: Callable | None = None) -> int:
+    """The side, in pixels, of the square of a ``size`` x ``size`` input that reaches the centre
+    position of ``layer`` (its receptive field, cut to the image): the icon size at which the
+    icon objective's picture fills the icon instead of sitting in a grey frame of pixels the unit
+    never sees. ``size`` for a layer without a spatial grid. Found from the gradient of the centre
+    activations on a grey image (one forward and backward pass), rounded up to an even number.
+    """
+    size = int_at_least(size, "size", 8)
+    x = torch.full((1, 3, size, size), 0.5, requires_grad=True)
+    with eval_mode(model), torch.enable_grad():
+        out = forward_layers(model, (layer,), model_input(model, x, normalize))[layer]
+        if isinstance(out, (tuple, list)):
+            out = out[0]
+        if not isinstance(out, torch.Tensor) or out.ndim != 4:
+            return size
+        h, w = out.shape[2:]
+        (grad,) = torch.autograd.grad(out[0, :, h // 2, w // 2].abs().sum(), x)
+    reach = grad.abs().sum((0, 1)) > 0
+    rows, cols = reach.any(1).nonzero(), reach.any(0).nonzero()
+    if len(rows) == 0:
+        return size
+    side = max(int(rows[-1] - rows[0]) + 1, int(cols[-1] - cols[0]) + 1)
+    return min(size, max(8, side + side % 2))
 
 
 # ----------------------------------------------------------------------------- rendering
@@ -319,7 +397,7 @@ def _layer_channels(model, layer, size, normalize) -> int:
     return int(out.shape[1])
 
 
-def _render_chunk(model, layer, dirs, s, settings, normalize, param, transforms, seed):
+def _render_chunk(model, layer, dirs, s, settings, normalize, param, transforms, seed, callback=None):
     """Icons of one chunk of directions: (images uint8 (k * per, 3, size, size), values (k * per,))."""
     a, per = settings["attempts"], settings["per_direction"]
     k = dirs.shape[0]
@@ -333,7 +411,8 @@ def _render_chunk(model, layer, dirs, s, settings, normalize, param, transforms,
         groups = np.repeat(np.arange(k * a), per)
         objective = score + settings["diversity"] * _diversity(layer, groups)
     out = render(model, objective, size=settings["size"], param=param, steps=settings["steps"],
-                 lr=settings["lr"], transforms=transforms, seed=seed, normalize=normalize)
+                 lr=settings["lr"], transforms=transforms, seed=seed, normalize=normalize,
+                 callback=callback)
     images = out.images
     # the icon objective alone (without the diversity term) decides the best attempt
     with eval_mode(model), torch.no_grad():  # as render() scored them: batch statistics off
@@ -352,8 +431,8 @@ def _icons(images, values, per, path) -> Icons:
     return Icons(images, values.astype(np.float32), direction, per, path)
 
 
-def _progress(it, show: bool, initial: int, total: int | None = None):
-    if not show:
+def _progress(it, show, initial: int, total: int | None = None):
+    if not show or callable(show):
         return it
     from tqdm.auto import tqdm
 
@@ -363,19 +442,36 @@ def _progress(it, show: bool, initial: int, total: int | None = None):
 # ----------------------------------------------------------------------------- the store
 
 
-def _key(model, dirs, s, settings) -> str:
-    h = hashlib.sha256(FORMAT.encode())
-    h.update(model_fingerprint(model).encode())
-    h.update(json.dumps(settings, sort_keys=True).encode())
-    h.update(str(tuple(dirs.shape)).encode())
-    h.update(dirs.contiguous().numpy().tobytes())
-    if s is not None:
-        h.update(b"whiten")
-        h.update(s.contiguous().numpy().tobytes())
-    return h.hexdigest()
+def _sha(t: torch.Tensor) -> str:
+    return hashlib.sha256(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()).hexdigest()
 
 
-def _stored(path: Path, key, settings, m, starts, run_chunk, progress) -> Icons:
+def key_parts(model: nn.Module, dirs: torch.Tensor, whiten: torch.Tensor | None, settings: dict) -> dict:
+    """What decides an icon store's pixels, as JSON: the model's weights fingerprint, the sha256
+    of the directions (float32, shape (m, C)) and of the whitening S (or None), and the settings
+    record (``IconSettings.record``). ``key_of(parts)`` is the store's key."""
+    return {"model": model_fingerprint(model), "directions": _sha(dirs),
+            "shape": list(dirs.shape), "whiten": None if whiten is None else _sha(whiten),
+            "settings": settings}
+
+
+def key_of(parts: dict) -> str:
+    """The key of an icon store: sha256 of its ``key_parts``."""
+    return hashlib.sha256((FORMAT + json.dumps(parts, sort_keys=True)).encode()).hexdigest()
+
+
+def _complete(path: Path, key: str, count: int, settings: dict) -> Icons | None:
+    """The icons of a complete store at ``path`` made with ``key``, or None."""
+    if not path.is_dir():
+        return None
+    manifest = _read_manifest(path, key)
+    if manifest is None or not manifest.get("complete"):
+        return None
+    loaded = _load_complete(path, manifest, count, settings["size"])
+    return None if loaded is None else _icons(loaded[0], loaded[1], settings["per_direction"], path)
+
+
+def _stored(path: Path, key, parts, settings, dirs, m, starts, run_chunk, progress) -> Icons:
     per = settings["per_direction"]
     manifest = _read_manifest(path, key)
     if manifest is not None and manifest.get("complete"):
@@ -387,7 +483,7 @@ def _stored(path: Path, key, settings, m, starts, run_chunk, progress) -> Icons:
         if is_ours_tmp(name):
             (path / name).unlink(missing_ok=True)
     done = _verified_chunks(path, manifest, settings["size"]) if manifest is not None else []
-    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": key,
+    manifest = {"format": FORMAT, "schema_version": SCHEMA_VERSION, "key": key, "parts": parts,
                 "settings": settings, "n_directions": m, "chunks": [r for r, _ in done],
                 "complete": False}
     _write_json(path / MANIFEST, manifest)
@@ -403,11 +499,12 @@ def _stored(path: Path, key, settings, m, starts, run_chunk, progress) -> Icons:
         pieces.append((imgs, vals))
     images = torch.cat([p[0] for p in pieces])
     values = np.concatenate([p[1] for p in pieces])
-    _finish(path, manifest, images, values, per)
+    _finish(path, manifest, images, values, per, dirs)
     return _icons(images, values, per, path)
 
 
-def _finish(path: Path, manifest: dict, images: torch.Tensor, values: np.ndarray, per: int) -> None:
+def _finish(path: Path, manifest: dict, images: torch.Tensor, values: np.ndarray, per: int,
+            dirs: torch.Tensor) -> None:
     png, cols = sprite_sheet(images)
     atomic_write(path / "icons.png", png)
     index = {"size": int(images.shape[-1]), "cols": cols, "count": len(images),
@@ -416,8 +513,12 @@ def _finish(path: Path, manifest: dict, images: torch.Tensor, values: np.ndarray
                        for i, v in enumerate(values)]}
     index_bytes = json.dumps(index, indent=1).encode("utf-8")
     atomic_write(path / "index.json", index_bytes)
+    buf = io.BytesIO()
+    np.save(buf, dirs.detach().to("cpu", torch.float32).numpy(), allow_pickle=False)
+    atomic_write(path / "directions.npy", buf.getvalue())
     manifest["sheet"] = {"file": "icons.png", "sha256": hashlib.sha256(png).hexdigest(),
-                         "index_sha256": hashlib.sha256(index_bytes).hexdigest()}
+                         "index_sha256": hashlib.sha256(index_bytes).hexdigest(),
+                         "directions_sha256": hashlib.sha256(buf.getvalue()).hexdigest()}
     manifest["complete"] = True
     _write_json(path / MANIFEST, manifest)
     for name in os.listdir(path):  # the chunks are in the sheet now

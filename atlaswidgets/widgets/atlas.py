@@ -32,9 +32,13 @@ feature-vis icons. The root element has ``data-cells-kind="text"`` (``"images"``
 
 Icons. Each level has dataset-example icons (crops of each cell's most typical member) and, with a
 ``model``, feature-visualisation icons (``render.icons.cell_icons`` of the cells' mean
-activations), rendered on first use per level, with a progress bar in Python, and kept. The page's
-toggle (or ``use_icons``) switches between them; ``set_icons(level, icons)`` supplies them
-precomputed.
+activations), rendered on first use per level and kept (in memory, and on disk where
+``cell_icons`` keeps them; shipped icons are found by key). The page's toggle (or ``use_icons``)
+switches between them; ``set_icons(level, icons)`` supplies them precomputed. Rendering never
+blocks the kernel: it runs in a background thread (one render at a time per process, as the model
+is shared), the page shows its progress (``fv_state``, ``fv_progress``) and a Cancel button, which
+asks for "examples" again; until the icons arrive the cells keep their example icons, also at a
+newly zoomed level. ``wait_icons()`` blocks until a render finishes (scripts and tests).
 
 DOM hooks for tests: root ``.aw-atlas`` with ``data-n-cells``, ``data-grid-size``, ``data-selected``
 (comma-separated sorted ids, "" when none), ``data-view``, ``data-hover`` (id of the cell under the
@@ -42,7 +46,9 @@ pointer, absent otherwise), ``data-level`` (level of the cells drawn), ``data-ic
 or "feature-vis": the icons drawn) and ``data-ready="1"`` once the icons have decoded and been
 drawn (removed while new ones decode); ``data-busy`` ("level" or "icons") while the page waits for
 Python. ``canvas.aw-atlas-canvas``, ``.aw-atlas-tooltip``, ``.aw-atlas-status`` (shows
-"Rendering icons…" and "Loading level…"), ``button.aw-atlas-reset``,
+"Rendering icons…" and "Loading level…"), ``progress.aw-atlas-progress`` and
+``button.aw-atlas-cancel`` (shown while feature-vis icons render; root ``data-fv`` holds
+``fv_state``), ``button.aw-atlas-reset``,
 ``button.aw-atlas-clear`` and ``button.aw-atlas-icons`` (the icon toggle, ``aria-pressed="true"``
 while feature-vis icons are drawn; hidden when the widget has no feature-vis icons to offer).
 Escape clears the selection while the pointer is over the atlas (moving away gives focus back to
@@ -68,13 +74,14 @@ from ..layout.atlas import Atlas, build_atlas
 from ..layout.levels import AtlasLevels, carry_selection
 from ..layout.tokens import cell_tokens
 from ._common import Array, CellIds, RollsBackPageState, bundle, refuses
+from .atlas_icons import ICON_DEFAULTS, RENDER_LOCK, BackgroundIcons
 
 __all__ = ["AtlasWidget", "ICON_KINDS"]
 
 ICON_KINDS = ("examples", "feature-vis")
 
 
-class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
+class AtlasWidget(BackgroundIcons, RollsBackPageState, anywidget.AnyWidget):
     """An activation atlas in the notebook: one icon per visible grid cell, at several zoom levels.
 
     Parameters
@@ -89,7 +96,9 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     icons : "examples" (dataset crops) or "feature-vis", the icons shown first
     levels : int >= 1, how many zoom levels (level k has ``n * 2**k`` cells per side)
     fv_options : keyword arguments for ``cell_icons``/``render_icons`` (``steps``, ``store``,
-        ``normalize``, ``chunk``, ``seed``, ...); ``size`` defaults to the cache's input side
+        ``normalize``, ``chunk``, ``seed``, ...); ``size`` defaults to the receptive field of
+        the layer's centre position in the cache's input (``render.icons.receptive_side``),
+        ``steps`` to 128 (``atlas_icons.ICON_DEFAULTS``)
 
     Scroll to zoom, drag to pan, hover for a tooltip, click to select a cell, shift/ctrl-click to
     toggle one, shift-drag to draw a lasso that adds the cells
@@ -133,6 +142,11 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
     icons = traitlets.Unicode("examples").tag(sync=True)
     sprite_icons = traitlets.Unicode("examples").tag(sync=True)
     can_feature_vis = traitlets.Bool(False).tag(sync=True)
+    # Feature-vis rendering in the background: "" (none), "rendering", "cancelled" or "failed"
+    # (``fv_message`` says why); ``fv_progress`` in [0, 1] while rendering
+    fv_state = traitlets.Unicode("").tag(sync=True)
+    fv_progress = traitlets.Float(0.0).tag(sync=True)
+    fv_message = traitlets.Unicode("").tag(sync=True)
 
     # Selection: ids (row * grid_size + col) of visible cells of the level shown, sorted
     selected = CellIds().tag(sync=True)
@@ -193,16 +207,21 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
         self._levels = AtlasLevels(atlas, self._regrid)
         self._levels_asked = levels
         self._icon_sets: dict[tuple[int, str], torch.Tensor] = {}
+        self._job = None  # the background feature-vis render (atlas_icons._Job), if any
+        self._jobs: list = []  # renders started and not yet applied, cancelled ones too
         self._quiet = True  # the observers below ignore the traits __init__ sets
         self._classes = atlas.classes if atlas.classes is not None else (cache.classes if cache else None)
-        first = self._icons_of(atlas, 0, icons)
+        # feature-vis icons asked for at the start render in the background, like a toggle's
+        first = atlas.icons
         traits = {**_atlas_traits(atlas, self._classes, first, cache if text else None), **kwargs}
         super().__init__(
             size=size, level=0, cells_level=0, n_levels=self._max_levels(levels), icons=icons,
-            sprite_icons=icons, can_feature_vis=model is not None and not text, text_cells=text,
-            **traits,
+            sprite_icons="examples", can_feature_vis=model is not None and not text,
+            text_cells=text, **traits,
         )
         self._quiet = False
+        if icons == "feature-vis":
+            self._switch(lambda: self._show_icons("feature-vis"), "icons", "examples")
 
     @classmethod
     def from_cache(
@@ -230,17 +249,25 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
             self.n_levels = min(self.n_levels, level)
             raise
 
-    def use_icons(self, kind: str) -> None:
+    def use_icons(self, kind: str, wait: bool = False) -> None:
         """Show "examples" (dataset crops) or "feature-vis" icons, at this level and the others.
 
-        Feature-vis icons of a level are rendered on first use (a progress bar shows here) and
-        kept; they need the ``model`` given to the widget, or ``set_icons`` for that level. A text atlas
-        has only its text cells ("examples").
+        Feature-vis icons of a level are rendered on first use, in the background (the widget
+        shows the progress and a Cancel button), and kept; they need the ``model`` given to the
+        widget, or ``set_icons`` for that level. ``wait=True`` returns once they are shown. A text
+        atlas has only its text cells ("examples").
         """
         _check_kind(kind)
         if self._text and kind != "examples":
             raise ValueError(_TEXT_NO_FV)
         self.icons = kind
+        if wait:
+            self.wait_icons()
+
+    def cancel_icons(self) -> None:
+        """Stop the background feature-vis render (what the page's Cancel does): the cells keep
+        their example icons, and finished chunks stay in the icon store for next time."""
+        self.icons = "examples"
 
     def set_icons(self, level: int, icons) -> None:
         """Use precomputed feature-vis icons for ``level``.
@@ -345,10 +372,13 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
 
     @traitlets.observe("icons")
     def _on_icons(self, change):
-        if self._quiet or change["new"] == self.sprite_icons:
+        if self._quiet:
             return
-        self._switch(lambda: self._send_icons(self._atlas, self.cells_level, change["new"]), "icons",
-                     change["old"])
+        if change["new"] == "examples":
+            self._cancel_job()
+        if change["new"] == self.sprite_icons:
+            return
+        self._switch(lambda: self._show_icons(change["new"]), "icons", change["old"])
 
     def _switch(self, do, name: str, old) -> None:
         """Run a switch the page or Python asked for; on failure tell the page what it still
@@ -396,29 +426,46 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
             self._icon_sets[key] = self._render(atlas, level)
         return self._icon_sets[key]
 
-    def _render(self, atlas: Atlas, level: int) -> torch.Tensor:
-        """Feature-vis icons of ``atlas``'s cells, uint8 (m, 3, s, s), with a progress bar."""
+    def _render_options(self, level: int) -> dict[str, Any]:
+        """cell_icons keywords for a render of ``level``; raises what stops it before any work."""
         if self._text:
             raise ValueError(_TEXT_NO_FV)
         if self._model is None:
             raise ValueError(_NO_MODEL.format(level=level))
-        from ..render.icons import cell_icons
-
-        options = dict(self._fv_options)
+        options = {**ICON_DEFAULTS, **self._fv_options}
         if "size" not in options:
             h, w = self._cache.input_hw if self._cache is not None else (0, 0)
             if h < 8 or h != w:
                 raise ValueError(
                     "Feature-vis icons need the model's input size; pass "
                     "fv_options={'size': <pixels>} (the cache gives no square input size).")
-            options["size"] = int(h)
-        result = cell_icons(self._model, atlas, self._cache, **options)
+            options["size"] = ("receptive", int(h))  # made a side in _render, off the main thread
+        return options
+
+    def _render(self, atlas: Atlas, level: int, progress=None) -> torch.Tensor:
+        """Feature-vis icons of ``atlas``'s cells, uint8 (m, 3, s, s); ``progress`` as in
+        ``render_icons`` (default: its tqdm bar, or the fv_options' ``progress``)."""
+        from ..render.icons import cell_icons, receptive_side
+
+        options = self._render_options(level)
+        if progress is not None:
+            options["progress"] = progress
+        with RENDER_LOCK:  # one render at a time: renders hook the same model
+            if isinstance(options["size"], tuple):
+                options["size"] = receptive_side(self._model, atlas.layer, options["size"][1],
+                                                 options.get("normalize"))
+            result = cell_icons(self._model, atlas, self._cache, **options)
         # one icon per cell: the first variant when several were asked for
         return result.icons[:: result.per_direction].contiguous()
 
     def _show_level(self, level: int) -> None:
         atlas = self.atlas_at(level)
-        icons = self._icons_of(atlas, level, self.icons)  # may render: before anything changes
+        kind = self.icons
+        render = kind == "feature-vis" and (level, kind) not in self._icon_sets
+        if render:  # example icons until the level's own render arrives, in the background
+            self._render_options(level)  # refuse now (no model), before anything changes
+            kind = "examples"
+        icons = self._icons_of(atlas, level, kind)
         carried = carry_selection(self._atlas, atlas, self.selected)
         lit = carry_selection(self._atlas, atlas, self.highlighted)
         self.switching = True
@@ -427,12 +474,14 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
                 self.selected = []  # checked against the old cells, so it must go before them
                 self.highlighted = []
                 self._atlas = atlas
-                self._set_traits(atlas, level, self.icons, icons)
+                self._set_traits(atlas, level, kind, icons)
                 self.highlighted = lit
             self.atlas_version += 1  # linked panels switch to this level's atlas (see link())
             self.selected = carried
         finally:
             self.switching = False
+        if render:
+            self._start_job(level, atlas)
 
     def _send_icons(self, atlas: Atlas, level: int, kind: str) -> None:
         """Send ``kind`` icons of the level shown (a toggle: the cells stay)."""
@@ -458,17 +507,21 @@ class AtlasWidget(RollsBackPageState, anywidget.AnyWidget):
 
     def _replace_base(self, new: Atlas) -> None:
         """Show another level-0 atlas (a comparison's new pair): levels and icons start afresh."""
-        kind = self.icons
-        icons = self._render(new, 0) if kind == "feature-vis" else new.icons  # before any change
+        render = self.icons == "feature-vis"
+        if render:
+            self._render_options(0)
+        self._cancel_job()
         with self.hold_sync():
             self.selected = []  # checked against the old cells, so it must go before them
             self.highlighted = []
             self._atlas = new
             self._levels = AtlasLevels(new, self._regrid)
-            self._icon_sets = {(0, kind): icons} if kind == "feature-vis" else {}
+            self._icon_sets = {}
             self.n_levels = self._max_levels(self._levels_asked)
-            self._set_traits(new, 0, kind, icons)
+            self._set_traits(new, 0, "examples", new.icons)  # feature-vis ones follow
         self.atlas_version += 1  # linked panels switch to the new atlas (see link())
+        if render:
+            self._start_job(0, new)
 
 
 _TEXT_NO_FV = (

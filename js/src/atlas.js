@@ -40,6 +40,15 @@ function render({ model, el: host }) {
   const bar = el("div", "aw-atlas-bar", root);
   const title = el("span", "aw-atlas-title", bar);
   const status = el("span", "aw-atlas-status", bar);
+  // feature-vis icons render in the background (Python's fv_state): their progress and a Cancel
+  const fvProgress = el("progress", "aw-atlas-progress", bar);
+  fvProgress.max = 1;
+  fvProgress.hidden = true;
+  const cancelButton = el("button", "aw-atlas-cancel", bar);
+  cancelButton.type = "button";
+  cancelButton.textContent = "Cancel";
+  cancelButton.title = "Stop rendering feature-vis icons and keep the dataset examples";
+  cancelButton.hidden = true;
   const iconsButton = el("button", "aw-atlas-icons", bar);
   iconsButton.type = "button";
   iconsButton.hidden = true;
@@ -129,9 +138,33 @@ function render({ model, el: host }) {
     loadSelection();
   }
 
+  function rendering() {
+    return model.get("fv_state") === "rendering";
+  }
+
+  // the background render's state: progress and Cancel while it runs; the page stays usable
+  function loadFv() {
+    const state = model.get("fv_state") || "";
+    if (state) root.dataset.fv = state;
+    else delete root.dataset.fv;
+    fvProgress.hidden = !rendering();
+    cancelButton.hidden = !rendering();
+    fvProgress.value = model.get("fv_progress");
+    // Python has taken the toggle's request: zoom, select and click on while icons render
+    if (busy === "icons" && rendering()) setBusy("");
+    else loadSelection();
+    loadIconsButton();
+  }
+
+  function cancelIcons() {
+    cancelButton.hidden = true;
+    model.set("icons", "examples");
+    model.save_changes();
+  }
+
   function loadIconsButton() {
     const fv = model.get("sprite_icons") === "feature-vis";
-    iconsButton.hidden = !model.get("can_feature_vis");
+    iconsButton.hidden = !model.get("can_feature_vis") || rendering();
     iconsButton.textContent = fv ? "Show examples" : "Show feature vis";
     iconsButton.title = fv
       ? "Draw each cell's most typical dataset example"
@@ -151,7 +184,9 @@ function render({ model, el: host }) {
 
   // the icons Python sends, or its refusal (it sets `icons` back to what the sprite holds)
   function onIconsAnswer() {
-    if (busy === "icons" && model.get("icons") === model.get("sprite_icons")) setBusy("");
+    if (busy === "icons" && (model.get("icons") === model.get("sprite_icons") || rendering())) {
+      setBusy("");
+    }
     loadIconsButton();
   }
 
@@ -202,12 +237,17 @@ function render({ model, el: host }) {
     highlighted = new Set((model.get("highlighted") || []).map(Number));
     root.dataset.highlighted = [...highlighted].sort((a, b) => a - b).join(",");
     if (status.dataset.switching) return; // keep "Switching…" until the new pair arrives
+    const fvState = model.get("fv_state");
     status.textContent = busy === "icons"
       ? "Rendering icons…"
       : busy === "level"
         ? "Loading level…"
-        : [selected.size ? `${selected.size} selected` : "",
-          highlighted.size ? `${highlighted.size} highlighted` : ""].filter(Boolean).join(" · ");
+        : [fvState === "rendering"
+          ? `Rendering icons… ${Math.floor(100 * model.get("fv_progress"))}%`
+          : fvState === "failed" ? `Feature vis failed: ${model.get("fv_message")}` : "",
+        selected.size ? `${selected.size} selected` : "",
+        highlighted.size ? `${highlighted.size} highlighted` : ""].filter(Boolean).join(" · ");
+    status.title = status.textContent; // the bar may cut it short
     clearButton.disabled = selected.size === 0;
   }
 
@@ -453,6 +493,7 @@ function render({ model, el: host }) {
   model.on("change:icons", onIconsAnswer);
   model.on("change:can_feature_vis", loadIconsButton);
   model.on("change:level", onLevelAnswer);
+  for (const t of ["fv_state", "fv_progress", "fv_message"]) model.on(`change:${t}`, loadFv);
   // the pointer and keyboard input (atlas_input.js) reads and sets this state through `state`
   const state = {
     get cells() { return cells; },
@@ -469,6 +510,7 @@ function render({ model, el: host }) {
   window.addEventListener("resize", requestDraw); // browser zoom changes devicePixelRatio
   resetButton.addEventListener("click", onResetButton);
   iconsButton.addEventListener("click", askIcons);
+  cancelButton.addEventListener("click", cancelIcons);
   clearButton.addEventListener("click", () => setSelection([]));
 
   loadCells();
@@ -477,6 +519,7 @@ function render({ model, el: host }) {
   loadSelection();
   resetView();
   loadIconsButton();
+  loadFv();
   loadSprite();
 
   return () => {
@@ -490,6 +533,7 @@ function render({ model, el: host }) {
     model.off("change:icons", onIconsAnswer);
     model.off("change:can_feature_vis", loadIconsButton);
     model.off("change:level", onLevelAnswer);
+    for (const t of ["fv_state", "fv_progress", "fv_message"]) model.off(`change:${t}`, loadFv);
     window.removeEventListener("resize", requestDraw);
     if (frame) cancelAnimationFrame(frame);
     if (spriteUrl) URL.revokeObjectURL(spriteUrl);

@@ -105,6 +105,18 @@ def dismiss_news(page) -> None:
 def run_all(page, timeout_ms: int = 300_000) -> None:
     page.get_by_role("menuitem", name="Run", exact=True).click()
     page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+    # On a loaded machine the "Select Kernel" dialog can come after open_notebook stopped waiting
+    # for it, and swallow the run: accept it then, and run again.
+    page.wait_for_function(f"() => ({ALL_RUN})() || !!document.querySelector('.jp-Dialog')",
+                           timeout=timeout_ms)
+    if page.locator(".jp-Dialog").count():
+        for _ in range(5):  # two sessions started at once may each ask
+            if not page.locator(".jp-Dialog").count():
+                break
+            page.locator(".jp-Dialog .jp-mod-accept").first.click()
+            page.wait_for_timeout(2_000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
     page.wait_for_function(ALL_RUN, timeout=timeout_ms)
 
 

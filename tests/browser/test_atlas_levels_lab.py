@@ -1,4 +1,6 @@
-"""The atlas in a real JupyterLab: switch to feature-vis icons, zoom into the finer level, click there."""
+"""The atlas in a real JupyterLab: switch to feature-vis icons, zoom into the finer level, click there;
+then a long feature-vis render runs in the background: its progress shows, the kernel answers a
+click on another widget meanwhile, and Cancel stops it."""
 
 from __future__ import annotations
 
@@ -79,7 +81,8 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
     seen = json.loads(run_code(page, "print(json.dumps([widget.icons, widget.sprite_icons, "
                                      "widget.icon_size, list(widget.icons_at().shape)]))"))
     n0 = int(root.get_attribute("data-n-cells"))
-    assert seen == ["feature-vis", "feature-vis", 64, [n0, 3, 64, 64]]
+    # icons at the receptive field of block4's centre (render.icons.receptive_side), not 64 px
+    assert seen == ["feature-vis", "feature-vis", 40, [n0, 3, 40, 40]]
     canvas.scroll_into_view_if_needed()
     _shot(page, root, artifacts / "atlas-level0-feature-vis.png")
 
@@ -99,9 +102,10 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
         before = _page_to_grid(page, canvas, x, y)  # a wheel zooms about the pointer: it stays
         page.mouse.wheel(0, -120)
         page.wait_for_timeout(120)
-    page.wait_for_selector(".aw-atlas[data-level='1'][data-ready='1']", timeout=60_000)
+    # the level's cells come at once with their example icons; its feature-vis ones follow
+    page.wait_for_selector(".aw-atlas[data-level='1'][data-ready='1'][data-icons='feature-vis']",
+                           timeout=60_000)
     assert root.get_attribute("data-grid-size") == "16"
-    assert root.get_attribute("data-icons") == "feature-vis"
     after = _page_to_grid(page, canvas, x, y)
     assert abs(after[0] - 2 * before[0]) < 0.05 and abs(after[1] - 2 * before[1]) < 0.05
 
@@ -145,3 +149,41 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
     page.wait_for_selector(".aw-atlas[data-level='0'][data-ready='1']", timeout=30_000)
     assert root.get_attribute("data-grid-size") == "8"
     assert root.get_attribute("data-selected") == str(row * 8 + col)
+
+    # A long render (thousands of steps) in a second atlas widget: the page shows its progress and
+    # a Cancel button, and the kernel is free: a click on the first atlas updates its panel.
+    run_code(page, "slow = aw.AtlasWidget(atlas, cache, size=300, model=model, "
+                   "fv_options=dict(steps=20_000, chunk=256, progress=False)); display(slow)")
+    slow = page.locator(".aw-atlas").nth(1)
+    slow.wait_for(timeout=30_000)
+    slow.locator("button.aw-atlas-icons").click()
+    page.wait_for_function(
+        "() => { const r = document.querySelectorAll('.aw-atlas')[1]; const p = r && "
+        "r.querySelector('.aw-atlas-progress'); return r.dataset.fv === 'rendering' && "
+        "p && !p.hidden && p.value > 0; }", timeout=60_000)
+    cancel = slow.locator("button.aw-atlas-cancel")
+    assert cancel.is_visible() and slow.locator("button.aw-atlas-icons").is_hidden()
+    assert "Rendering icons" in slow.locator(".aw-atlas-status").inner_text()
+    slow.scroll_into_view_if_needed()
+    _shot(page, slow, artifacts / "atlas-feature-vis-rendering.png")
+    other = int(run_code(page, "print([int(i) for i in atlas.cells.ids "
+                               "if int(i) not in widget.selected][0])"))
+    first, first_canvas = page.locator(".aw-atlas").first, page.locator(".aw-atlas-canvas").first
+    settle(page, first_canvas)
+    scale, ox, oy = (float(v) for v in first.get_attribute("data-view").split(","))
+    box = first_canvas.bounding_box()
+    r, c = divmod(other, 8)
+    page.mouse.click(box["x"] + ox + (c + 0.5) * scale, box["y"] + oy + (r + 0.5) * scale)
+    page.wait_for_function(
+        "(id) => document.querySelector('.aw-examples-header')?.dataset.cells === String(id)",
+        arg=other, timeout=20_000)
+    assert slow.get_attribute("data-fv") == "rendering"  # answered while the icons render
+    cancel.click()
+    page.wait_for_function(
+        "() => { const r = document.querySelectorAll('.aw-atlas')[1]; return r.dataset.fv === "
+        "'cancelled' && r.dataset.icons === 'examples' && !r.dataset.busy; }", timeout=30_000)
+    assert slow.locator(".aw-atlas-progress").is_hidden() and cancel.is_hidden()
+    assert slow.locator("button.aw-atlas-icons").is_visible()
+    state = json.loads(run_code(page, "print(json.dumps([slow.fv_state, slow.icons, "
+                                      "slow.sprite_icons, slow._job is None]))"))
+    assert state == ["cancelled", "examples", "examples", True]

@@ -105,8 +105,13 @@ def test_cell_icons_are_kept_beside_the_activation_store(net, tmp_path, monkeypa
     atlas = aw.build_atlas(cache, LAYER, grid_size=3, min_count=1, icon_size=8,
                            xy=cache[LAYER].acts[:, :2].numpy())
     kw = {k: v for k, v in FAST.items() if k != "chunk"}
-    in_memory = icons_mod.cell_icons(net, atlas, cache, **kw)
-    assert in_memory.path is None  # no store: nothing written anywhere
+    monkeypatch.setenv("ATLASWIDGETS_CACHE_DIR", str(tmp_path / "user"))
+    in_user_cache = icons_mod.cell_icons(net, atlas, cache, **kw)
+    # no activation store: built once in the user's cache folder
+    assert in_user_cache.path.parent == tmp_path / "user" / "icons" == icons_mod.icon_cache_dir()
+    in_memory = icons_mod.cell_icons(net, atlas, cache, store=None, **kw)
+    assert in_memory.path is None  # store=None: nothing written anywhere
+    assert torch.equal(in_memory.icons, in_user_cache.icons)
     store = cache.save(tmp_path / "acts")
     assert cache.path == store
     first = icons_mod.cell_icons(net, atlas, cache, **kw)

@@ -142,7 +142,8 @@ def test_feature_vis_icons_render_once_per_level_and_are_cached(world, tiny, tmp
     w = AtlasWidget(atlas, cache, model=tiny, fv_options=dict(FV, store=tmp_path))
     assert w.can_feature_vis and w.icons == w.sprite_icons == "examples"
     examples_sheet = w.sprite
-    w.use_icons("feature-vis")
+    w.use_icons("feature-vis", wait=True)
+    assert w.fv_state == "" and w.fv_progress == 1.0
     assert w.sprite_icons == "feature-vis" and w.icon_size == 16 and w.sprite != examples_sheet
     fv0 = w.icons_at(0, "feature-vis")
     assert fv0.shape == (len(atlas.cells.ids), 3, 16, 16) and fv0.dtype == torch.uint8
@@ -150,6 +151,8 @@ def test_feature_vis_icons_render_once_per_level_and_are_cached(world, tiny, tmp
     assert len(list(tmp_path.glob("icons-*"))) == 1  # stored under fv_options["store"]
     # zooming in renders the finer level's own icons (one per fine cell)
     w.level = 1
+    assert w.sprite_icons == "examples"  # the level's own icons render in the background
+    w.wait_icons()
     fv1 = w.icons_at(1, "feature-vis")
     assert w.sprite_icons == "feature-vis" and fv1.shape[0] == len(w.atlas.cells.ids)
     assert len(list(tmp_path.glob("icons-*"))) == 2
@@ -157,7 +160,8 @@ def test_feature_vis_icons_render_once_per_level_and_are_cached(world, tiny, tmp
     w.level = 0
     assert w.icons_at(0, "feature-vis") is fv0
     again = AtlasWidget(atlas, cache, model=tiny, icons="feature-vis", fv_options=dict(FV, store=tmp_path))
-    assert torch.equal(again.icons_at(0), fv0)
+    again.wait_icons()
+    assert again.sprite_icons == "feature-vis" and torch.equal(again.icons_at(0), fv0)
     w.use_icons("examples")
     assert w.sprite == examples_sheet and w.icon_size == 12
 
@@ -224,10 +228,11 @@ def test_comparison_widget_has_levels_and_feature_vis(tiny):
     np.testing.assert_array_equal(fine.y, comp.y)
     np.testing.assert_allclose(w.value_arrays()["diff"], fine.mean_diff)
     assert panel.atlas is fine
-    w.use_icons("feature-vis")
+    w.use_icons("feature-vis", wait=True)
     assert w.sprite_icons == "feature-vis" and w.icons_at().shape[0] == len(fine.cells.ids)
     # a new pair starts again at level 0 with the icon set asked for
     w.show_pair("class0", "class1")
+    w.wait_icons()
     assert (w.level, w.cells_level, w.grid_size, w.sprite_icons) == (0, 0, 4, "feature-vis")
     assert panel.atlas is w.atlas and w.atlas.a == "class0"
 
@@ -241,4 +246,37 @@ def test_requests_from_the_page(world):
     # a refused toggle (no model) is undone, so the page's toggle and status recover
     with pytest.raises(ValueError, match="need a model"):
         w.set_state({"icons": "feature-vis"})
+    assert w.icons == w.sprite_icons == "examples"
+
+
+def test_feature_vis_renders_in_the_background_with_progress_and_cancel(world, tiny, tmp_path):
+    cache, atlas = world
+    w = AtlasWidget(atlas, cache, model=tiny, fv_options=dict(FV, steps=100_000, store=tmp_path))
+    seen = []
+    w.observe(lambda c: seen.append(c["new"]), names="fv_progress")
+    w.use_icons("feature-vis")  # returns at once: the render runs in a thread
+    assert w.fv_state == "rendering" and w.sprite_icons == "examples" and w.icons == "feature-vis"
+    assert not w.wait_icons(timeout=1.0)
+    assert seen and 0 < seen[-1] < 1  # progress arrives while it runs
+    # the model answers other work meanwhile: hooks of this thread see only its own passes
+    before = build_atlas(cache, "block", grid_size=4, min_count=2, xy=atlas.xy, icon_size=12)
+    from atlaswidgets.cache.hooks import forward_layers
+    x = torch.rand(2, 3, 16, 16)
+    with torch.no_grad():
+        out = forward_layers(tiny, ("block",), x)["block"]
+    torch.testing.assert_close(out, tiny.block(x))
+    assert before.cells.n == 4
+    w.cancel_icons()  # the page's Cancel: ask for examples again
+    assert w.wait_icons(timeout=30)
+    assert (w.fv_state, w.icons, w.sprite_icons) == ("cancelled", "examples", "examples")
+    assert (0, "feature-vis") not in w._icon_sets
+
+
+def test_a_failed_background_render_is_shown_and_the_toggle_recovers(world, tiny):
+    cache, atlas = world
+    w = AtlasWidget(atlas, cache, model=tiny, fv_options=dict(FV, lr=float("nan")))
+    w.use_icons("feature-vis")
+    with pytest.raises(ValueError, match="lr"):
+        w.wait_icons()
+    assert w.fv_state == "failed" and "lr" in w.fv_message
     assert w.icons == w.sprite_icons == "examples"

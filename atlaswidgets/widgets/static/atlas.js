@@ -496,6 +496,14 @@ function render({ model, el: host }) {
   const bar = el("div", "aw-atlas-bar", root);
   const title = el("span", "aw-atlas-title", bar);
   const status = el("span", "aw-atlas-status", bar);
+  const fvProgress = el("progress", "aw-atlas-progress", bar);
+  fvProgress.max = 1;
+  fvProgress.hidden = true;
+  const cancelButton = el("button", "aw-atlas-cancel", bar);
+  cancelButton.type = "button";
+  cancelButton.textContent = "Cancel";
+  cancelButton.title = "Stop rendering feature-vis icons and keep the dataset examples";
+  cancelButton.hidden = true;
   const iconsButton = el("button", "aw-atlas-icons", bar);
   iconsButton.type = "button";
   iconsButton.hidden = true;
@@ -580,9 +588,28 @@ function render({ model, el: host }) {
     else delete root.dataset.busy;
     loadSelection();
   }
+  function rendering() {
+    return model.get("fv_state") === "rendering";
+  }
+  function loadFv() {
+    const state2 = model.get("fv_state") || "";
+    if (state2) root.dataset.fv = state2;
+    else delete root.dataset.fv;
+    fvProgress.hidden = !rendering();
+    cancelButton.hidden = !rendering();
+    fvProgress.value = model.get("fv_progress");
+    if (busy === "icons" && rendering()) setBusy("");
+    else loadSelection();
+    loadIconsButton();
+  }
+  function cancelIcons() {
+    cancelButton.hidden = true;
+    model.set("icons", "examples");
+    model.save_changes();
+  }
   function loadIconsButton() {
     const fv = model.get("sprite_icons") === "feature-vis";
-    iconsButton.hidden = !model.get("can_feature_vis");
+    iconsButton.hidden = !model.get("can_feature_vis") || rendering();
     iconsButton.textContent = fv ? "Show examples" : "Show feature vis";
     iconsButton.title = fv ? "Draw each cell's most typical dataset example" : "Draw a feature visualisation of each cell's mean activation";
     iconsButton.setAttribute("aria-pressed", fv ? "true" : "false");
@@ -597,7 +624,9 @@ function render({ model, el: host }) {
     model.save_changes();
   }
   function onIconsAnswer() {
-    if (busy === "icons" && model.get("icons") === model.get("sprite_icons")) setBusy("");
+    if (busy === "icons" && (model.get("icons") === model.get("sprite_icons") || rendering())) {
+      setBusy("");
+    }
     loadIconsButton();
   }
   function zoomLog2() {
@@ -638,10 +667,13 @@ function render({ model, el: host }) {
     highlighted = new Set((model.get("highlighted") || []).map(Number));
     root.dataset.highlighted = [...highlighted].sort((a, b) => a - b).join(",");
     if (status.dataset.switching) return;
+    const fvState = model.get("fv_state");
     status.textContent = busy === "icons" ? "Rendering icons\u2026" : busy === "level" ? "Loading level\u2026" : [
+      fvState === "rendering" ? `Rendering icons\u2026 ${Math.floor(100 * model.get("fv_progress"))}%` : fvState === "failed" ? `Feature vis failed: ${model.get("fv_message")}` : "",
       selected.size ? `${selected.size} selected` : "",
       highlighted.size ? `${highlighted.size} highlighted` : ""
     ].filter(Boolean).join(" \xB7 ");
+    status.title = status.textContent;
     clearButton.disabled = selected.size === 0;
   }
   async function loadSprite() {
@@ -871,6 +903,7 @@ function render({ model, el: host }) {
   model.on("change:icons", onIconsAnswer);
   model.on("change:can_feature_vis", loadIconsButton);
   model.on("change:level", onLevelAnswer);
+  for (const t of ["fv_state", "fv_progress", "fv_message"]) model.on(`change:${t}`, loadFv);
   const state = {
     get cells() {
       return cells;
@@ -907,6 +940,7 @@ function render({ model, el: host }) {
   window.addEventListener("resize", requestDraw);
   resetButton.addEventListener("click", onResetButton);
   iconsButton.addEventListener("click", askIcons);
+  cancelButton.addEventListener("click", cancelIcons);
   clearButton.addEventListener("click", () => setSelection([]));
   loadCells();
   shownLevel = model.get("cells_level");
@@ -914,6 +948,7 @@ function render({ model, el: host }) {
   loadSelection();
   resetView();
   loadIconsButton();
+  loadFv();
   loadSprite();
   return () => {
     for (const t of cellTraits) model.off(`change:${t}`, onCells);
@@ -926,6 +961,7 @@ function render({ model, el: host }) {
     model.off("change:icons", onIconsAnswer);
     model.off("change:can_feature_vis", loadIconsButton);
     model.off("change:level", onLevelAnswer);
+    for (const t of ["fv_state", "fv_progress", "fv_message"]) model.off(`change:${t}`, loadFv);
     window.removeEventListener("resize", requestDraw);
     if (frame) cancelAnimationFrame(frame);
     if (spriteUrl) URL.revokeObjectURL(spriteUrl);

@@ -39,9 +39,17 @@ atlaswidgets.zoo.kitchen.train``), ``evaluate`` (the model-card numbers).
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ...cache.icon_sources import register as register_icons
 from .net import KitchenNet, model
 from .world import (CLASSES, CONTEXT_RATES, CONTEXTS, SHARED_SHAPE, KitchenData, dataset,
                     render_object)
 
 __all__ = ["CLASSES", "CONTEXTS", "CONTEXT_RATES", "SHARED_SHAPE", "KitchenData", "KitchenNet",
            "dataset", "model", "render_object"]
+
+# The feature-vis icons of the notebooks' atlases (python -m atlaswidgets.experiments.notebook_icons
+# rebuilds them): found by key, so toggling them in a notebook needs no render
+ICONS = Path(__file__).resolve().parent / "icons"
+register_icons(ICONS)
