@@ -196,11 +196,16 @@ def capture(
                classes, int(shard_samples), stats_cfg,
                display_size=None if display_size is None else int(display_size))
     run.setup(forward, logits, vocab, None if prefix_tokens is None else int(prefix_tokens), preprocess)
-    run.open_store(store)
     # labels are checked against the class names before the model sees them: a pair's or a dict's
-    # all at once here, an iterable's batch by batch in check_batch
+    # all at once here, an iterable's batch by batch in check_batch. Before the store is opened,
+    # so that data refused now leaves no store directory (nor lock) behind
     n_classes = len(classes) if classes else None
-    stream, total = batches(data, int(batch_size), n_classes)
+    try:
+        stream, total = batches(data, int(batch_size), n_classes)
+        run.open_store(store)
+    except BaseException:
+        run.close()
+        raise
     run.capacity = total if total else None
     bar = progress_bar("capture", total, "img", progress)
     try:
