@@ -50,7 +50,7 @@ from typing import Any, Iterable
 import torch
 from safetensors.torch import save as _st_save
 
-from .cache import ActivationCache, LayerActs
+from .cache import ActivationCache
 from .checks import positive_int
 from .files import (MANIFEST, atomic_write, check_parents, is_ours_tmp, is_shard, recover, replace_dir,
                     sha256_bytes, shard_name, siblings, swap_in_progress, user_path, wait_for_swap)
@@ -58,8 +58,10 @@ from .fingerprint import config_differences, data_sha256, describe_differences, 
 from .hooks import check_device, env_device
 from .lock import LOCK, StoreLock, lock_store
 from .manifest import check_coverage, check_structure
+# a cache cut into shard pieces and pieces joined back (pieces.py); join is used from here by run.py
+from .pieces import assemble, shard_of
+from .pieces import join as join
 from .shards import StoreDir, check_shard, read_shard
-from .targets import Target
 
 __all__ = ["SCHEMA_VERSION", "FORMAT", "save_cache", "load_cache", "read_manifest", "model_fingerprint"]
 
@@ -152,16 +154,6 @@ def _aside_hint(path: Path) -> str:
         return ""
     return (f" A save into it was interrupted; the previous store is at {str(asides[-1])!r}: "
             f"rename that directory to {str(path)!r} to get it back.")
-
-
-def join(parts: list[torch.Tensor], key: str, device: torch.device | None = None) -> torch.Tensor:
-    """Pieces of one shard key concatenated along rows; "tokens" pieces padded to one width with -1."""
-    if device is not None:
-        parts = [t.to(device) for t in parts]
-    if key == "tokens" and len({t.shape[1] for t in parts}) > 1:
-        width = max(t.shape[1] for t in parts)
-        parts = [torch.nn.functional.pad(t, (0, width - t.shape[1]), value=-1) for t in parts]
-    return parts[0] if len(parts) == 1 else torch.cat(parts)
 
 
 def checked_shard(store: StoreDir | Path, record: dict, manifest: dict) -> dict[str, torch.Tensor]:
@@ -276,63 +268,6 @@ def _default_device(device: torch.device | str | None) -> torch.device:
     if device is not None:
         return check_device(device)
     return env_device() or torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def assemble(
-    pieces: list[dict[str, torch.Tensor]],
-    header: dict,
-    device: torch.device,
-    ready: dict[str, torch.Tensor] | None = None,
-) -> ActivationCache:
-    """An ActivationCache from consecutive shard pieces (same keys as a shard) and the manifest facts.
-
-    ready : whole tensors for some keys, already joined (capture's preallocated buffers)
-    Activations, sample ids, positions, labels and logits go to ``device``; images and sample
-    digests stay on the CPU.
-    """
-    if not pieces:
-        raise ValueError("The store lists no shards, so it holds no samples; capture again.")
-    ready = ready or {}
-
-    def cat(key: str, on: torch.device) -> torch.Tensor:
-        if key in ready:
-            return ready[key].to(on)
-        missing = sum(key not in p for p in pieces)
-        if missing:
-            raise ValueError(f"{missing} shard(s) lack the tensor {key!r} that the manifest "
-                             "implies; the store is damaged or was written by another version. "
-                             "Capture again into a new directory.")
-        # one piece: no copy; several: one copy, directly on the target device
-        return join([p[key] for p in pieces], key, on).to(on)
-
-    layers = {}
-    for name, info in header["layers"].items():
-        layers[name] = LayerActs(
-            acts=cat(f"{name}/acts", device),
-            sample_id=cat(f"{name}/sample_id", device),
-            yx=cat(f"{name}/yx", device),
-            hw=tuple(info["hw"]),
-            rf=tuple(info["rf"]),
-            attributions={k: cat(f"{name}/attr/{k}", device) for k in info.get("attributions", [])},
-            kind=info.get("kind", "grid"),
-            # stores written before targets were recorded have none: their keys resolve by spelling
-            attribution_targets={k: Target.from_json(v)
-                                 for k, v in info.get("attribution_targets", {}).items()},
-        )
-    keys = pieces[0].keys() if pieces else ()
-    cpu = torch.device("cpu")
-    return ActivationCache(
-        layers=layers,
-        labels=cat("labels", device),
-        logits=cat("logits", device),
-        images=cat("images", cpu) if "images" in keys else None,
-        input_hw=tuple(header["input_hw"]),
-        classes=list(header["classes"]) if header.get("classes") is not None else None,
-        meta=dict(header.get("meta", {})),
-        sample_digest=cat("sample_digest", cpu) if "sample_digest" in keys else None,
-        tokens=cat("tokens", cpu) if "tokens" in keys else None,
-        vocab=list(header["vocab"]) if header.get("vocab") is not None else None,
-    )
 
 
 # ----------------------------------------------------------------------------- writing
@@ -577,35 +512,3 @@ def _same_data(manifest: dict, fingerprint: dict, cache: ActivationCache) -> boo
         if record.get("data_sha256") != data_sha256(digests, record["start"], record["stop"]):
             return False
     return True
-
-
-def shard_of(cache: ActivationCache, start: int, stop: int) -> dict[str, torch.Tensor]:
-    """The shard tensors of samples [start, stop) of a cache whose rows are ordered by sample."""
-    out = {}
-    whole = start == 0 and stop == cache.n_samples  # also right for rows in any order
-    for name, la in cache.layers.items():
-        sid = la.sample_id
-        if whole:
-            out[f"{name}/acts"], out[f"{name}/sample_id"], out[f"{name}/yx"] = la.acts, sid, la.yx
-            for key, t in la.attributions.items():
-                out[f"{name}/attr/{key}"] = t
-            continue
-        bounds = torch.tensor([start, stop], device=sid.device, dtype=sid.dtype)
-        lo, hi = torch.searchsorted(sid, bounds).tolist()
-        out[f"{name}/acts"] = la.acts[lo:hi]
-        out[f"{name}/sample_id"] = sid[lo:hi]
-        out[f"{name}/yx"] = la.yx[lo:hi]
-        for key, t in la.attributions.items():
-            out[f"{name}/attr/{key}"] = t[lo:hi]
-    if start == 0:
-        for name, st in cache.stats.items():
-            out.update(st.to_tensors(f"{name}/stats/"))
-    out["labels"] = cache.labels[start:stop]
-    out["logits"] = cache.logits[start:stop]
-    if cache.images is not None:
-        out["images"] = cache.images[start:stop]
-    if cache.sample_digest is not None:
-        out["sample_digest"] = cache.sample_digest[start:stop]
-    if cache.tokens is not None:
-        out["tokens"] = cache.tokens[start:stop]
-    return out
