@@ -20,7 +20,7 @@ import numpy as np
 from .atlas_icons import RENDER_LOCK, _Cancelled, _on_main
 from .neuron_image import icon_png
 
-__all__ = ["BackgroundIcon", "RENDERING_NOTE"]
+__all__ = ["RENDERING_NOTE", "BackgroundIcon"]
 
 RENDERING_NOTE = "feature visualisation: rendering in the background…"
 

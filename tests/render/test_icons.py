@@ -251,13 +251,14 @@ def bars(monkeypatch):
 
 
 def test_bar_counts_optimisation_steps_and_stays(net, dirs, tmp_path, capsys, bars):
-    kw = dict(FAST, steps=3, size=16, progress=True)
-    render_icons(net, LAYER, dirs[:3], **kw)  # chunk=2: two chunks of three steps
+    kw = dict(FAST, steps=3, size=16, chunk=1, progress=True)
+    render_icons(net, LAYER, dirs[:2], **kw)  # two chunks of three steps
     (bar,) = bars
     assert (bar.n, bar.total, bar.unit, bar.leave) == (6, 6, "step", True)
-    assert "icons: 100%" in capsys.readouterr().err  # drawn (a closed bar reads disabled)
+    assert "icons: 100%" in capsys.readouterr().err  # drawn, and left when done
 
-    # a resumed run counts only the steps it renders; a stored result opens no bar
+    # progress=False draws nothing; a resumed run counts only the steps it renders; a stored
+    # result opens no bar
     real, calls = icons_mod._render_chunk, []
 
     def stop_on_second(*a, **k):
@@ -269,14 +270,11 @@ def test_bar_counts_optimisation_steps_and_stays(net, dirs, tmp_path, capsys, ba
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(icons_mod, "_render_chunk", stop_on_second)
         with pytest.raises(KeyboardInterrupt):
-            render_icons(net, LAYER, dirs[:3], store=tmp_path, **kw)
-    render_icons(net, LAYER, dirs[:3], store=tmp_path, **kw)
-    assert [(b.n, b.total) for b in bars[1:]] == [(3, 6), (3, 3)]
-    render_icons(net, LAYER, dirs[:3], store=tmp_path, **kw)
-    assert len(bars) == 3
-
-    capsys.readouterr()
-    render_icons(net, LAYER, dirs[:1], **dict(kw, progress=False))
+            render_icons(net, LAYER, dirs[:2], store=tmp_path, **dict(kw, progress=False))
     assert capsys.readouterr().err == ""
+    render_icons(net, LAYER, dirs[:2], store=tmp_path, **kw)
+    assert bars[1].disable and (bars[2].n, bars[2].total) == (3, 3)  # chunk 0 came from disk
+    render_icons(net, LAYER, dirs[:2], store=tmp_path, **kw)
+    assert len(bars) == 3
     with pytest.raises(TypeError, match="progress must be True or False"):
         render_icons(net, LAYER, dirs[:1], **dict(kw, progress="no"))
