@@ -5,8 +5,10 @@ thread and is handed to the kernel's main thread (its IO loop), where widget tra
 like the atlas's icons (``atlas_icons``). Until it arrives the icon slot says it is rendering.
 Renders take ``RENDER_LOCK`` (one render of a model at a time, with the atlases'), and a unit
 left is skipped, or stopped at its next step, so clicking through units queues no backlog.
-The viewer's own model runs (activation maps, on the main thread) stop the render in progress
-and take the lock too: the render hooks the same model and would see their activations.
+The viewer's own model runs (activation maps, on the main thread) stop its render in progress
+and take the viewer's model lock, which the render holds too: the render hooks the same model
+and would see their activations. They do not take ``RENDER_LOCK``, which an atlas render in an
+Explorer holds for all its chunks (tens of seconds): the kernel would wait for it.
 """
 
 from __future__ import annotations
@@ -53,6 +55,15 @@ class BackgroundIcon:
         self._apply_icon(job)
         return True
 
+    @property
+    def _model_lock(self) -> threading.Lock:
+        """Held by this viewer's icon render and by its own model runs (made on the main
+        thread, at the first _show, before any render thread starts)."""
+        lock = getattr(self, "_model_lock_", None)
+        if lock is None:
+            lock = self._model_lock_ = threading.Lock()
+        return lock
+
     @contextmanager
     def _model_turn(self):
         """The main thread's use of the model: the icon render in progress stops at its next
@@ -60,7 +71,7 @@ class BackgroundIcon:
         job = self._icon_job
         if job is not None:
             job.cancel.set()
-        with RENDER_LOCK:
+        with self._model_lock:
             yield
 
     def _send_icon(self, unit) -> None:
@@ -97,7 +108,7 @@ class BackgroundIcon:
                 raise _Cancelled()
 
         try:
-            with RENDER_LOCK:
+            with RENDER_LOCK, self._model_lock:
                 if not job.cancel.is_set() and self._icon_job is job:
                     job.result = icon_png(self._model, job.layer, job.unit, self._cache,
                                           self._icon_steps, self._normalize, step)
