@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["checked_progress", "progress_bar", "tqdm_options"]
+__all__ = ["StepsBar", "checked_progress", "progress_bar", "tqdm_options"]
 
 
 def checked_progress(progress: Any) -> bool:
@@ -38,3 +38,25 @@ def progress_bar(desc: str, total: int | None = None, unit: str = "it", progress
     from tqdm.auto import tqdm
 
     return tqdm(total=total, **tqdm_options(desc, unit, progress))
+
+
+class StepsBar:
+    """``progress=True/False`` as the ``report(done, total)`` callable of a step that reports
+    itself that way (feature-vis renders: steps done of all chunks' steps). The bar opens at the
+    first report, so a step that finds its result stored opens none, and counts from there: a
+    resumed run's stored part is not counted as rendered now, which would skew tqdm's rate.
+    Call ``close()`` when the step ends (the bar is left in the output)."""
+
+    def __init__(self, desc: str, progress: bool = True, unit: str = "step"):
+        self.desc, self.unit, self.show = desc, unit, checked_progress(progress)
+        self.bar, self.offset = None, 0
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar is None:
+            self.offset = done - 1
+            self.bar = progress_bar(self.desc, total - self.offset, self.unit, self.show)
+        self.bar.update(done - self.offset - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()

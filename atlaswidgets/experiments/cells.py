@@ -71,7 +71,7 @@ def patch_from_cell(atlas, cache: ActivationCache, cell: int | None = None, *,
 
 def patch_from_icon(model: nn.Module, atlas, cache: ActivationCache, cell: int | None = None, *,
                     size: int | None = None, crop: float = 0.5, steps: int = 128, seed: int = 0,
-                    store=None, progress: bool = False, **render_kwargs) -> torch.Tensor:
+                    store=None, progress: bool = True, **render_kwargs) -> torch.Tensor:
     """A patch from an atlas cell's feature visualisation: render the icon of the cell's mean
     activation (``render_icons``, whitened by the cache) at the model's input size and cut the
     centre of the receptive field of the centre position, which the icon objective targets.

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from ..cache.icon_sources import register, sources
+from ..cache.progress import StepsBar, checked_progress
 from ..cache.cache import ActivationCache
 from ..cache.checks import int_at_least, int_in_range, number, random_seed
 from ..cache.crops import sprite_sheet
@@ -228,7 +229,8 @@ def render_icons(
         (S is computed from its activations), or None for a plain dot product
     device : as in ``render``; the model moves there once for all chunks
     store : a directory; results are kept in ``store/icons-<key>/`` and reused or resumed
-    progress : show a tqdm bar over chunks (True), nothing (False), or a callable
+    progress : show a bar counting optimisation steps (True: steps x chunks still to render,
+        left in the output when done), nothing (False), or a callable
         ``progress(steps_done, steps_total)`` called after every optimisation step; an exception
         it raises stops the run there (the chunks finished so far stay in ``store``)
 
@@ -245,18 +247,26 @@ def render_icons(
     if dirs.ndim != 2:
         raise ValueError(f"directions must have shape (m, C), one row per icon; got {tuple(dirs.shape)}. "
                          "For one direction pass directions[None].")
+    if not callable(progress):
+        checked_progress(progress)
     cfg = icon_settings(settings, **options)
     s = _whitening(whiten, layer, dirs.shape[1])
     record = cfg.record(layer)
     # the model moves to ``device`` once for every chunk (render would move it there and back
     # for each); inside, everything runs where the model is
-    with on_device(model, device):
-        return _render_icons(model, dirs, s, record, cfg.normalize, cfg.param, cfg.transforms,
-                             store, progress)
+    report = progress if callable(progress) else StepsBar("icons", progress)
+    try:
+        with on_device(model, device):
+            return _render_icons(model, dirs, s, record, cfg.normalize, cfg.param, cfg.transforms,
+                                 store, report)
+    finally:  # the bar stays in the output, closed on error too
+        if isinstance(report, StepsBar):
+            report.close()
 
 
-def _render_icons(model, dirs, s, settings, normalize, param, transforms, store, progress) -> Icons:
-    """render_icons once the arguments are checked and the model is where it runs."""
+def _render_icons(model, dirs, s, settings, normalize, param, transforms, store, report) -> Icons:
+    """render_icons once the arguments are checked and the model is where it runs; ``report``
+    is called with (steps done, steps in all chunks) after every optimisation step."""
     layer, chunk, per_direction = settings["layer"], settings["chunk"], settings["per_direction"]
     n_channels = _layer_channels(model, layer, settings["size"], normalize)
     if dirs.shape[1] != n_channels:
@@ -266,14 +276,12 @@ def _render_icons(model, dirs, s, settings, normalize, param, transforms, store,
     m = dirs.shape[0]
     starts = list(range(0, m, chunk))
     steps = settings["steps"]
-    report = progress if callable(progress) else None
 
     def run_chunk(k: int) -> tuple[torch.Tensor, np.ndarray]:
         lo, hi = starts[k], min(m, starts[k] + chunk)
-        callback = None
-        if report is not None:
-            def callback(done: int) -> None:
-                report(k * steps + done, len(starts) * steps)
+
+        def callback(done: int) -> None:
+            report(k * steps + done, len(starts) * steps)
         return _render_chunk(model, layer, dirs[lo:hi], s, settings, normalize, param,
                              transforms, settings["seed"] * 1_000_003 + k, callback)
 
@@ -284,13 +292,13 @@ def _render_icons(model, dirs, s, settings, normalize, param, transforms, store,
         if found is not None:
             return found
     if store is None:
-        pieces = [run_chunk(k) for k in _progress(range(len(starts)), progress, 0)]
+        pieces = [run_chunk(k) for k in range(len(starts))]
         images = torch.cat([p[0] for p in pieces])
         values = np.concatenate([p[1] for p in pieces])
         return _icons(images, values, per_direction, None)
 
     path = Path(store) / f"icons-{key[:24]}"
-    return _stored(path, key, parts, settings, dirs, m, starts, run_chunk, progress)
+    return _stored(path, key, parts, settings, dirs, m, starts, run_chunk)
 
 
 def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None,
@@ -320,14 +328,15 @@ def cell_icons(model: nn.Module, atlas, cache: ActivationCache | None = None,
     return render_icons(model, atlas.layer, means, settings, **kwargs)
 
 
-def unit_icon(model: nn.Module, layer: str, unit, input_hw, steps: int,
-              normalize: Callable | None, prefix_tokens: int | None = None) -> torch.Tensor:
+def unit_icon(model: nn.Module, layer: str, unit, input_hw, steps: int, normalize: Callable | None,
+              prefix_tokens: int | None = None, callback: Callable | None = None) -> torch.Tensor:
     """A feature visualisation of one unit (the neuron viewer's icon), seed 0.
 
     unit : a channel index, or a direction of shape (n_channels,)
     input_hw : the model's input size (the cache's ``input_hw``); the icon is that size, or 64 px
         when it is unknown
     prefix_tokens : a ViT block's leading CLS/register tokens, as given to capture
+    callback : as in ``render`` (steps done, after every step; an exception it raises stops it)
     Returns the image, shape (3, s, s), values in [0, 1].
     """
     from . import objectives
@@ -335,7 +344,8 @@ def unit_icon(model: nn.Module, layer: str, unit, input_hw, steps: int,
     size = int(min(input_hw)) if min(input_hw) >= 8 else 64
     obj = (objectives.channel(layer, unit, prefix_tokens=prefix_tokens) if isinstance(unit, int)
            else objectives.direction(layer, unit, prefix_tokens=prefix_tokens))
-    return render(model, obj, size=size, steps=steps, normalize=normalize, seed=0).images[0]
+    return render(model, obj, size=size, steps=steps, normalize=normalize, seed=0,
+                  callback=callback).images[0]
 
 
 def receptive_side(model: nn.Module, layer: str, size: int,
@@ -431,14 +441,6 @@ def _icons(images, values, per, path) -> Icons:
     return Icons(images, values.astype(np.float32), direction, per, path)
 
 
-def _progress(it, show, initial: int, total: int | None = None):
-    if not show or callable(show):
-        return it
-    from tqdm.auto import tqdm
-
-    return tqdm(it, desc="icons", unit="chunk", initial=initial, total=total, leave=False)
-
-
 # ----------------------------------------------------------------------------- the store
 
 
@@ -471,7 +473,7 @@ def _complete(path: Path, key: str, count: int, settings: dict) -> Icons | None:
     return None if loaded is None else _icons(loaded[0], loaded[1], settings["per_direction"], path)
 
 
-def _stored(path: Path, key, parts, settings, dirs, m, starts, run_chunk, progress) -> Icons:
+def _stored(path: Path, key, parts, settings, dirs, m, starts, run_chunk) -> Icons:
     per = settings["per_direction"]
     manifest = _read_manifest(path, key)
     if manifest is not None and manifest.get("complete"):
@@ -488,7 +490,7 @@ def _stored(path: Path, key, parts, settings, dirs, m, starts, run_chunk, progre
                 "complete": False}
     _write_json(path / MANIFEST, manifest)
     pieces = [(imgs, np.asarray(r["values"], np.float32)) for r, imgs in done]
-    for k in _progress(range(len(done), len(starts)), progress, len(done), len(starts)):
+    for k in range(len(done), len(starts)):
         imgs, vals = run_chunk(k)
         png, cols = sprite_sheet(imgs)
         name = f"chunk-{k:05d}.png"

@@ -36,7 +36,6 @@ differ (``map_error``) says so in its note and warns once, rather than showing w
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -54,7 +53,8 @@ from ..cache.facts import LayerOutputs, UnitFacts, checked_inputs
 from ..cache.topk import UnitSamples
 from ..cache.units import unit_maxima, unit_samples
 from ._common import Array, RollsBackPageState, bundle, refuses
-from .neuron_image import icon_png, inexact, picture_state
+from .neuron_icon import BackgroundIcon
+from .neuron_image import inexact, picture_state
 from .neuron_search import check_annotations, class_search, concept_search, what_it_takes
 from .neuron_text import check_writes, text_state, token_search
 
@@ -69,7 +69,7 @@ def _group_title(name: str) -> str:
     return f"Quantile range {name}"
 
 
-class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
+class NeuronViewer(BackgroundIcon, RollsBackPageState, anywidget.AnyWidget):
     """Dataset examples, distribution, related units and icon of one channel or direction.
 
     Parameters
@@ -85,7 +85,9 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
     thumb_size : side of each example picture in pixels
     icons : render the feature-vis icon when a model is given (False to skip: it costs seconds
         of CPU per new unit); icon_steps : its optimisation steps (fewer is faster, 64 or more
-        gives cleaner pictures); icons are kept in memory per unit
+        gives cleaner pictures); icons render in the background (the kernel stays free; the
+        examples show meanwhile; ``wait_icon()`` blocks until it arrives) and are kept in memory
+        per unit
     preprocess : what capture applied to each image batch before the model (e.g. ImageNet
         mean/std), for the activation maps and icons; default ``cache.preprocess`` (kept in
         memory by capture; pass it again for a loaded cache). None for a model that takes [0, 1]
@@ -531,8 +533,9 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
         if self._text:
             shown = self._text_state(layer, unit, ex)
         else:
-            shown = picture_state(self._cache, la, self.layer, unit, ex, self._outputs, self._inputs,
-                                  self.thumb_size)
+            with self._model_turn():  # the maps re-run the model an icon render may hook
+                shown = picture_state(self._cache, la, self.layer, unit, ex, self._outputs,
+                                      self._inputs, self.thumb_size)
         err = shown.pop("map_error")
         self._warn_inexact(err, ex)
         edges, counts, quantiles, marks, hist_note = self._facts.distribution(layer, unit, maxima)
@@ -587,24 +590,3 @@ class NeuronViewer(RollsBackPageState, anywidget.AnyWidget):
                       f"{err:.3g} at the examples' positions (the model re-run on the uint8 display "
                       f"images, or with other preprocessing); {hint} for exact maps.",
                       UserWarning, stacklevel=3)
-
-    def _send_icon(self, unit) -> None:
-        """The unit's feature-vis icon, after the examples: it takes about a second of CPU."""
-        if isinstance(unit, int):
-            key = (self.layer, "channel", unit)
-            name = f"{self.layer}:channel:{unit}"
-        else:
-            digest = hashlib.sha256(np.asarray(unit, dtype="<f4").tobytes()).hexdigest()[:16]
-            key = (self.layer, "direction", digest)
-            name = f"{self.layer}:direction:{digest}"
-        if self._model is None or not self._icons:
-            why = "no model given" if self._model is None else "icons=False"
-            with self.hold_sync():
-                self.icon, self.icon_unit, self.icon_note = b"", name, f"no feature-vis icon ({why})"
-            return
-        if key not in self._icon_memo:
-            self._icon_memo[key] = icon_png(self._model, self.layer, unit, self._cache, self._icon_steps,
-                                            self._normalize)
-        png, note = self._icon_memo[key]
-        with self.hold_sync():
-            self.icon, self.icon_unit, self.icon_note = png, name, note

@@ -64,13 +64,16 @@ def picture_state(cache: ActivationCache, la: LayerActs, layer: str, unit, ex: T
             "note": note, "map_error": err}
 
 
-def icon_png(model, layer: str, unit, cache: ActivationCache, steps: int, preprocess) -> tuple[bytes, str]:
-    """The unit's feature-vis icon as PNG bytes and its note; (b"", why) when it cannot render."""
+def icon_png(model, layer: str, unit, cache: ActivationCache, steps: int, preprocess,
+             callback=None) -> tuple[bytes, str]:
+    """The unit's feature-vis icon as PNG bytes and its note; (b"", why) when it cannot render.
+    ``callback`` as in ``render`` (its exceptions other than ValueError, TypeError and
+    RuntimeError pass through: a cancel)."""
     try:
         from ..render.icons import unit_icon  # feature vis imports its own modules lazily
 
         icon = unit_icon(model, layer, unit, cache.input_hw, steps, preprocess,
-                         cache.meta.get("prefix_tokens"))
+                         cache.meta.get("prefix_tokens"), callback)
         return to_png(icon), "feature visualisation"
     except (ValueError, TypeError, RuntimeError) as e:
         return b"", f"no icon: {e}"

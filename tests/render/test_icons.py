@@ -233,3 +233,48 @@ def test_aw_render_is_always_the_subpackage():
     assert isinstance(aw.render, types.ModuleType)
     assert aw.render is importlib.import_module("atlaswidgets.render")
     assert callable(aw.feature_vis) and aw.IconSettings is icons_mod.IconSettings
+
+
+@pytest.fixture
+def bars(monkeypatch):
+    """The shared bars the render opens, kept so a test can read their n, total and state."""
+    from atlaswidgets.cache import progress as progress_mod
+
+    made, real = [], progress_mod.progress_bar
+
+    def keep(*a, **k):
+        made.append(real(*a, **k))
+        return made[-1]
+
+    monkeypatch.setattr(progress_mod, "progress_bar", keep)
+    return made
+
+
+def test_bar_counts_optimisation_steps_and_stays(net, dirs, tmp_path, capsys, bars):
+    kw = dict(FAST, steps=3, size=16, chunk=1, progress=True)
+    render_icons(net, LAYER, dirs[:2], **kw)  # two chunks of three steps
+    (bar,) = bars
+    assert (bar.n, bar.total, bar.unit, bar.leave) == (6, 6, "step", True)
+    assert "icons: 100%" in capsys.readouterr().err  # drawn, and left when done
+
+    # progress=False draws nothing; a resumed run counts only the steps it renders; a stored
+    # result opens no bar
+    real, calls = icons_mod._render_chunk, []
+
+    def stop_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(icons_mod, "_render_chunk", stop_on_second)
+        with pytest.raises(KeyboardInterrupt):
+            render_icons(net, LAYER, dirs[:2], store=tmp_path, **dict(kw, progress=False))
+    assert capsys.readouterr().err == ""
+    render_icons(net, LAYER, dirs[:2], store=tmp_path, **kw)
+    assert bars[1].disable and (bars[2].n, bars[2].total) == (3, 3)  # chunk 0 came from disk
+    render_icons(net, LAYER, dirs[:2], store=tmp_path, **kw)
+    assert len(bars) == 3
+    with pytest.raises(TypeError, match="progress must be True or False"):
+        render_icons(net, LAYER, dirs[:1], **dict(kw, progress="no"))

@@ -320,18 +320,40 @@ def test_histogram_is_the_streamed_one(world):
     assert fig.data[0].y.tolist() == counts.tolist() and len(fig.layout.shapes) == 4
 
 
-def test_icon_rendered_once_per_channel(world):
+def test_icon_renders_in_the_background_once_per_channel(world, monkeypatch):
+    import threading
+
+    from atlaswidgets.widgets import neuron_icon
+
     model, cache = world
-    v = NeuronViewer(cache, "block4", NOODLES, model=model, n=2, icon_steps=2)
+    gate, real = threading.Event(), neuron_icon.icon_png
+
+    def held(*args):  # a slow render: it waits for the gate, checking its cancel meanwhile
+        for _ in range(3000):  # 30 s: a viewer that waited for its icon would hang here
+            if gate.wait(0.01):
+                return real(*args)
+            args[-1](0)
+        raise AssertionError("the icon's render was never let through")
+
+    monkeypatch.setattr(neuron_icon, "icon_png", held)
+    with neuron_icon.RENDER_LOCK:  # an atlas render holds it: the maps must not wait for that
+        v = NeuronViewer(cache, "block4", NOODLES, model=model, n=2, icon_steps=2)
+        assert v.sprite and v.icon == b"" and v.icon_note == neuron_icon.RENDERING_NOTE
+        assert v.icon_unit == f"block4:channel:{NOODLES}" and not v.wait_icon(timeout=0.05)
+    v.next()  # the maps stop the render in progress (they need the model), so no backlog
+    v.previous()
+    gate.set()
+    assert v.wait_icon(timeout=60) and list(v._icon_memo) == [("block4", "channel", NOODLES)]
     img = Image.open(io.BytesIO(v.icon))
-    assert img.size == cache.input_hw and v.icon_unit == f"block4:channel:{NOODLES}"
+    assert img.size == cache.input_hw and v.icon_note == "feature visualisation"
     first = v.icon
     v.next()
-    assert v.icon_unit == f"block4:channel:{NOODLES + 1}"
+    assert v.icon_unit == f"block4:channel:{NOODLES + 1}" and v.wait_icon(timeout=60)
+    assert v.icon != first and len(v._icon_memo) == 2
     v.previous()
-    assert v.icon == first and len(v._icon_memo) == 2  # the first icon came from memory
+    assert v.icon == first and v._icon_job is None  # the first icon came from memory, at once
     off = NeuronViewer(cache, "block4", NOODLES, model=model, n=2, icons=False)
-    assert off.icon == b"" and "icons=False" in off.icon_note
+    assert off.icon == b"" and "icons=False" in off.icon_note and off.wait_icon(0)
     assert "no model" in NeuronViewer(cache, "block4", NOODLES, n=2).icon_note
 
 
