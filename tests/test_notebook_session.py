@@ -272,7 +272,8 @@ def test_notebooks_01_02_03_in_one_lab_session_under_2gb(tmp_path, artifacts):
         "kitchen.dataset(": ["kitchen images"], "aw.capture(": ["capture"], "aw.build_atlas(": UMAP_BARS})
     assert_progress(results["02_pan_vs_wok.ipynb"][3], {
         "aw.capture(": ["kitchen images", "capture"], "targets = [": ["attribute"],
-        "aw.compare_atlas(": UMAP_BARS, "aw.patch_attack(": ["kitchen images", "patch attack"],
+        "aw.compare_atlas(": UMAP_BARS, "aw.patch_from_icon(": ["icons"],
+        "aw.patch_attack(": ["kitchen images", "patch attack"],
         "aw.class_atlas(": ["attribute"] + UMAP_BARS})
     assert_progress(results["03_neuron_viewer.ipynb"][3], {
         "aw.capture(": ["kitchen images", "capture"], "aw.attribute(": ["attribute"],
