@@ -348,7 +348,11 @@ class ChannelStats:
     def _keys(self, sample: torch.Tensor) -> torch.Tensor:
         """Fixed random key of each (sample, channel), int64 in [0, 2**62)."""
         ch = torch.arange(sample.shape[0], device=sample.device)[:, None]
-        base = _splitmix64(sample.to(torch.int64) + _splitmix64_int(self.seed))
+        sample = sample.to(torch.int64)
+        if len(sample) and torch.equal(sample, sample[:1].expand_as(sample)):
+            # capture's candidates: the same samples for every channel, so hash them once
+            sample = sample[:1]
+        base = _splitmix64(sample + _splitmix64_int(self.seed))
         return _splitmix64(base * 1_000_003 + ch) & _KEY_MASK
 
     def _merge_top(self, value, sample, pos) -> None:
