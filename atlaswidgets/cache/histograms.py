@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-__all__ = ["DyadicHist", "dyadic_grid", "regroup", "bottom_r", "EMPTY"]
+__all__ = ["DyadicHist", "dyadic_grid", "regroup", "bottom_r", "count", "EMPTY"]
 
 EMPTY = torch.iinfo(torch.int64).max  # key of an empty sketch slot: above every real key
 _E_FLOOR = -100  # bin exponent of data that is all zeros; 2**100 still fits float32
@@ -32,6 +32,20 @@ def dyadic_grid(lo: torch.Tensor, hi: torch.Tensor, bins: int) -> tuple[torch.Te
     e = torch.where(torch.isfinite(lo), e, torch.full_like(lo, _E_FLOOR)).long()
     a = torch.floor(torch.where(torch.isfinite(lo), lo, 0) * torch.exp2(-e.double())).long()
     return e, a
+
+
+def count(index: torch.Tensor, n: int) -> torch.Tensor:
+    """``torch.bincount(index, minlength=n)`` of indices (any shape, int32 or int64) known to lie
+    in [0, n): int64 (n,).
+
+    One ``index_add_`` of ones instead: on CPU torch's bincount splits the work over threads and
+    waits on them, so on a busy machine it ran several times slower (3 ms alone, 24 ms beside
+    other work, for a million indices), while the serial add takes under 2 ms either way; counts
+    are integers, so the result is the same.
+    """
+    index = index.reshape(-1)
+    one = torch.ones(1, dtype=torch.int64, device=index.device).expand(len(index))
+    return torch.zeros(n, dtype=torch.int64, device=index.device).index_add_(0, index, one)
 
 
 def regroup(e_old, a_old, e_new, a_new, bins: int) -> torch.Tensor:
@@ -84,7 +98,7 @@ class DyadicHist:
         if flat and c * bins <= 1 << 23:
             # One add and one clamp: g + (offset - a), clamped to the channel's own bins. Every
             # term is an integer below 2**24 (|a| <= 2**22), so float32 adds them exactly, and
-            # int32 halves the memory bincount reads
+            # int32 halves the memory the count reads
             first = torch.arange(c, device=v.device) * bins
             g.add_((first - self.a).float().view(shape))
             g.clamp_(first.float().view(shape), (first + bins - 1).float().view(shape))

@@ -49,7 +49,7 @@ import torch
 
 from .cache import TopExamples
 from .checks import channel_index, integer, one_of, positive_int
-from .histograms import EMPTY, DyadicHist, bottom_r, regroup
+from .histograms import EMPTY, DyadicHist, bottom_r, count, regroup
 from .sampling import _splitmix64, _splitmix64_int
 
 __all__ = [
@@ -320,13 +320,13 @@ class ChannelStats:
     def _count(self, lo, best, pos, first_sample: int, bins_of):
         """The candidates' shared tail: None for a non-finite batch; else every position into the
         positions histogram (``bins_of()``: their flat bins, once the grid covers [lo, max of
-        best]: one bincount) and the candidates (C, B) of ``best``, ``pos`` (B, C)."""
+        best]: one count) and the candidates (C, B) of ``best``, ``pos`` (B, C)."""
         hi = best.amax(dim=0).double()
         if not bool(torch.isfinite(lo).all() & torch.isfinite(hi).all()):
             return None
         b, c = best.shape
         self.positions.widen(lo, hi)
-        self.positions.counts += torch.bincount(bins_of().reshape(-1), minlength=c * self.bins).view(c, self.bins)
+        self.positions.counts += count(bins_of(), c * self.bins).view(c, self.bins)
         sid = torch.arange(first_sample, first_sample + b, device=best.device)
         return best.float().T, sid.expand(c, b), pos.T
 
@@ -341,14 +341,18 @@ class ChannelStats:
             self._regroup_sketch(where)
         bin_ = self.maxima.bin_of(value, 0)
         offsets = torch.arange(c, device=value.device)[:, None] * self.bins
-        self.maxima.counts += torch.bincount((bin_ + offsets).reshape(-1), minlength=c * self.bins).view(c, self.bins)
+        self.maxima.counts += count(bin_ + offsets, c * self.bins).view(c, self.bins)
         key = self._keys(sample)
         self._insert(bin_, key, sample, value, pos)
 
     def _keys(self, sample: torch.Tensor) -> torch.Tensor:
         """Fixed random key of each (sample, channel), int64 in [0, 2**62)."""
         ch = torch.arange(sample.shape[0], device=sample.device)[:, None]
-        base = _splitmix64(sample.to(torch.int64) + _splitmix64_int(self.seed))
+        sample = sample.to(torch.int64)
+        if len(sample) and torch.equal(sample, sample[:1].expand_as(sample)):
+            # capture's candidates: the same samples for every channel, so hash them once
+            sample = sample[:1]
+        base = _splitmix64(sample + _splitmix64_int(self.seed))
         return _splitmix64(base * 1_000_003 + ch) & _KEY_MASK
 
     def _merge_top(self, value, sample, pos) -> None:
@@ -395,20 +399,25 @@ class ChannelStats:
     def _insert(self, bin_, key, sample, value, pos) -> None:
         """Offer items (C, m) to the sketch; only those below their bin's r-th key can enter."""
         c, nb, r = self.r_key.shape
-        group = bin_ + torch.arange(c, device=bin_.device)[:, None] * nb
+        group = (bin_ + torch.arange(c, device=bin_.device)[:, None] * nb).reshape(-1)
+        key = key.reshape(-1)
         limit = self.r_key.view(c * nb, r)[:, -1]
-        enter = key < limit[group]
-        if not bool(enter.any()):
+        # the flat indices of the items that can enter: one selection, then index_select of each
+        # tensor (a boolean index of each costs a full pass over all the items every time)
+        idx = (key < limit[group]).nonzero().flatten()
+        if len(idx) == 0:
             return
+        g_in, k_in = group.index_select(0, idx), key.index_select(0, idx)
         # Only a group's r smallest new keys can enter. Keys are uniform, so about 2r of a group's
         # n new items lie below 2r / n of the key range: the rest are dropped before the sort,
         # except in a group with fewer than r below the cut, which keeps all (exact either way)
-        n_new = torch.bincount(group[enter], minlength=c * nb)
+        n_new = count(g_in, c * nb)
         cut = torch.where(n_new > 2 * r, (_KEY_MASK + 1) // n_new.clamp_min(1) * (2 * r), EMPTY)
-        below = enter & (key < cut[group])
-        short = torch.bincount(group[below], minlength=c * nb) < r
-        enter = below | (enter & short[group])
-        g_new = group[enter]
+        below = k_in < cut[g_in]
+        short = count(g_in[below], c * nb) < r
+        sel = (below | short[g_in]).nonzero().flatten()
+        idx, g_new, k_new = idx.index_select(0, sel), g_in.index_select(0, sel), k_in.index_select(0, sel)
+        new = lambda t: t.reshape(-1).index_select(0, idx)  # noqa: E731 (one-line selector)
         # the sorted distinct groups entered and each item's index among them (torch.unique's
         # answer without its sort: the groups are small integers)
         hit = torch.zeros(c * nb, dtype=torch.bool, device=bin_.device)
@@ -420,9 +429,9 @@ class ChannelStats:
         old_group = torch.arange(len(touched), device=key.device)[:, None].expand(-1, r)[live]
         flat = lambda t: t.view(c * nb, r)[touched][live]  # noqa: E731 (one-line selector)
         k2, (s2, v2, p2) = bottom_r(
-            torch.cat([old_group, local]), torch.cat([rows_key[live], key[enter]]),
-            (torch.cat([flat(self.r_sample), sample[enter]]), torch.cat([flat(self.r_value), value[enter]]),
-             torch.cat([flat(self.r_pos), pos[enter]])),
+            torch.cat([old_group, local]), torch.cat([rows_key[live], k_new]),
+            (torch.cat([flat(self.r_sample), new(sample)]), torch.cat([flat(self.r_value), new(value)]),
+             torch.cat([flat(self.r_pos), new(pos)])),
             len(touched), r)
         for name, new in (("r_key", k2), ("r_sample", s2), ("r_value", v2), ("r_pos", p2)):
             getattr(self, name).view(c * nb, r)[touched] = new

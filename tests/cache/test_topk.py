@@ -261,3 +261,14 @@ def test_statistics_stay_on_the_gpu_and_match_the_cpu(model, data, truth):
     assert_stats_equal(on["cpu"], on["cuda"])
     assert_stats_equal(on["cpu"].merge(on["cpu"].to("cpu")).to("cuda").to("cpu"),
                        on["cuda"].merge(on["cuda"]).to("cpu"))
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.int64])
+def test_count_equals_bincount(dtype):
+    from atlaswidgets.cache.histograms import count
+
+    index = torch.randint(0, 50, (30, 41), generator=torch.Generator().manual_seed(1)).to(dtype)
+    index[0, :5] = 49  # the last bin, and repeats
+    got = count(index, 60)
+    assert got.dtype == torch.int64 and torch.equal(got, torch.bincount(index.reshape(-1).long(), minlength=60))
+    assert torch.equal(count(index[:0], 7), torch.zeros(7, dtype=torch.int64))
