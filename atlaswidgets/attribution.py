@@ -57,6 +57,7 @@ from .cache.data import LABEL_KEYS, batches, check_batch, logits_of
 from .cache.hooks import eval_mode, hooks, model_dtype, on_device, resolve_layers
 from .cache.inputs import make_batch, model_vocab, read_vocab, select_logits, vocab_size_of
 from .cache.progress import checked_progress, progress_bar
+from .cache.rows import check_same_data, layer_rows, place_rows
 from .cache.sampling import LIST_HINT
 from .cache.targets import Target, model_classes, n_outputs_of, resolve, target_key
 
@@ -282,8 +283,8 @@ def _engine(model, data, name: str, targets: list[Target], la, n_samples: int | 
                         parts[j].append(_compact(attr, pos).detach() if pos is not None else attr.detach())
                         continue
                     if seen == 0 and j == 0:
-                        _check_same_data(la, kept["act"], name, pos)
-                    parts[j].append(_rows(la, attr, seen, n, name, ordered, pos))
+                        check_same_data(la, kept["act"], name, pos)
+                    parts[j].append(layer_rows(la, attr, seen, n, name, ordered, pos))
                 seen += n
                 bar.update(n)
     finally:
@@ -300,7 +301,7 @@ def _engine(model, data, name: str, targets: list[Target], la, n_samples: int | 
     if seen != n_samples:
         raise ValueError(f"data has {seen} samples but the cache holds {n_samples}; pass the "
                          "data the cache was captured from, in the same order.")
-    return [_place(la, p) for p in parts]
+    return [place_rows(la, p) for p in parts]
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -359,12 +360,8 @@ def _token_forward(model, batch, x, kept, name, targets: list[Target], flat_ok, 
     kept.clear()
     out = batch.call(model, x, None, None)
     logits = select_logits(out, batch.n)
-    if "act" not in kept:
-        raise ValueError(f"Layer {name!r} did not run in the model's forward pass. {LIST_HINT}")
-    act = kept["act"]
-    if act.ndim != 3 and not (act.ndim == 2 and flat_ok):
-        raise ValueError(f"Layer {name!r} has output shape {tuple(act.shape)}; attribution on "
-                         "text needs a layer with one vector per token (N, T, D).")
+    act = _kept_act(kept, name, 3, flat_ok, "attribution on text needs a layer with one vector "
+                    "per token (N, T, D).")
     if logits.ndim != 3:
         if targets[0].per_token:
             raise ValueError(f"Next-token targets need a language model's per-token logits (N, T, "
@@ -443,12 +440,8 @@ def _batch(model, x, kept, name, targets: list[Target], flat_ok):
     kept.clear()
     x = x.detach().requires_grad_(True)
     logits = _logits(model(x), len(x))
-    if "act" not in kept:
-        raise ValueError(f"Layer {name!r} did not run in the model's forward pass. {LIST_HINT}")
-    act = kept["act"]
-    if act.ndim != 4 and not (act.ndim == 2 and flat_ok):
-        raise ValueError(f"Layer {name!r} has output shape {tuple(act.shape)}; attribution needs "
-                         "(N, C, H, W) (or (N, C) for a cache of 'mean' rows). Pick a conv layer.")
+    act = _kept_act(kept, name, 4, flat_ok, "attribution needs (N, C, H, W) (or (N, C) for a "
+                    "cache of 'mean' rows). Pick a conv layer.")
     limit = logits.shape[1]
     for t in targets:
         for c in t.ids:
@@ -464,6 +457,17 @@ def _batch(model, x, kept, name, targets: list[Target], flat_ok):
         grad = _layer_grad(t.score(logits).sum(), kept, x, retain_graph=not last)
         yield _act_times_grad(act, grad, name)
     kept.pop("out", None)  # drop the graph
+
+
+def _kept_act(kept: dict, name: str, ndim: int, flat_ok: bool, need: str) -> torch.Tensor:
+    """The layer's output that the hook kept in this forward pass, with ``ndim`` dimensions (or
+    (N, C) where a cache of "mean" rows allows it); ``need`` ends the error for another shape."""
+    if "act" not in kept:
+        raise ValueError(f"Layer {name!r} did not run in the model's forward pass. {LIST_HINT}")
+    act = kept["act"]
+    if act.ndim != ndim and not (act.ndim == 2 and flat_ok):
+        raise ValueError(f"Layer {name!r} has output shape {tuple(act.shape)}; {need}")
+    return act
 
 
 def _check_finite_images(images: torch.Tensor, seen: int) -> None:
@@ -515,94 +519,3 @@ def _logits(out: Any, n: int) -> torch.Tensor:
     elif not isinstance(out, torch.Tensor):
         out = out.logits
     return out.reshape(n, -1)
-
-
-def _token_values(t: torch.Tensor, positions, sid: torch.Tensor, yx: torch.Tensor) -> torch.Tensor:
-    """Rows of a (n, T, D) token output: (sample, token index among its valid tokens) -> (k, D);
-    a "mean" row (yx = -1) gets the sum of its sample's valid tokens (the caller divides)."""
-    pos, count = (v.to(t.device) for v in positions)
-    mean_rows = yx[:, 0] < 0
-    col = pos[sid, yx[:, 1].clamp(min=0).clamp(max=pos.shape[1] - 1)]
-    vals = t[sid, col]
-    if bool(mean_rows.any()):
-        valid = torch.zeros(t.shape[:2], dtype=torch.bool, device=t.device)
-        valid.scatter_(1, pos, True)
-        vals[mean_rows] = (t * valid[:, :, None]).sum(1)[sid[mean_rows]]
-    return vals
-
-
-def _check_same_data(la, act: torch.Tensor, layer: str, positions=None) -> None:
-    """The first batch's activations must match the cache's rows of those samples."""
-    n = len(act)
-    sel = (la.sample_id < n).nonzero().squeeze(1)
-    if sel.numel() == 0:
-        return
-    sid = la.sample_id[sel].to(act.device)
-    yx = la.yx[sel].to(act.device)
-    if positions is not None and act.ndim == 3:
-        if la.kind != "tokens":
-            raise ValueError(f"Layer {layer!r} holds image rows in the cache but gets token inputs "
-                             "here; pass the data the cache was captured from.")
-        if bool((yx[:, 1] >= positions[1].to(act.device)[sid]).any()):
-            raise ValueError(f"The cache's rows of layer {layer!r} name tokens these samples do "
-                             "not have: pass the same data, in the same order, that the cache was "
-                             "captured from.")
-        fresh = _token_values(act, positions, sid, yx)
-        mean_rows = yx[:, 0] < 0
-        if bool(mean_rows.any()):
-            fresh[mean_rows] /= positions[1].to(act.device)[sid[mean_rows]][:, None].to(fresh.dtype)
-    elif act.ndim == 2:
-        fresh = act[sid]
-    elif bool((yx[:, 0] < 0).all()):
-        fresh = act.mean((2, 3))[sid]
-    else:
-        fresh = act[sid, :, yx[:, 0], yx[:, 1]]
-    cached = la.acts[sel].to(act.device, torch.float32)
-    fresh = fresh.float()
-    scale = float(cached.abs().max()) if cached.numel() else 0.0
-    if float((fresh - cached).abs().max()) > 1e-2 * scale + 1e-3:
-        raise ValueError(f"The activations of layer {layer!r} on this data do not match the cache: "
-                         "pass the same data, in the same order, that the cache was captured from.")
-
-
-def _rows(la, attr: torch.Tensor, start: int, n: int, layer: str, ordered: bool,
-          positions=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The attribution of the cache's rows of samples [start, start + n), in cache row order."""
-    # the rows are found where the cache is and only they move to the model's device: moving the
-    # whole columns cost a copy of every row per batch when the two devices differ
-    sid = la.sample_id
-    if ordered:  # rows sorted by sample (as capture makes them): a slice, no pass over all rows
-        bounds = torch.tensor([start, start + n], device=sid.device, dtype=sid.dtype)
-        lo, hi = torch.searchsorted(sid, bounds).tolist()
-        sel = torch.arange(lo, hi, device=sid.device)
-    else:
-        sel = ((sid >= start) & (sid < start + n)).nonzero().squeeze(1)
-    local = (sid[sel] - start).to(attr.device)
-    yx = la.yx[sel].to(attr.device)
-    mean_rows = yx[:, 0] < 0
-    if positions is not None and attr.ndim == 3:  # token rows: (0, t) is the t-th valid token
-        return sel, _token_values(attr, positions, local, yx).detach()
-    if attr.ndim == 2:
-        if not bool(mean_rows.all()):
-            raise ValueError(f"Layer {layer!r} has no spatial grid (output (N, C)) but the cache "
-                             "has spatial rows for it.")
-        vals = attr[local]
-    else:
-        h, w = attr.shape[2:]
-        if tuple(la.hw) != (h, w):
-            raise ValueError(f"Layer {layer!r} has a {h}x{w} grid here but {la.hw[0]}x{la.hw[1]} in "
-                             "the cache; pass the data the cache was captured from.")
-        y = yx[:, 0].clamp(min=0)
-        x = yx[:, 1].clamp(min=0)
-        vals = attr[local, :, y, x]
-        if bool(mean_rows.any()):  # "mean" rows: the sum over all positions
-            vals[mean_rows] = attr.sum((2, 3))[local[mean_rows]]
-    return sel, vals.detach()
-
-
-def _place(la, parts: list[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-    """(n_rows, C) float32 on the cache's device, each row at its index."""
-    out = torch.zeros((la.n_rows, la.n_channels), dtype=torch.float32, device=la.acts.device)
-    for sel, vals in parts:
-        out[sel.to(out.device)] = vals.to(out.device, torch.float32)
-    return out

@@ -20,6 +20,8 @@ from atlaswidgets.widgets.neuron import NeuronViewer
 from atlaswidgets.widgets.neuron_text import AFTER, BEFORE, MIN_COUNT, N_TOKENS
 from atlaswidgets.zoo import text
 
+from ..cache.test_exact_maps import SmallNet, imagenet
+
 LAYER = "blocks.1.mlp.act"
 CHANNEL = 5
 
@@ -198,23 +200,6 @@ def test_text_rerun_refuses_inputs_it_cannot_rebuild(lm):
 
 # ---- exact maps for an image model with ImageNet preprocessing ----------------------------------
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-
-
-def imagenet(x):
-    return (x - MEAN.to(x.device)) / STD.to(x.device)
-
-
-class SmallNet(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
-        self.conv2 = nn.Conv2d(8, 16, 3, stride=2, padding=1)
-        self.head = nn.Linear(16, 5)
-
-    def forward(self, x):
-        return self.head(torch.relu(self.conv2(torch.relu(self.conv1(x)))).mean((2, 3)))
 
 
 @pytest.fixture(scope="module")
