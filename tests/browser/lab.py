@@ -201,6 +201,18 @@ CLIPPED = """(root) => {
 }"""
 
 
+def click_cell(page, x: float, y: float, cell: int) -> None:
+    """Hover the atlas cell ``cell`` at page point (x, y), click it once the atlas says it is
+    hovered, and wait until the linked example panel shows that cell."""
+    page.mouse.move(x, y)
+    page.wait_for_function("(id) => document.querySelector('.aw-atlas').dataset.hover === String(id)",
+                           arg=cell, timeout=5_000)
+    page.mouse.click(x, y)
+    page.wait_for_function(
+        "(id) => document.querySelector('.aw-examples-header')?.dataset.cells === String(id)",
+        arg=cell, timeout=20_000)
+
+
 def clipped_labels(locator) -> list[str]:
     """The labels cut short inside ``locator`` (see CLIPPED); empty when every one is whole."""
     return locator.evaluate(CLIPPED)

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch, settle
+from .lab import click_cell, dismiss_news, ready_widget, run_code, run_scratch, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -121,14 +121,7 @@ def test_atlas_icons_and_levels_in_lab(lab, page, artifacts):
     settle(page, canvas)
     fr, fc = fine["ij"]
     x, y = _grid_to_page(page, canvas, fc + 0.5, fr + 0.5)
-    page.mouse.move(x, y)
-    page.wait_for_function("(id) => document.querySelector('.aw-atlas').dataset.hover === String(id)",
-                           arg=fine["id"], timeout=5_000)
-    page.mouse.click(x, y)
-    page.wait_for_function(
-        "(id) => document.querySelector('.aw-examples-header')?.dataset.cells === String(id)",
-        arg=fine["id"], timeout=20_000,
-    )
+    click_cell(page, x, y, fine["id"])
     assert root.get_attribute("data-selected") == str(fine["id"])
     shown = [int(e.get_attribute("data-sample-id"))
              for e in page.locator(".aw-examples .aw-example").all()]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .lab import dismiss_news, ready_widget, run_code, run_scratch, settle
+from .lab import click_cell, dismiss_news, ready_widget, run_code, run_scratch, settle
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -88,13 +88,7 @@ def test_text_atlas_and_panel_in_lab(lab, page, artifacts):
     # screenshot scrolled the page: find the cell again.)
     settle(page, canvas)
     x, y = _cell_point(page, root, canvas, row + 0.5, col + 0.5)
-    page.mouse.move(x, y)
-    page.wait_for_function("(id) => document.querySelector('.aw-atlas').dataset.hover === String(id)",
-                           arg=info["id"], timeout=5_000)
-    page.mouse.click(x, y)
-    page.wait_for_function(
-        "(id) => document.querySelector('.aw-examples-header')?.dataset.cells === String(id)",
-        arg=info["id"], timeout=20_000)
+    click_cell(page, x, y, info["id"])
     assert root.get_attribute("data-selected") == str(info["id"])
     shown = page.evaluate(PANEL_JS)
     want = json.loads(run_code(page, (
